@@ -1,0 +1,165 @@
+"""Background processes recorded by PID file, with their output in a log file.
+
+Every long-running process kubexp starts (local services, platform replicas, HAProxy,
+etcd, JMeter servers) goes through `ManagedProcess`, so `stop` always finds and ends
+exactly what was started, process group included.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+
+class ProcessError(RuntimeError):
+    """A managed process could not be started or did not become ready."""
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now (for tests and ephemeral servers)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_accepts(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    if not path.exists():
+        return "(no log written)"
+    text = path.read_text(errors="replace").splitlines()
+    return "\n".join(text[-lines:])
+
+
+@dataclass
+class ManagedProcess:
+    """One background process: `argv` started in its own session, PID in `pidfile`."""
+
+    name: str
+    argv: Sequence[str]
+    state_dir: Path
+    env: dict[str, str] | None = None
+    cwd: Path | None = None
+    ports: Sequence[int] = ()
+    stop_signal: int = signal.SIGTERM
+    ready: Callable[[], bool] | None = None
+    pid: int | None = field(default=None, init=False)
+
+    @property
+    def pidfile(self) -> Path:
+        return self.state_dir / "pids" / f"{self.name}.pid"
+
+    @property
+    def logfile(self) -> Path:
+        return self.state_dir / "logs" / f"{self.name}.log"
+
+    def running_pid(self) -> int | None:
+        """PID of the recorded process if it is still alive (zombies count as dead)."""
+        if not self.pidfile.exists():
+            return None
+        try:
+            pid = int(self.pidfile.read_text().strip())
+            proc = psutil.Process(pid)
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return None
+        except (ValueError, psutil.NoSuchProcess):
+            return None
+        return pid
+
+    def start(self, timeout: float = 60.0) -> bool:
+        """Start unless already running; wait until ready. Returns False if it was running."""
+        if self.running_pid() is not None:
+            return False
+        for port in self.ports:
+            if not port_is_free(port):
+                raise ProcessError(
+                    f"{self.name}: port {port} on 127.0.0.1 is already in use; stop whatever "
+                    f"listens there or choose another port (see README, 'Ports')"
+                )
+        self.pidfile.parent.mkdir(parents=True, exist_ok=True)
+        self.logfile.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **(self.env or {})}
+        with open(self.logfile, "ab") as log:
+            try:
+                proc = subprocess.Popen(
+                    list(self.argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    env=env, cwd=self.cwd, start_new_session=True,
+                )
+            except FileNotFoundError as exc:
+                raise ProcessError(f"{self.name}: program {self.argv[0]!r} not found; run `make setup`") from exc
+        self.pid = proc.pid
+        self.pidfile.write_text(f"{proc.pid}\n")
+        self._wait_ready(proc, timeout)
+        return True
+
+    def _wait_ready(self, proc: subprocess.Popen[bytes], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                self.pidfile.unlink(missing_ok=True)
+                raise ProcessError(
+                    f"{self.name} exited with code {proc.returncode} while starting; "
+                    f"log {self.logfile}:\n{tail(self.logfile)}"
+                )
+            if (self.ready or self._ports_accept)():
+                return
+            time.sleep(0.1)
+        self.stop()
+        raise ProcessError(f"{self.name} was not ready after {timeout:.0f} s; log {self.logfile}:\n"
+                           f"{tail(self.logfile)}")
+
+    def _ports_accept(self) -> bool:
+        return all(port_accepts(port) for port in self.ports)
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Signal the process group, wait, then SIGKILL what is left. False if not running."""
+        pid = self.running_pid()
+        self.pidfile.unlink(missing_ok=True)
+        if pid is None:
+            return False
+        group = _group_members(pid)
+        try:
+            os.killpg(pid, self.stop_signal)
+        except ProcessLookupError:
+            pass
+        _, alive = psutil.wait_procs(group, timeout=timeout)
+        for proc in alive:
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(alive, timeout=5)
+        return True
+
+
+def _group_members(pid: int) -> list[psutil.Process]:
+    """The process and every descendant still alive (they share its session)."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []

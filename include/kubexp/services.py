@@ -1,0 +1,234 @@
+"""The local services of the embedded default: PostgreSQL, Prometheus and Airflow.
+
+Each runs as a plain process on 127.0.0.1 under the run folder (`kubexp.settings.run_dir`),
+recorded by PID. `up` is idempotent; `down` stops only what `up` recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from kubexp import settings
+from kubexp.processes import ManagedProcess, ProcessError
+
+PG_BIN = Path(os.environ.get("KUBEXP_PG_BIN", "/usr/lib/postgresql/15/bin"))
+AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+
+
+def _as_postgres_user() -> list[str]:
+    """initdb and postgres refuse root: run them as the `postgres` user when we are root."""
+    return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+
+@dataclass
+class Postgres:
+    """A PostgreSQL 15 server with its own data dir under `root`."""
+
+    root: Path
+    port: int
+    password: str
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "postgres" / "data"
+
+    def url(self, database: str, driver: str = "postgresql") -> str:
+        return f"{driver}://kubexp:{self.password}@127.0.0.1:{self.port}/{database}"
+
+    def process(self) -> ManagedProcess:
+        sockets = self.root / "postgres" / "run"
+        return ManagedProcess(
+            name="postgres",
+            argv=[*_as_postgres_user(), str(PG_BIN / "postgres"), "-D", str(self.data_dir),
+                  "-p", str(self.port), "-h", "127.0.0.1", "-k", str(sockets)],
+            state_dir=self.root, ports=[self.port], stop_signal=signal.SIGINT,
+        )
+
+    def init(self) -> None:
+        if (self.data_dir / "PG_VERSION").exists():
+            return
+        if not (PG_BIN / "initdb").exists():
+            raise ProcessError(f"PostgreSQL 15 not found in {PG_BIN}; run `make setup` (installs postgresql-15)")
+        base = self.root / "postgres"
+        (base / "run").mkdir(parents=True, exist_ok=True)
+        pwfile = base / "pwfile"
+        pwfile.write_text(self.password + "\n")
+        if os.geteuid() == 0:
+            user = pwd.getpwnam("postgres")
+            for path in (self.root, base, base / "run", pwfile):
+                os.chown(path, user.pw_uid, user.pw_gid)
+        try:
+            subprocess.run(
+                [*_as_postgres_user(), str(PG_BIN / "initdb"), "-D", str(self.data_dir), "-U", "kubexp",
+                 "--pwfile", str(pwfile), "--auth-host=scram-sha-256", "--auth-local=scram-sha-256",
+                 "-E", "UTF8", "--no-locale"],
+                check=True, capture_output=True, text=True,
+            )
+        except subprocess.CalledProcessError as exc:
+            raise ProcessError(
+                f"initdb of {self.data_dir} failed:\n{exc.stderr}\nThe postgres user must be able to reach "
+                f"this folder: choose a KUBEXP_HOME whose parent folders are world-traversable."
+            ) from exc
+        finally:
+            pwfile.unlink(missing_ok=True)
+        with open(self.data_dir / "postgresql.conf", "a") as conf:
+            conf.write("fsync = on\nmax_connections = 200\nshared_buffers = 256MB\n")
+
+    def start(self) -> bool:
+        self.init()
+        started = self.process().start(timeout=60)
+        self.create_databases("kubexp", "airflow")
+        return started
+
+    def create_databases(self, *names: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.url("postgres"), autocommit=True, connect_timeout=10) as conn:
+            for name in names:
+                exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+                if not exists:
+                    conn.execute(f'CREATE DATABASE "{name}"')  # name is one of our constants
+
+
+def prometheus_process(root: Path, port: int) -> ManagedProcess:
+    """Prometheus scraping every second whatever the local platform lists in targets/."""
+    base = root / "prometheus"
+    (base / "targets").mkdir(parents=True, exist_ok=True)
+    config = base / "prometheus.yml"
+    config.write_text(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+        "scrape_configs:\n"
+        "  - job_name: kubexp-local\n"
+        "    file_sd_configs:\n"
+        f"      - files: ['{base / 'targets'}/*.json']\n"
+    )
+    binary = shutil.which("prometheus") or "prometheus"
+    return ManagedProcess(
+        name="prometheus",
+        argv=[binary, f"--config.file={config}", f"--storage.tsdb.path={base / 'data'}",
+              f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=7d",
+              "--web.enable-lifecycle"],
+        state_dir=root, ports=[port],
+        ready=lambda: _http_ok(f"http://127.0.0.1:{port}/-/ready"),
+    )
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def airflow_env(root: Path, ports: settings.Ports, pg: Postgres, secrets: dict[str, str]) -> dict[str, str]:
+    """Environment shared by every Airflow component and the `airflow` CLI."""
+    home = root / "airflow"
+    home.mkdir(parents=True, exist_ok=True)
+    passwords = home / "passwords.json"
+    if not passwords.exists():
+        fd = os.open(passwords, os.O_WRONLY | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump({"admin": secrets["airflow_admin_password"]}, out)
+    base_url = f"http://127.0.0.1:{ports.airflow}"
+    return {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(settings.REPO_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(settings.REPO_ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__CORE__FERNET_KEY": secrets["airflow_fernet_key"],
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base_url}/execution/",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": pg.url("airflow", "postgresql+psycopg2"),
+        "AIRFLOW__API__BASE_URL": base_url,
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(ports.airflow),
+        "AIRFLOW__API__SECRET_KEY": secrets["airflow_secret_key"],
+        "AIRFLOW__API_AUTH__JWT_SECRET": secrets["airflow_jwt_secret"],
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+        "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "10",
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+        "AIRFLOW_CONN_KUBEXP_RESULTS": pg.url("kubexp"),
+        "KUBEXP_DATABASE_URL": pg.url("kubexp"),
+        "KUBEXP_HOME": str(root),
+        "KUBEXP_PROMETHEUS_URL": f"http://127.0.0.1:{ports.prometheus}",
+    }
+
+
+def airflow_processes(root: Path, env: dict[str, str], port: int) -> list[ManagedProcess]:
+    airflow = str(Path(sys.executable).parent / "airflow")
+    procs = []
+    for component in AIRFLOW_COMPONENTS:
+        is_api = component == "api-server"
+        procs.append(ManagedProcess(
+            name=f"airflow-{component}", argv=[airflow, component], state_dir=root, env=env,
+            ports=[port] if is_api else [],
+            ready=(lambda: _http_ok(f"http://127.0.0.1:{port}/api/v2/monitor/health")) if is_api
+            else (lambda: True),
+        ))
+    return procs
+
+
+@dataclass
+class LocalServices:
+    """All local services under one run folder."""
+
+    root: Path
+    ports: settings.Ports
+
+    @classmethod
+    def from_env(cls) -> LocalServices:
+        return cls(root=settings.run_dir(), ports=settings.Ports.from_env())
+
+    @property
+    def postgres(self) -> Postgres:
+        secrets = settings.local_secrets()
+        return Postgres(self.root, self.ports.postgres, secrets["postgres_password"])
+
+    def airflow_env(self) -> dict[str, str]:
+        return airflow_env(self.root, self.ports, self.postgres, settings.local_secrets())
+
+    def processes(self) -> list[ManagedProcess]:
+        return [
+            self.postgres.process(),
+            prometheus_process(self.root, self.ports.prometheus),
+            *airflow_processes(self.root, self.airflow_env(), self.ports.airflow),
+        ]
+
+    def up(self, with_airflow: bool = True, log=print) -> None:
+        pg = self.postgres
+        log(f"postgres    127.0.0.1:{self.ports.postgres}  " + ("started" if pg.start() else "already running"))
+        prom = prometheus_process(self.root, self.ports.prometheus)
+        log(f"prometheus  127.0.0.1:{self.ports.prometheus}  " + ("started" if prom.start() else "already running"))
+        if not with_airflow:
+            return
+        env = self.airflow_env()
+        procs = airflow_processes(self.root, env, self.ports.airflow)
+        if any(p.running_pid() is None for p in procs):
+            log("airflow     migrating metadata database ...")
+            subprocess.run([procs[0].argv[0], "db", "migrate"], env={**os.environ, **env}, check=True,
+                           stdout=subprocess.DEVNULL)
+        for proc in procs:
+            state = "started" if proc.start(timeout=120) else "already running"
+            log(f"{proc.name:<27} {state}")
+
+    def down(self, log=print) -> None:
+        for proc in reversed(self.processes()):
+            if proc.stop():
+                log(f"{proc.name:<27} stopped")
+
+    def status(self) -> dict[str, int | None]:
+        return {proc.name: proc.running_pid() for proc in self.processes()}

@@ -1,0 +1,87 @@
+"""Where kubexp keeps its state, which ports its local services use, and its secrets.
+
+Everything is read from the environment (KUBEXP_*), with defaults that keep a
+developer machine's usual ports (8080, 5432, 9090) free.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SUITES_DIR = REPO_ROOT / "include" / "suites"
+SQL_DIR = REPO_ROOT / "sql"
+APP_DIR = REPO_ROOT / "app"
+
+
+def run_dir() -> Path:
+    """The run folder: PIDs, logs, data dirs and generated secrets of local services."""
+    return Path(os.environ.get("KUBEXP_HOME", REPO_ROOT / ".kubexp")).resolve()
+
+
+def _port(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        port = int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a port number; set it to an integer 1-65535") from None
+    if not 0 < port < 65536:
+        raise ValueError(f"{name}={port} is out of range; set it to an integer 1-65535")
+    return port
+
+
+@dataclass(frozen=True)
+class Ports:
+    postgres: int
+    airflow: int
+    prometheus: int
+
+    @classmethod
+    def from_env(cls) -> Ports:
+        return cls(
+            postgres=_port("KUBEXP_POSTGRES_PORT", 15432),
+            airflow=_port("KUBEXP_AIRFLOW_PORT", 18080),
+            prometheus=_port("KUBEXP_PROMETHEUS_PORT", 19090),
+        )
+
+
+def local_secrets() -> dict[str, str]:
+    """Secrets of the local services, generated once into the run folder (mode 0600)."""
+    path = run_dir() / "secrets.json"
+    if path.exists():
+        return dict(json.loads(path.read_text()))
+    values = {
+        "postgres_password": secrets.token_urlsafe(18),
+        "airflow_admin_password": secrets.token_urlsafe(12),
+        "airflow_jwt_secret": secrets.token_urlsafe(32),
+        "airflow_secret_key": secrets.token_urlsafe(32),
+        "airflow_fernet_key": _fernet_key(),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(values, out)
+    return values
+
+
+def _fernet_key() -> str:
+    from cryptography.fernet import Fernet
+
+    return Fernet.generate_key().decode()
+
+
+def local_database_url(database: str = "kubexp", driver: str = "postgresql") -> str:
+    """URL of a database on the PostgreSQL that `kubexp services up` starts."""
+    password = local_secrets()["postgres_password"]
+    return f"{driver}://kubexp:{password}@127.0.0.1:{Ports.from_env().postgres}/{database}"
+
+
+def database_url() -> str:
+    """The results database: KUBEXP_DATABASE_URL, else the local services' database."""
+    return os.environ.get("KUBEXP_DATABASE_URL") or local_database_url()

@@ -1,0 +1,75 @@
+"""`kubexp services up/down`: real processes, nothing left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import reachable_tmpdir
+
+from kubexp.processes import ManagedProcess, ProcessError, free_port, port_is_free
+
+
+def _env(home: Path, **ports: int) -> dict[str, str]:
+    env = {**os.environ, "KUBEXP_HOME": str(home)}
+    env.update({f"KUBEXP_{name.upper()}_PORT": str(port) for name, port in ports.items()})
+    return env
+
+
+def _kubexp(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    kubexp = str(Path(sys.executable).parent / "kubexp")
+    return subprocess.run([kubexp, *args], env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_services_up_down_leaves_nothing_behind() -> None:
+    home = reachable_tmpdir("kubexp-services-") / "run"
+    ports = {"postgres": free_port(), "airflow": free_port(), "prometheus": free_port()}
+    env = _env(home, **ports)
+    before = {p.pid for p in psutil.process_iter()}
+
+    up = _kubexp("services", "up", env=env)
+    assert up.returncode == 0, up.stderr
+    status = json.loads(_kubexp("services", "status", "--json", env=env).stdout)
+    assert all(pid for pid in status.values()), status
+    again = _kubexp("services", "up", env=env)
+    assert again.returncode == 0 and "already running" in again.stdout
+
+    down = _kubexp("services", "down", env=env)
+    assert down.returncode == 0, down.stderr
+    status = json.loads(_kubexp("services", "status", "--json", env=env).stdout)
+    assert not any(status.values()), status
+    assert all(port_is_free(port) for port in ports.values())
+    leftovers = [p for p in psutil.process_iter(["pid", "cmdline"])
+                 if p.pid not in before and str(home) in " ".join(p.info["cmdline"] or [])]
+    assert leftovers == []
+    assert not list((home / "pids").glob("*.pid"))
+    shutil.rmtree(home.parent)
+
+
+def test_taken_port_is_named(tmp_path: Path) -> None:
+    port = free_port()
+    holder = ManagedProcess("holder", [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+                            tmp_path, ports=[port])
+    holder.start()
+    try:
+        clash = ManagedProcess("clash", [sys.executable, "-c", "pass"], tmp_path / "b", ports=[port])
+        with pytest.raises(ProcessError, match=f"port {port}"):
+            clash.start()
+    finally:
+        holder.stop()
+    assert port_is_free(port)
+
+
+def test_process_that_dies_while_starting_reports_its_log(tmp_path: Path) -> None:
+    proc = ManagedProcess("dies", [sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"], tmp_path,
+                          ready=lambda: False)
+    with pytest.raises(ProcessError, match="exited with code 3(.|\n)*boom"):
+        proc.start(timeout=10)
+    assert proc.running_pid() is None

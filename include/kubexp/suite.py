@@ -1,0 +1,293 @@
+"""Suite files: a parameter matrix, repetitions and collection settings, validated by one JSON Schema.
+
+A suite's scenarios are the cartesian product of its matrix, every parameter completed from
+`defaults` and then from the framework defaults. A scenario's id is a hash of all its
+parameters, so loading a suite twice or adding matrix values never duplicates a scenario.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from kubexp.settings import SUITES_DIR
+
+
+class SuiteError(ValueError):
+    """A suite file that cannot be used; the message names the file, the key path and what is allowed."""
+
+
+# One JSON Schema per scenario parameter; "default" is the value a suite gets when it leaves it out.
+# pods_max has no fixed default: it follows pods (no autoscaling) unless given.
+PARAMETERS: dict[str, dict[str, Any]] = {
+    "pods": {"type": "integer", "minimum": 1, "default": 1, "description": "initial app replicas"},
+    "pods_max": {"type": "integer", "minimum": 1, "description": "HPA upper bound; equal to pods = no autoscaling"},
+    "workers": {"type": "integer", "minimum": 1, "default": 10, "description": "closed-loop load threads in total"},
+    "think_time_ms": {"type": "number", "minimum": 0, "default": 20, "description": "mean Poisson think time"},
+    "duration_s": {"type": "integer", "minimum": 1, "default": 60, "description": "load duration"},
+    "mesh": {"enum": ["native", "istio"], "default": "native", "description": "service routing"},
+    "etcd_storage": {"enum": ["ramdisk", "disk"], "default": "ramdisk", "description": "where etcd keeps its data"},
+    "memory_limit_mib": {"type": "integer", "minimum": 1, "default": 64, "description": "per-replica memory limit"},
+    "cpu_limit_millicores": {"type": "integer", "minimum": 1, "default": 200, "description": "per-replica CPU limit"},
+    "connect_timeout_ms": {"type": "integer", "minimum": 1, "default": 2000, "description": "load connect timeout"},
+    "response_timeout_ms": {"type": "integer", "minimum": 1, "default": 10000, "description": "load response timeout"},
+    "etcd_fsync_delay_ms": {"type": "number", "minimum": 0, "default": 0,
+                            "description": "extra delay per etcd fsync (emulates a slow network disk)"},
+    "arrival_rate_per_s": {"type": ["number", "null"], "exclusiveMinimum": 0, "default": None,
+                           "description": "open-loop arrival rate; null = closed loop"},
+}
+PARAMETER_DEFAULTS: dict[str, Any] = {name: spec.get("default") for name, spec in PARAMETERS.items()}
+
+
+def _param_schema(name: str) -> dict[str, Any]:
+    return {key: value for key, value in PARAMETERS[name].items() if key != "default"}
+
+
+_DEFAULTS_SCHEMA = {
+    "type": "object",
+    "properties": {name: _param_schema(name) for name in PARAMETERS},
+    "additionalProperties": False,
+}
+_MATRIX_SCHEMA = {
+    "type": "object",
+    "properties": {
+        name: {"type": "array", "minItems": 1, "uniqueItems": True, "items": _param_schema(name)}
+        for name in PARAMETERS
+    },
+    "additionalProperties": False,
+}
+_HOST_PORT = {"type": "string", "pattern": r"^[^\s:]+:[0-9]{1,5}$"}
+
+# Sections are owned by the parts that read them; known keys are typed here and further keys
+# are allowed so each part can grow its settings (documented in docs/suites.md and its own docs).
+SUITE_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "kubexp suite",
+    "type": "object",
+    "required": ["suite", "platform", "repetitions", "matrix"],
+    "additionalProperties": False,
+    "properties": {
+        "suite": {"type": "string", "pattern": "^[a-z0-9-]+$", "maxLength": 200},
+        "description": {"type": "string"},
+        "platform": {"enum": ["local", "kubernetes"]},
+        "cluster": {"type": "string", "pattern": "^[A-Za-z0-9._-]+$"},
+        "repetitions": {"type": "integer", "minimum": 1},
+        "seed": {"type": "integer"},
+        "allow_dirty": {"type": "boolean"},
+        "defaults": _DEFAULTS_SCHEMA,
+        "matrix": _MATRIX_SCHEMA,
+        "load": {
+            "type": "object",
+            "properties": {
+                "servers": {"oneOf": [{"type": "integer", "minimum": 1},
+                                      {"type": "array", "minItems": 1, "items": _HOST_PORT}]},
+                "plan": {"type": "string"},
+                "sample_sender_mode": {"type": "string"},
+                "results_dir": {"type": "string"},
+                "request_path": {"type": "string", "pattern": "^/"},
+                "ssh_conn_ids": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+        "metrics": {
+            "type": "object",
+            "properties": {
+                "prometheus": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["name"],
+                        "properties": {"name": {"type": "string"}, "url": {"type": "string"},
+                                       "conn_id": {"type": "string"}},
+                        "oneOf": [{"required": ["url"]}, {"required": ["conn_id"]}],
+                        "additionalProperties": False,
+                    },
+                },
+                "queries": {"type": "object", "additionalProperties": {"type": "string", "minLength": 1}},
+                "required": {"type": "array", "items": {"type": "string"}},
+                "completeness_min": {"type": "number", "minimum": 0, "maximum": 1},
+            },
+        },
+        "local": {
+            "type": "object",
+            "properties": {"health_check_interval_s": {"type": "number", "exclusiveMinimum": 0}},
+        },
+        "kubernetes": {
+            "type": "object",
+            "properties": {
+                "conn_id": {"type": "string"},
+                "namespace": {"type": "string"},
+                "openstack_cloud": {"type": "string"},
+                "etcd": {"type": "object"},
+                "istio": {"type": "object"},
+            },
+        },
+        "analysis": {
+            "type": "object",
+            "properties": {
+                "warmup_s": {"type": "integer", "minimum": 0},
+                "cooldown_s": {"type": "integer", "minimum": 0},
+            },
+        },
+    },
+}
+
+
+def scenario_params_schema() -> dict[str, Any]:
+    """JSON Schema of one scenario's parameters, with the framework defaults (for Airflow trigger forms)."""
+    return {
+        "type": "object",
+        "properties": copy.deepcopy(PARAMETERS),
+        "additionalProperties": False,
+    }
+
+
+@dataclass(frozen=True)
+class Scenario:
+    id: str  # stable 16-hex hash of the normalised params (sorted JSON)
+    index: int  # position in the matrix's cartesian order (0-based)
+    params: dict[str, Any]  # ALL parameters, defaults applied
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    platform: str
+    cluster: str
+    repetitions: int
+    seed: int
+    description: str
+    allow_dirty: bool
+    path: Path
+    defaults: dict[str, Any]
+    matrix: dict[str, list[Any]]
+    load: dict[str, Any]
+    metrics: dict[str, Any]
+    local: dict[str, Any]
+    kubernetes: dict[str, Any]
+    analysis: dict[str, Any]
+
+    def scenarios(self) -> list[Scenario]:
+        """Every scenario of the matrix in cartesian order (first matrix key varies slowest)."""
+        names = list(self.matrix)
+        result = []
+        for index, values in enumerate(itertools.product(*(self.matrix[name] for name in names))):
+            params = {**PARAMETER_DEFAULTS, **self.defaults, **dict(zip(names, values, strict=True))}
+            if params.get("pods_max") is None:
+                params["pods_max"] = params["pods"]
+            params = normalise_params(params)
+            result.append(Scenario(id=scenario_id(params), index=index, params=params))
+        return result
+
+    @property
+    def warmup_s(self) -> int:
+        return int(self.analysis.get("warmup_s", 0))
+
+    @property
+    def cooldown_s(self) -> int:
+        return int(self.analysis.get("cooldown_s", 0))
+
+
+def normalise_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Integral floats become ints, so 20 and 20.0 give the same scenario id."""
+    return {key: int(value) if isinstance(value, float) and value.is_integer() else value
+            for key, value in sorted(params.items())}
+
+
+def scenario_id(params: dict[str, Any]) -> str:
+    """The stable id of a parameter set: first 16 hex digits of SHA-256 over its sorted JSON."""
+    text = json.dumps(normalise_params(params), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def suite_files(folder: Path = SUITES_DIR) -> list[Path]:
+    """The suite files in a folder (*.yaml, *.yml), sorted by name."""
+    return sorted([*Path(folder).glob("*.yaml"), *Path(folder).glob("*.yml")])
+
+
+def load_suite(path: Path | str) -> Suite:
+    """Read and validate a suite file; raises SuiteError naming the file and key path."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise SuiteError(f"{path}: cannot read the suite file ({exc.strerror})") from exc
+    except yaml.YAMLError as exc:
+        raise SuiteError(f"{path}: not valid YAML: {exc}") from exc
+    return parse_suite(data, path)
+
+
+def parse_suite(data: Any, path: Path | str) -> Suite:
+    """Validate an already parsed suite document; `path` is only used in messages and kept on the Suite."""
+    path = Path(path)
+    validator = jsonschema.Draft202012Validator(SUITE_SCHEMA)
+    errors = sorted(validator.iter_errors(data), key=lambda e: (list(map(str, e.absolute_path)), e.message))
+    if errors:
+        raise SuiteError("\n".join(_describe(path, error) for error in errors))
+    defaults: dict[str, Any] = dict(data.get("defaults") or {})
+    matrix: dict[str, list[Any]] = dict(data["matrix"] or {})
+    both = sorted(set(defaults) & set(matrix))
+    if both:
+        raise SuiteError(f"{path}: {', '.join(both)} given in both defaults and matrix; keep each parameter in one")
+    platform = data["platform"]
+    suite = Suite(
+        name=data["suite"], platform=platform, cluster=data.get("cluster", platform),
+        repetitions=data["repetitions"], seed=data.get("seed", 0), description=data.get("description", ""),
+        allow_dirty=data.get("allow_dirty", False), path=path, defaults=defaults, matrix=matrix,
+        load=dict(data.get("load") or {}), metrics=dict(data.get("metrics") or {}),
+        local=dict(data.get("local") or {}), kubernetes=dict(data.get("kubernetes") or {}),
+        analysis=dict(data.get("analysis") or {}),
+    )
+    for scenario in suite.scenarios():
+        pods, pods_max = scenario.params["pods"], scenario.params["pods_max"]
+        if pods_max < pods:
+            where = "matrix" if "pods_max" in matrix or "pods" in matrix else "defaults"
+            raise SuiteError(
+                f"{path}: {where}.pods_max: pods_max={pods_max} is below pods={pods} in scenario {scenario.index}; "
+                f"allowed: pods_max >= pods (equal = no autoscaling)"
+            )
+    return suite
+
+
+def _describe(path: Path, error: jsonschema.ValidationError) -> str:
+    where = _key_path(error.absolute_path)
+    allowed = _allowed(error)
+    return f"{path}: {where}: {error.message}" + (f"; allowed: {allowed}" if allowed else "")
+
+
+def _key_path(parts: Any) -> str:
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _alternative(schema: dict[str, Any]) -> str:
+    if "required" in schema:
+        return "key " + ", ".join(schema["required"])
+    kind = schema.get("type", "value")
+    return f"{kind} of {schema['items'].get('type', 'values')}" if "items" in schema else str(kind)
+
+
+def _allowed(error: jsonschema.ValidationError) -> str:
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    if error.validator == "additionalProperties":
+        return ", ".join(sorted(schema.get("properties", {})))
+    if error.validator == "required":
+        return "required keys " + ", ".join(schema.get("required", []))
+    if error.validator == "enum":
+        return " | ".join(json.dumps(value) for value in schema["enum"])
+    if error.validator == "type":
+        return f"type {error.validator_value}"
+    if error.validator in ("oneOf", "anyOf"):
+        return " or ".join(_alternative(option) for option in error.validator_value)
+    if error.validator in ("minimum", "exclusiveMinimum", "maximum", "minItems", "pattern", "uniqueItems"):
+        return f"{error.validator} {error.validator_value}"
+    return ""

@@ -1,0 +1,205 @@
+"""Statistics for comparing scenario groups: Kruskal-Wallis, Dunn-Holm, Cliff's delta, bootstrap medians.
+
+The unit of analysis matters. Per-second rows of one experiment are autocorrelated, so
+treating them as independent samples (as the paper did for its Table 1) overstates
+significance. Every test here therefore says which unit it used: `experiment` (one value
+per experiment, e.g. its steady-state median successful responses/s; the default) or
+`second` (every steady-state second as a sample; the paper's variant, kept for comparison).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import scikit_posthocs
+from scipy import stats as scipy_stats
+
+Unit = Literal["experiment", "second"]
+
+# Kruskal-Wallis' chi-squared approximation is poor below this many values per group;
+# suites can raise it (analysis.min_group_size).
+MIN_GROUP_SIZE = 3
+
+UNIT_LABELS: dict[str, str] = {
+    "experiment": "experiments as the unit (one steady-state median per experiment)",
+    "second": "seconds as the unit (paper's variant; autocorrelated, overstates significance)",
+}
+
+
+def _values(sample: Sequence[float] | np.ndarray | pd.Series) -> np.ndarray:
+    array = np.asarray(sample, dtype=float)
+    return array[~np.isnan(array)]
+
+
+@dataclass(frozen=True)
+class GroupTest:
+    """The result of one Kruskal-Wallis H-test, or why it could not be run."""
+
+    unit: str
+    sizes: dict[str, int]  # group label -> number of values
+    statistic: float | None
+    p_value: float | None
+    message: str = ""  # empty when the test ran
+
+    @property
+    def ran(self) -> bool:
+        return self.p_value is not None
+
+    @property
+    def label(self) -> str:
+        return f"Kruskal-Wallis H-test, {UNIT_LABELS[self.unit]}"
+
+
+def group_size_problem(sizes: Mapping[str, int], unit: str, min_group_size: int) -> str:
+    """Why groups of these sizes cannot be compared, or '' when they can."""
+    if len(sizes) < 2:
+        return f"needs at least 2 groups to compare, got {len(sizes)} ({', '.join(sizes) or 'none'})"
+    small = {label: n for label, n in sizes.items() if n < min_group_size}
+    if small:
+        what = "experiments" if unit == "experiment" else "seconds"
+        listed = ", ".join(f"{label}: {n}" for label, n in small.items())
+        return (f"too few {what} per group ({listed}); each group needs at least {min_group_size}"
+                f" - run more repetitions or lower analysis.min_group_size")
+    return ""
+
+
+def kruskal_wallis(groups: Mapping[str, Sequence[float] | np.ndarray | pd.Series], *,
+                   unit: Unit = "experiment", min_group_size: int = MIN_GROUP_SIZE) -> GroupTest:
+    """Kruskal-Wallis H-test (tie-corrected, as scipy) across labelled groups; NaNs are dropped."""
+    samples = {label: _values(values) for label, values in groups.items()}
+    sizes = {label: int(values.size) for label, values in samples.items()}
+    problem = group_size_problem(sizes, unit, min_group_size)
+    if problem:
+        return GroupTest(unit, sizes, None, None, problem)
+    pooled = np.concatenate(list(samples.values()))
+    if np.all(pooled == pooled[0]):
+        return GroupTest(unit, sizes, None, None, f"all {pooled.size} values are identical ({pooled[0]:g}); "
+                                                  "nothing to rank")
+    result = scipy_stats.kruskal(*samples.values())
+    return GroupTest(unit, sizes, float(result.statistic), float(result.pvalue))
+
+
+def dunn_holm(groups: Mapping[str, Sequence[float] | np.ndarray | pd.Series], *,
+              unit: Unit = "experiment", min_group_size: int = MIN_GROUP_SIZE) -> pd.DataFrame:
+    """Post-hoc Dunn tests for every pair of groups, p-values Holm-adjusted over all pairs.
+
+    Returns a symmetric label x label frame of adjusted p-values (diagonal 1). Raises
+    ValueError with the reason when the groups are too small to test.
+    """
+    samples = {label: _values(values) for label, values in groups.items()}
+    problem = group_size_problem({label: v.size for label, v in samples.items()}, unit, min_group_size)
+    if problem:
+        raise ValueError(f"Dunn test not possible: {problem}")
+    matrix = scikit_posthocs.posthoc_dunn(list(samples.values()), p_adjust="holm")
+    labels = list(samples)
+    matrix.index = labels
+    matrix.columns = labels
+    return matrix.astype(float)
+
+
+def holm(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm step-down adjustment of a family of p-values (None entries are skipped and kept)."""
+    present = [(p, i) for i, p in enumerate(p_values) if p is not None]
+    adjusted: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(sorted(present)):
+        running = max(running, min(1.0, (len(present) - rank) * p))
+        adjusted[i] = running
+    return adjusted
+
+
+def cliffs_delta(x: Sequence[float] | np.ndarray | pd.Series, y: Sequence[float] | np.ndarray | pd.Series) -> float:
+    """Cliff's delta: P(X > Y) - P(X < Y), from -1 (all x below y) to 1 (all x above y).
+
+    Counted with sorting (O((n + m) log m)), so millions of per-second values are fine.
+    """
+    xs, ys = _values(x), np.sort(_values(y))
+    if xs.size == 0 or ys.size == 0:
+        raise ValueError(f"Cliff's delta needs values in both samples (got {xs.size} and {ys.size})")
+    below = np.searchsorted(ys, xs, side="left")  # y < x
+    not_above = np.searchsorted(ys, xs, side="right")  # y <= x
+    greater = below.sum()
+    less = (ys.size - not_above).sum()
+    return float((greater - less) / (xs.size * ys.size))
+
+
+def delta_magnitude(delta: float) -> str:
+    """Romano et al. (2006) thresholds for |delta|."""
+    size = abs(delta)
+    if size < 0.147:
+        return "negligible"
+    if size < 0.33:
+        return "small"
+    if size < 0.474:
+        return "medium"
+    return "large"
+
+
+@dataclass(frozen=True)
+class MedianInterval:
+    median: float
+    low: float
+    high: float
+    n: int
+    confidence: float
+
+    @property
+    def relative_width(self) -> float | None:
+        """(high - low) / |median|; None when the median is 0."""
+        return None if self.median == 0 else (self.high - self.low) / abs(self.median)
+
+
+def bootstrap_median(values: Sequence[float] | np.ndarray | pd.Series, *, confidence: float = 0.95,
+                     resamples: int = 2000, seed: int = 0) -> MedianInterval:
+    """Percentile bootstrap confidence interval of the median (seeded: same data, same interval)."""
+    sample = _values(values)
+    if sample.size == 0:
+        raise ValueError("bootstrap of the median needs at least one value")
+    rng = np.random.default_rng(seed)
+    medians = np.median(sample[rng.integers(0, sample.size, size=(resamples, sample.size))], axis=1)
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(medians, [tail, 1 - tail])
+    return MedianInterval(float(np.median(sample)), float(low), float(high), int(sample.size), confidence)
+
+
+@dataclass(frozen=True)
+class RepetitionVerdict:
+    """Do the repetitions so far pin a scenario's median to the target relative CI width?"""
+
+    n: int
+    interval: MedianInterval | None
+    target: float
+    pinned: bool
+    more_needed: int | None  # None when it cannot be estimated (see message)
+    message: str
+
+
+def repetitions_verdict(values: Sequence[float] | np.ndarray | pd.Series, *, target_relative_width: float = 0.1,
+                        confidence: float = 0.95, min_n: int = MIN_GROUP_SIZE, seed: int = 0) -> RepetitionVerdict:
+    """Judge one scenario's per-experiment values (e.g. median successful responses/s).
+
+    The estimate of further repetitions assumes the interval narrows as 1/sqrt(n):
+    n_needed = ceil(n * (width / target)^2). It is a planning figure, not a guarantee.
+    """
+    sample = _values(values)
+    n = int(sample.size)
+    if n < min_n:
+        return RepetitionVerdict(n, None, target_relative_width, False, None,
+                                 f"{n} finished experiment(s); at least {min_n} are needed to estimate the interval")
+    interval = bootstrap_median(sample, confidence=confidence, seed=seed)
+    width = interval.relative_width
+    if width is None:
+        return RepetitionVerdict(n, interval, target_relative_width, False, None,
+                                 "median is 0, so a relative interval width is undefined")
+    if width <= target_relative_width:
+        return RepetitionVerdict(n, interval, target_relative_width, True, 0,
+                                 f"relative CI width {width:.1%} <= target {target_relative_width:.0%}")
+    needed = math.ceil(n * (width / target_relative_width) ** 2)
+    return RepetitionVerdict(n, interval, target_relative_width, False, needed - n,
+                             f"relative CI width {width:.1%} > target {target_relative_width:.0%}; "
+                             f"about {needed - n} more repetition(s) needed")

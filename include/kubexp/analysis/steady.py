@@ -1,0 +1,129 @@
+"""Steady-state windows: which seconds of an experiment count, and per-experiment summaries of them.
+
+Every experiment starts with a warm-up (connections opening, caches filling, autoscaling
+reacting) and may end with a cool-down (the last, partial second; threads stopping).
+A suite can fix both in seconds (`analysis: {warmup_s, cooldown_s}`); whatever it leaves
+unset is detected per experiment with MSER-5 (White 1997; White, Cobb & Spratt 2000):
+the truncation point that minimises the marginal standard error of the mean of
+5-second batch means, searched over the first half of the batches. The cool-down is
+detected the same way on the reversed remainder, searched over its last quarter only,
+because the load stops abruptly and any real cool-down transient is short.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+BATCH_S = 5
+WARMUP_SEARCH_FRACTION = 0.5
+COOLDOWN_SEARCH_FRACTION = 0.25
+COUNT_COLUMNS = ("requests", "successes", "failures", "failures_4xx", "failures_5xx", "failures_other")
+
+
+def mser_truncation(values: np.ndarray, *, batch: int = BATCH_S, max_fraction: float = WARMUP_SEARCH_FRACTION) -> int:
+    """Number of leading observations MSER-`batch` drops (a multiple of `batch`; 0 for short series)."""
+    series = np.asarray(values, dtype=float)
+    batches = series.size // batch
+    if batches < 4:
+        return 0
+    means = series[: batches * batch].reshape(batches, batch).mean(axis=1)
+    # Sums over the batches d..m-1 for every candidate truncation d, from the end.
+    tail_sum = np.cumsum(means[::-1])[::-1]
+    tail_sq = np.cumsum((means**2)[::-1])[::-1]
+    kept = np.arange(batches, 0, -1, dtype=float)
+    squared_deviations = np.maximum(tail_sq - tail_sum**2 / kept, 0.0)
+    mser = squared_deviations / kept**2
+    candidates = int(batches * max_fraction) + 1
+    return int(np.argmin(mser[:candidates])) * batch
+
+
+@dataclass(frozen=True)
+class SteadyWindow:
+    start: int  # first t kept
+    end: int  # last t kept (inclusive)
+    warmup_method: str  # "mser-5" or "configured"
+    cooldown_method: str
+
+
+def steady_window(t: np.ndarray, values: np.ndarray, *, warmup_s: int | None = None,
+                  cooldown_s: int | None = None) -> SteadyWindow:
+    """The window of one experiment, from its seconds `t` and the series MSER looks at (successes/s)."""
+    order = np.argsort(t)
+    times, series = np.asarray(t)[order], np.asarray(values, dtype=float)[order]
+    first, last = int(times[0]), int(times[-1])
+    grid = np.zeros(last - first + 1)
+    grid[times - first] = series  # seconds without a row completed nothing
+    if warmup_s is None:
+        start = first + mser_truncation(grid)
+    else:
+        start = max(first, int(warmup_s))
+    if cooldown_s is None:
+        remainder = grid[start - first:]
+        end = last - mser_truncation(remainder[::-1], max_fraction=COOLDOWN_SEARCH_FRACTION)
+    else:
+        end = last - max(0, int(cooldown_s))
+    # A window can come out empty (end = start - 1) when configured trims exceed the data.
+    return SteadyWindow(start, max(end, start - 1),
+                        "mser-5" if warmup_s is None else "configured",
+                        "mser-5" if cooldown_s is None else "configured")
+
+
+def steady_windows(seconds: pd.DataFrame, *, warmup_s: int | None = None, cooldown_s: int | None = None,
+                   column: str = "successes") -> pd.DataFrame:
+    """One window per experiment: columns experiment_id, start, end, seconds, warmup_method, cooldown_method."""
+    rows = []
+    for experiment_id, frame in seconds.groupby("experiment_id", sort=False):
+        window = steady_window(frame["t"].to_numpy(), frame[column].to_numpy(),
+                               warmup_s=warmup_s, cooldown_s=cooldown_s)
+        rows.append((experiment_id, window.start, window.end, window.end - window.start + 1,
+                     window.warmup_method, window.cooldown_method))
+    return pd.DataFrame(rows, columns=["experiment_id", "start", "end", "seconds", "warmup_method", "cooldown_method"])
+
+
+def trim(seconds: pd.DataFrame, windows: pd.DataFrame) -> pd.DataFrame:
+    """The per-second rows inside each window, with missing seconds filled in as zero counts.
+
+    A second without a row is a second in which no request completed: an outage, which
+    must count as 0 successful responses rather than vanish from the distribution.
+    """
+    usable = windows[windows["seconds"] > 0]
+    lengths = usable["seconds"].to_numpy()
+    offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    grid = pd.DataFrame({
+        "experiment_id": np.repeat(usable["experiment_id"].to_numpy(), lengths),
+        "t": np.repeat(usable["start"].to_numpy(), lengths) + offsets,
+    })
+    kept = grid.merge(seconds, on=["experiment_id", "t"], how="left")
+    for column in COUNT_COLUMNS:
+        if column in kept:
+            kept[column] = kept[column].fillna(0)
+    return kept
+
+
+def summarize(steady: pd.DataFrame) -> pd.DataFrame:
+    """Per-experiment figures over its steady window (one row per experiment_id).
+
+    successes_median is the value the statistics use as the experiment's outcome;
+    elapsed_mean_ms is weighted by requests so quiet seconds do not dominate it.
+    """
+    weighted = steady.assign(_elapsed_weight=steady["elapsed_mean_ms"] * steady["requests"],
+                             _weight=steady["requests"].where(steady["elapsed_mean_ms"].notna(), 0),
+                             _zero=steady["successes"] == 0)
+    grouped = weighted.groupby("experiment_id", sort=False)
+    summary = grouped.agg(
+        seconds=("t", "size"),
+        successes_median=("successes", "median"),
+        successes_mean=("successes", "mean"),
+        successes_std=("successes", "std"),
+        failures_mean=("failures", "mean"),
+        requests_mean=("requests", "mean"),
+        elapsed_weight=("_elapsed_weight", "sum"),
+        weight=("_weight", "sum"),
+        zero_success_seconds=("_zero", "sum"),
+    )
+    summary["elapsed_mean_ms"] = summary["elapsed_weight"] / summary["weight"].where(summary["weight"] > 0)
+    summary["failure_share"] = summary["failures_mean"] / summary["requests_mean"].where(summary["requests_mean"] > 0)
+    return summary.drop(columns=["elapsed_weight", "weight"]).reset_index()

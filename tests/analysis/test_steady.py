@@ -1,0 +1,99 @@
+"""Steady-state windows (MSER-5 and configured) and per-experiment summaries."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kubexp.analysis import steady
+
+
+def ramp_then_flat(seconds: int = 300, ramp: int = 30, level: float = 100.0, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    values = level + rng.normal(0, 3, seconds)
+    values[:ramp] = np.linspace(0, level, ramp, endpoint=False)
+    return values
+
+
+def test_mser_finds_the_end_of_a_ramp() -> None:
+    dropped = [steady.mser_truncation(ramp_then_flat(seed=seed)) for seed in range(10)]
+    assert all(d % 5 == 0 for d in dropped)
+    assert all(25 <= d <= 60 for d in dropped)  # the ramp goes; noise may cost a few batches more
+    assert 30 <= float(np.median(dropped)) <= 40
+
+
+def test_mser_drops_nothing_from_a_stationary_series() -> None:
+    rng = np.random.default_rng(1)
+    assert steady.mser_truncation(100 + rng.normal(0, 3, 300)) <= 15
+
+
+def test_mser_by_hand_on_batch_means() -> None:
+    # Batch means 0, 10, 10, 10, 10, 10: dropping the first batch leaves zero variance.
+    series = np.repeat([0.0, 10, 10, 10, 10, 10], 5)
+    assert steady.mser_truncation(series) == 5
+    assert steady.mser_truncation(np.arange(12.0)) == 0  # too short to judge
+
+
+def test_window_detects_warmup_and_partial_last_second() -> None:
+    values = ramp_then_flat(seed=4)
+    values[-3:] = [30, 10, 2]  # load stopping
+    window = steady.steady_window(np.arange(300), values)
+    assert 20 <= window.start <= 40
+    assert 280 <= window.end <= 296
+    assert (window.warmup_method, window.cooldown_method) == ("mser-5", "mser-5")
+
+
+def test_configured_trims_override_detection() -> None:
+    window = steady.steady_window(np.arange(300), ramp_then_flat(), warmup_s=60, cooldown_s=10)
+    assert (window.start, window.end) == (60, 289)
+    assert window.warmup_method == window.cooldown_method == "configured"
+    mixed = steady.steady_window(np.arange(300), ramp_then_flat(), warmup_s=0)
+    assert mixed.start == 0 and mixed.warmup_method == "configured" and mixed.cooldown_method == "mser-5"
+
+
+def test_configured_trims_longer_than_the_data_give_an_empty_window() -> None:
+    window = steady.steady_window(np.arange(20), np.ones(20), warmup_s=15, cooldown_s=10)
+    assert window.end == window.start - 1
+
+
+def seconds_frame() -> pd.DataFrame:
+    rows = []
+    for experiment_id, level in (("e1", 100.0), ("e2", 50.0)):
+        for t, value in enumerate(ramp_then_flat(120, 20, level)):
+            if experiment_id == "e2" and t in (60, 61):
+                continue  # an outage: no request completed in these seconds
+            successes = round(value)
+            rows.append({"experiment_id": experiment_id, "t": t, "requests": successes + 1, "successes": successes,
+                         "failures": 1, "elapsed_mean_ms": 50.0 if t % 2 else 70.0})
+    return pd.DataFrame(rows)
+
+
+def test_windows_trim_and_fill_outage_seconds_with_zeros() -> None:
+    seconds = seconds_frame()
+    windows = steady.steady_windows(seconds, warmup_s=30, cooldown_s=5)
+    assert windows.set_index("experiment_id")[["start", "end", "seconds"]].to_dict("index") == {
+        "e1": {"start": 30, "end": 114, "seconds": 85}, "e2": {"start": 30, "end": 114, "seconds": 85}}
+    kept = steady.trim(seconds, windows)
+    assert len(kept) == 170
+    outage = kept[(kept["experiment_id"] == "e2") & kept["t"].isin([60, 61])]
+    assert outage["successes"].tolist() == [0, 0] and outage["requests"].tolist() == [0, 0]
+    assert outage["elapsed_mean_ms"].isna().all()
+
+
+def test_summarize_by_hand() -> None:
+    steady_rows = pd.DataFrame({
+        "experiment_id": ["a"] * 4,
+        "t": [10, 11, 12, 13],
+        "requests": [10, 30, 0, 20],
+        "successes": [8, 30, 0, 20],
+        "failures": [2, 0, 0, 0],
+        "elapsed_mean_ms": [100.0, 20.0, np.nan, 50.0],
+    })
+    row = steady.summarize(steady_rows).set_index("experiment_id").loc["a"]
+    assert row["seconds"] == 4
+    assert row["successes_median"] == 14
+    assert row["successes_mean"] == pytest.approx(14.5)
+    assert row["zero_success_seconds"] == 1
+    assert row["elapsed_mean_ms"] == pytest.approx((100 * 10 + 20 * 30 + 50 * 20) / 60)
+    assert row["failure_share"] == pytest.approx(0.5 / 15)

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 
 BATCH_S = 5
-WARMUP_SEARCH_FRACTION = 0.5
-COOLDOWN_SEARCH_FRACTION = 0.25
+WARMUP_SEARCH_FRACTION = 0.25
+COOLDOWN_SEARCH_FRACTION = 0.1
 COUNT_COLUMNS = ("requests", "successes", "failures", "failures_4xx", "failures_5xx", "failures_other")
 
 
@@ -42,45 +42,60 @@ def mser_truncation(values: np.ndarray, *, batch: int = BATCH_S, max_fraction: f
 
 @dataclass(frozen=True)
 class SteadyWindow:
-    start: int  # first t kept
-    end: int  # last t kept (inclusive)
+    """Seconds start_s <= t < end_s of one experiment (the store's experiment_aggregate uses the same bounds)."""
+
+    start_s: int
+    end_s: int
     warmup_method: str  # "mser-5" or "configured"
     cooldown_method: str
 
+    @property
+    def seconds(self) -> int:
+        return self.end_s - self.start_s
+
 
 def steady_window(t: np.ndarray, values: np.ndarray, *, warmup_s: int | None = None,
-                  cooldown_s: int | None = None) -> SteadyWindow:
-    """The window of one experiment, from its seconds `t` and the series MSER looks at (successes/s)."""
-    order = np.argsort(t)
-    times, series = np.asarray(t)[order], np.asarray(values, dtype=float)[order]
-    first, last = int(times[0]), int(times[-1])
-    grid = np.zeros(last - first + 1)
-    grid[times - first] = series  # seconds without a row completed nothing
+                  cooldown_s: int | None = None, duration_s: int | None = None) -> SteadyWindow:
+    """The window of one experiment from its seconds `t` and the series MSER looks at (successes/s).
+
+    With `duration_s` the experiment spans 0 <= t < duration_s, as the store's summaries
+    assume (seconds after the load's end are dropped; missing ones count as zero); without it,
+    it spans its first to its last recorded second.
+    """
+    times, series = np.asarray(t, dtype=int), np.asarray(values, dtype=float)
+    first = 0 if duration_s is not None else int(times.min())
+    horizon = int(duration_s) if duration_s is not None else int(times.max()) + 1
+    grid = np.zeros(max(horizon - first, 0))
+    inside = (times >= first) & (times < horizon)
+    grid[times[inside] - first] = series[inside]  # seconds without a row completed nothing
     if warmup_s is None:
         start = first + mser_truncation(grid)
     else:
         start = max(first, int(warmup_s))
     if cooldown_s is None:
-        remainder = grid[start - first:]
-        end = last - mser_truncation(remainder[::-1], max_fraction=COOLDOWN_SEARCH_FRACTION)
+        remainder = grid[max(start - first, 0):]
+        end = horizon - mser_truncation(remainder[::-1], max_fraction=COOLDOWN_SEARCH_FRACTION)
     else:
-        end = last - max(0, int(cooldown_s))
-    # A window can come out empty (end = start - 1) when configured trims exceed the data.
-    return SteadyWindow(start, max(end, start - 1),
-                        "mser-5" if warmup_s is None else "configured",
+        end = horizon - int(cooldown_s)
+    # Configured trims longer than the experiment leave an empty window (end_s = start_s).
+    return SteadyWindow(start, max(end, start), "mser-5" if warmup_s is None else "configured",
                         "mser-5" if cooldown_s is None else "configured")
 
 
+WINDOW_COLUMNS = ["experiment_id", "window_start_s", "window_end_s", "seconds", "warmup_method", "cooldown_method"]
+
+
 def steady_windows(seconds: pd.DataFrame, *, warmup_s: int | None = None, cooldown_s: int | None = None,
-                   column: str = "successes") -> pd.DataFrame:
-    """One window per experiment: columns experiment_id, start, end, seconds, warmup_method, cooldown_method."""
+                   durations: pd.Series | None = None, column: str = "successes") -> pd.DataFrame:
+    """One window per experiment (WINDOW_COLUMNS); `durations` maps experiment_id to duration_s."""
     rows = []
     for experiment_id, frame in seconds.groupby("experiment_id", sort=False):
-        window = steady_window(frame["t"].to_numpy(), frame[column].to_numpy(),
-                               warmup_s=warmup_s, cooldown_s=cooldown_s)
-        rows.append((experiment_id, window.start, window.end, window.end - window.start + 1,
+        duration = None if durations is None else int(durations[experiment_id])
+        window = steady_window(frame["t"].to_numpy(), frame[column].to_numpy(), warmup_s=warmup_s,
+                               cooldown_s=cooldown_s, duration_s=duration)
+        rows.append((experiment_id, window.start_s, window.end_s, window.seconds,
                      window.warmup_method, window.cooldown_method))
-    return pd.DataFrame(rows, columns=["experiment_id", "start", "end", "seconds", "warmup_method", "cooldown_method"])
+    return pd.DataFrame(rows, columns=WINDOW_COLUMNS)
 
 
 def trim(seconds: pd.DataFrame, windows: pd.DataFrame) -> pd.DataFrame:
@@ -94,7 +109,7 @@ def trim(seconds: pd.DataFrame, windows: pd.DataFrame) -> pd.DataFrame:
     offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     grid = pd.DataFrame({
         "experiment_id": np.repeat(usable["experiment_id"].to_numpy(), lengths),
-        "t": np.repeat(usable["start"].to_numpy(), lengths) + offsets,
+        "t": np.repeat(usable["window_start_s"].to_numpy(), lengths) + offsets,
     })
     kept = grid.merge(seconds, on=["experiment_id", "t"], how="left")
     for column in COUNT_COLUMNS:

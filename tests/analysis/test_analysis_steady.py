@@ -39,22 +39,31 @@ def test_window_detects_warmup_and_partial_last_second() -> None:
     values = ramp_then_flat(seed=4)
     values[-3:] = [30, 10, 2]  # load stopping
     window = steady.steady_window(np.arange(300), values)
-    assert 20 <= window.start <= 40
-    assert 280 <= window.end <= 296
+    assert 20 <= window.start_s <= 40
+    assert 280 <= window.end_s <= 297
     assert (window.warmup_method, window.cooldown_method) == ("mser-5", "mser-5")
 
 
 def test_configured_trims_override_detection() -> None:
     window = steady.steady_window(np.arange(300), ramp_then_flat(), warmup_s=60, cooldown_s=10)
-    assert (window.start, window.end) == (60, 289)
+    assert (window.start_s, window.end_s, window.seconds) == (60, 290, 230)
     assert window.warmup_method == window.cooldown_method == "configured"
     mixed = steady.steady_window(np.arange(300), ramp_then_flat(), warmup_s=0)
-    assert mixed.start == 0 and mixed.warmup_method == "configured" and mixed.cooldown_method == "mser-5"
+    assert mixed.start_s == 0 and mixed.warmup_method == "configured" and mixed.cooldown_method == "mser-5"
 
 
 def test_configured_trims_longer_than_the_data_give_an_empty_window() -> None:
     window = steady.steady_window(np.arange(20), np.ones(20), warmup_s=15, cooldown_s=10)
-    assert window.end == window.start - 1
+    assert window.end_s == window.start_s and window.seconds == 0
+
+
+def test_duration_bounds_the_experiment() -> None:
+    # Rows after the load's end are ignored; seconds missing before it count as zero successes.
+    t = np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11])
+    window = steady.steady_window(t, np.ones(12), warmup_s=2, cooldown_s=1, duration_s=10)
+    assert (window.start_s, window.end_s) == (2, 9)
+    late = steady.steady_window(np.array([5, 6]), np.ones(2), warmup_s=0, cooldown_s=0, duration_s=10)
+    assert (late.start_s, late.end_s) == (0, 10)
 
 
 def seconds_frame() -> pd.DataFrame:
@@ -72,8 +81,9 @@ def seconds_frame() -> pd.DataFrame:
 def test_windows_trim_and_fill_outage_seconds_with_zeros() -> None:
     seconds = seconds_frame()
     windows = steady.steady_windows(seconds, warmup_s=30, cooldown_s=5)
-    assert windows.set_index("experiment_id")[["start", "end", "seconds"]].to_dict("index") == {
-        "e1": {"start": 30, "end": 114, "seconds": 85}, "e2": {"start": 30, "end": 114, "seconds": 85}}
+    assert windows.set_index("experiment_id")[["window_start_s", "window_end_s", "seconds"]].to_dict("index") == {
+        "e1": {"window_start_s": 30, "window_end_s": 115, "seconds": 85},
+        "e2": {"window_start_s": 30, "window_end_s": 115, "seconds": 85}}
     kept = steady.trim(seconds, windows)
     assert len(kept) == 170
     outage = kept[(kept["experiment_id"] == "e2") & kept["t"].isin([60, 61])]

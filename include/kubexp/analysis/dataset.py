@@ -1,0 +1,120 @@
+"""Everything the report needs about one suite, loaded once: experiments, steady windows, summaries.
+
+`load_suite_data(conn, "paper-etcd")` reads the store, decides each finished experiment's
+steady-state window (suite.analysis.warmup_s / cooldown_s where set, MSER-5 otherwise),
+and summarises the seconds inside it. The result's frames are the documented inputs of
+kubexp.analysis.figures and kubexp.analysis.comparisons.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import psycopg
+
+from kubexp.analysis import loaders, steady
+from kubexp.analysis.figures import GROUPING_PARAMETERS, varying
+from kubexp.analysis.stats import MIN_GROUP_SIZE
+
+# Columns the analysis reads from load_second (the rest stays in the store).
+ANALYSIS_COLUMNS = ("requests", "successes", "failures", "elapsed_mean_ms")
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    """suite.analysis, checked: every key is optional."""
+
+    warmup_s: int | None = None  # None: detect per experiment with MSER-5
+    cooldown_s: int | None = None
+    min_group_size: int = MIN_GROUP_SIZE
+    target_relative_ci_width: float = 0.10
+    confidence: float = 0.95
+    alpha: float = 0.05
+    bootstrap_resamples: int = 2000
+    seed: int = 0
+
+    KEYS = ("warmup_s", "cooldown_s", "min_group_size", "target_relative_ci_width", "confidence", "alpha",
+            "bootstrap_resamples")
+
+    @classmethod
+    def from_mapping(cls, analysis: dict[str, Any], *, seed: int = 0, where: str = "suite") -> AnalysisSettings:
+        """From a suite's `analysis` section; errors name the key and the allowed values."""
+        unknown = sorted(set(analysis) - set(cls.KEYS))
+        if unknown:
+            raise ValueError(f"{where}: analysis.{unknown[0]} is not a setting; allowed: {', '.join(cls.KEYS)}")
+        checks: dict[str, tuple[type | tuple[type, ...], Callable[[Any], bool], str]] = {
+            "warmup_s": (int, lambda v: v >= 0, "an integer >= 0"),
+            "cooldown_s": (int, lambda v: v >= 0, "an integer >= 0"),
+            "min_group_size": (int, lambda v: v >= 1, "an integer >= 1"),
+            "target_relative_ci_width": ((int, float), lambda v: v > 0, "a number > 0 (0.1 = 10 %)"),
+            "confidence": ((int, float), lambda v: 0 < v < 1, "a number between 0 and 1"),
+            "alpha": ((int, float), lambda v: 0 < v < 1, "a number between 0 and 1"),
+            "bootstrap_resamples": (int, lambda v: v >= 100, "an integer >= 100"),
+        }
+        for key, value in analysis.items():
+            kind, valid, allowed = checks[key]
+            if isinstance(value, bool) or not isinstance(value, kind) or not valid(value):
+                raise ValueError(f"{where}: analysis.{key} = {value!r}; allowed: {allowed}")
+        return cls(**analysis, seed=seed)
+
+    def window_description(self) -> str:
+        def part(name: str, value: int | None, key: str) -> str:
+            if value is None:
+                return f"{name} detected per experiment by MSER-5 (suite sets no analysis.{key})"
+            return f"{name} {value} s (suite analysis.{key})"
+        return "; ".join((part("warm-up", self.warmup_s, "warmup_s"), part("cool-down", self.cooldown_s, "cooldown_s")))
+
+
+DEFAULT_SETTINGS = AnalysisSettings()
+
+
+@dataclass
+class SuiteData:
+    suite: dict[str, Any]  # the store's suite row (name, repetitions, definition, ...)
+    settings: AnalysisSettings
+    experiments: pd.DataFrame  # every experiment, finished or not (loaders.experiments)
+    windows: pd.DataFrame  # steady.WINDOW_COLUMNS per finished experiment
+    steady: pd.DataFrame  # per-second rows inside the windows + scenario_id and the varying parameters
+    per_experiment: pd.DataFrame  # steady.summarize + parameters, one row per finished experiment
+    events: pd.DataFrame  # platform events of finished experiments
+    parameters: list[str]  # the parameters the suite varies
+
+    @property
+    def finished(self) -> pd.DataFrame:
+        return self.experiments[self.experiments["status"] == "finished"]
+
+
+def load_suite_data(conn: psycopg.Connection, suite: str, *, settings: AnalysisSettings | None = None) -> SuiteData:
+    record = loaders.suite_record(conn, suite)
+    definition = record.get("definition") or {}
+    if settings is None:
+        settings = AnalysisSettings.from_mapping(dict(definition.get("analysis") or {}),
+                                                 seed=int(record.get("seed") or 0), where=f"suite {suite}")
+    all_experiments = loaders.experiments(conn, suite)
+    parameters = varying(all_experiments) if not all_experiments.empty else []
+    finished = all_experiments[all_experiments["status"] == "finished"]
+    seconds = loaders.load_seconds(conn, suite, columns=ANALYSIS_COLUMNS)
+    with_data = finished[finished["experiment_id"].isin(seconds["experiment_id"].unique())]
+    durations = with_data.set_index("experiment_id")["duration_s"] if "duration_s" in with_data else None
+    windows = steady.steady_windows(seconds, warmup_s=settings.warmup_s, cooldown_s=settings.cooldown_s,
+                                    durations=durations)
+    kept = steady.trim(seconds, windows)
+    described = finished.set_index("experiment_id")
+    kept["experiment_id"] = kept["experiment_id"].astype("category")
+    for column in ["scenario_id", *[p for p in GROUPING_PARAMETERS if p in described]]:
+        kept[column] = kept["experiment_id"].map(described[column]).astype(object)
+    per_experiment = steady.summarize(kept.assign(experiment_id=kept["experiment_id"].astype(str))).merge(
+        finished, on="experiment_id", how="left")
+    return SuiteData(
+        suite=record,
+        settings=settings,
+        experiments=all_experiments,
+        windows=windows,
+        steady=kept,
+        per_experiment=per_experiment,
+        events=loaders.platform_events(conn, suite),
+        parameters=parameters,
+    )

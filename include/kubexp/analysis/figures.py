@@ -1,0 +1,253 @@
+"""The paper's figures as PNGs, each answering one question, drawn from DataFrames of a fixed shape.
+
+Input shapes (see docs/analysis.md):
+- per_experiment: one row per experiment with the scenario parameters as columns
+  (pods, workers, mesh, etcd_storage, ...) and the steady-state summary of
+  kubexp.analysis.steady.summarize (successes_median, elapsed_mean_ms, ...).
+- steady: per-second rows inside the steady windows (steady.trim) with the scenario
+  parameters merged in.
+- prediction: rows of (group, workers, successes_per_s, response_time_ms) from
+  kubexp.analysis.prediction, drawn as dashed lines.
+
+Figures are built on matplotlib.figure.Figure (no pyplot state), rendered by Agg.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from io import BytesIO
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+DPI = 100
+COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+           "#bcbd22", "#17becf")
+MAX_FACET_ROWS = 4
+MAX_FACET_COLUMNS = 6
+# Parameters that split a figure into lines or panels when a suite varies them (in this order).
+GROUPING_PARAMETERS = ("pods", "pods_max", "mesh", "etcd_storage", "workers", "think_time_ms", "memory_limit_mib",
+                       "cpu_limit_millicores", "etcd_fsync_delay_ms", "arrival_rate_per_s", "duration_s",
+                       "connect_timeout_ms", "response_timeout_ms")
+
+
+def varying(frame: pd.DataFrame, candidates: Sequence[str] = GROUPING_PARAMETERS,
+            exclude: Sequence[str] = ()) -> list[str]:
+    """The parameters among `candidates` that take more than one value in `frame`.
+
+    A parameter equal to an earlier one in every row (pods_max that follows pods) is skipped.
+    """
+    chosen: list[str] = []
+    for name in candidates:
+        if name not in frame or name in exclude or frame[name].nunique(dropna=False) < 2:
+            continue
+        if not any(frame[name].equals(frame[other]) for other in chosen):
+            chosen.append(name)
+    return chosen
+
+
+def group_labels(frame: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
+    """'pods=10, mesh=istio' style labels; 'all' when no column varies."""
+    if not columns:
+        return pd.Series("all", index=frame.index)
+    parts = [f"{name}=" + frame[name].astype(str) for name in columns]
+    label = parts[0]
+    for part in parts[1:]:
+        label = label + ", " + part
+    return label
+
+
+def ordered_labels(frame: pd.DataFrame, columns: Sequence[str]) -> list[str]:
+    """The distinct group labels in the natural order of the parameter values (10 before 100)."""
+    if not columns:
+        return ["all"]
+    ordered = frame[list(columns)].drop_duplicates().sort_values(list(columns))
+    return list(dict.fromkeys(group_labels(ordered, columns)))
+
+
+def _floor_at_zero(axes: Iterable[Axes]) -> None:
+    # After all plotting: shared axes keep the limits set first, so set them only once data is in.
+    for axis in axes:
+        axis.set_ylim(bottom=0)
+
+
+def png_bytes(figure: Figure) -> bytes:
+    buffer = BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI)
+    return buffer.getvalue()
+
+
+def save(figure: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(png_bytes(figure))
+    return path
+
+
+def _evenly_spaced(values: Sequence[object], limit: int) -> list[object]:
+    if len(values) <= limit:
+        return list(values)
+    picks = np.linspace(0, len(values) - 1, limit).round().astype(int)
+    return [values[i] for i in sorted(set(picks))]
+
+
+def throughput_and_response_time(per_experiment: pd.DataFrame, prediction: pd.DataFrame | None = None) -> Figure:
+    """Fig. 3: how do successful responses/s and response time grow with the number of workers?"""
+    figure = Figure(figsize=(9, 7), layout="constrained")
+    top, bottom = figure.subplots(2, 1, sharex=True)
+    lines = varying(per_experiment, exclude=("workers",))
+    frame = per_experiment.assign(_group=group_labels(per_experiment, lines))
+    for colour, label in zip(_cycle(), ordered_labels(frame, lines), strict=False):
+        group = frame[frame["_group"] == label]
+        medians = group.groupby("workers")[["successes_median", "elapsed_mean_ms"]].median()
+        top.scatter(group["workers"], group["successes_median"], s=10, alpha=0.4, color=colour)
+        top.plot(medians.index, medians["successes_median"], marker="o", color=colour, label=f"{label} (measured)")
+        bottom.scatter(group["workers"], group["elapsed_mean_ms"], s=10, alpha=0.4, color=colour)
+        bottom.plot(medians.index, medians["elapsed_mean_ms"], marker="o", color=colour)
+        if prediction is not None and not prediction.empty:
+            model = prediction[prediction["group"] == label].sort_values("workers")
+            top.plot(model["workers"], model["successes_per_s"], linestyle="--", color=colour,
+                     label=f"{label} (queueing model)")
+            bottom.plot(model["workers"], model["response_time_ms"], linestyle="--", color=colour)
+    top.set_ylabel("successful responses/s\n(steady-state median per experiment)")
+    bottom.set_ylabel("mean response time (ms)")
+    bottom.set_xlabel("workers (closed-loop load threads)")
+    top.set_title("Successful responses/s and response time vs workers; dashed: queueing model")
+    figure.legend(loc="outside right upper", fontsize="small")
+    for axis in (top, bottom):
+        axis.grid(alpha=0.3)
+    _floor_at_zero((top, bottom))
+    return figure
+
+
+def throughput_vs_pods(per_experiment: pd.DataFrame) -> Figure:
+    """Fig. 4: how many successful responses/s per initial pod count, native vs istio?"""
+    panels = varying(per_experiment, exclude=("pods", "mesh"))
+    panel_values = _evenly_spaced(ordered_labels(per_experiment, panels), MAX_FACET_COLUMNS * 2)
+    frame = per_experiment.assign(_panel=group_labels(per_experiment, panels))
+    columns = min(len(panel_values), 4)
+    rows = -(-len(panel_values) // columns)
+    figure = Figure(figsize=(max(6.0, 4 * columns), max(4.0, 3.4 * rows)), layout="constrained")
+    axes = np.atleast_1d(figure.subplots(rows, columns, sharex=True, sharey=True, squeeze=False)).ravel()
+    meshes = sorted(per_experiment["mesh"].unique()) if "mesh" in per_experiment else ["native"]
+    for axis, panel in zip(axes, panel_values, strict=False):
+        subset = frame[frame["_panel"] == panel]
+        for colour, mesh in zip(_cycle(), meshes, strict=False):
+            rows_of_mesh = subset[subset["mesh"] == mesh] if "mesh" in subset else subset
+            if rows_of_mesh.empty:
+                continue
+            stats = rows_of_mesh.groupby("pods")["successes_median"].agg(["median", "min", "max"])
+            axis.errorbar(stats.index, stats["median"], yerr=[stats["median"] - stats["min"],
+                                                                 stats["max"] - stats["median"]],
+                          marker="o", capsize=3, color=colour, label=str(mesh))
+        axis.set_title(str(panel), fontsize="small")
+        axis.grid(alpha=0.3)
+    for axis in axes[len(panel_values):]:
+        axis.set_visible(False)
+    _floor_at_zero(axes)
+    axes[0].legend(title="mesh", fontsize="small")
+    figure.supxlabel("initial pods")
+    figure.supylabel("successful responses/s (median of experiments; bars: min-max)")
+    figure.suptitle("Successful responses/s vs initial pods, native vs istio")
+    return figure
+
+
+def std_per_scenario(steady: pd.DataFrame) -> Figure:
+    """Fig. 5: how much do per-second successful responses vary within each scenario?"""
+    keys = ["scenario_id", *[name for name in GROUPING_PARAMETERS if name in steady]]
+    spread = steady.groupby(keys, dropna=False)["successes"].std().rename("std").reset_index()
+    x_axis = "workers" if spread["workers"].nunique() > 1 else "pods"
+    panels = varying(spread, candidates=("mesh", "etcd_storage"))
+    colours_by = varying(spread, exclude=(x_axis, *panels))
+    spread["_panel"] = group_labels(spread, panels)
+    spread["_colour"] = group_labels(spread, colours_by)
+    panel_values = ordered_labels(spread, panels)
+    figure = Figure(figsize=(max(7.0, 5 * len(panel_values)), 4.5), layout="constrained")
+    axes = np.atleast_1d(figure.subplots(1, len(panel_values), sharey=True, squeeze=False)).ravel()
+    colour_values = ordered_labels(spread, colours_by)
+    for axis, panel in zip(axes, panel_values, strict=True):
+        subset = spread[spread["_panel"] == panel]
+        for colour, value in zip(_cycle(), colour_values, strict=False):
+            points = subset[subset["_colour"] == value].sort_values(x_axis)
+            axis.plot(points[x_axis], points["std"], marker="o", linestyle=":", color=colour, label=value)
+        axis.set_title(panel, fontsize="small")
+        axis.set_xlabel(x_axis)
+        axis.grid(alpha=0.3)
+    _floor_at_zero(axes)
+    axes[0].set_ylabel("std-dev of successful responses/s (pooled seconds)")
+    figure.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize="x-small")
+    figure.suptitle("Variability per scenario: values far from 0 mean instability")
+    return figure
+
+
+def timeline(seconds: pd.DataFrame, events: pd.DataFrame, *, title: str, window: tuple[int, int] | None = None,
+             max_event_kinds: int = 8) -> Figure:
+    """Figs. 6-7: what happened during one experiment: successes, failures and platform events over time."""
+    figure = Figure(figsize=(11, 4.5), layout="constrained")
+    axis = figure.subplots()
+    ordered = seconds.sort_values("t")
+    axis.plot(ordered["t"], ordered["successes"], color="#1f77b4", label="successful responses/s")
+    axis.plot(ordered["t"], ordered["failures"], color="#d62728", label="failed responses/s")
+    if window is not None:
+        first, last = int(ordered["t"].min()), int(ordered["t"].max())
+        if window[0] > first:
+            axis.axvspan(first, window[0], color="0.85", label="outside steady window")
+        if window[1] < last:
+            axis.axvspan(window[1], last, color="0.85")
+    kinds = events["kind"].value_counts().index[:max_event_kinds] if not events.empty else []
+    for colour, kind in zip(COLOURS[2:] + COLOURS[:2], kinds, strict=False):
+        times = events.loc[events["kind"] == kind, "t"]
+        for i, t in enumerate(times):
+            axis.axvline(t, color=colour, linestyle="--", alpha=0.8, label=f"{kind} ({len(times)})" if i == 0 else None)
+    axis.set_xlabel("t (s from load start)")
+    axis.set_ylabel("responses/s")
+    axis.set_ylim(bottom=0)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize="small", loc="upper right")
+    axis.set_title(title, fontsize="medium")
+    return figure
+
+
+def densities(steady: pd.DataFrame, *, bins: int = 60) -> Figure:
+    """Fig. 8: how are per-second successful responses distributed by etcd storage and mesh?"""
+    rows_by = "pods" if "pods" in steady else None
+    columns_by = "workers" if "workers" in steady else None
+    row_values = _evenly_spaced(sorted(steady[rows_by].unique()), MAX_FACET_ROWS) if rows_by else [None]
+    column_values = _evenly_spaced(sorted(steady[columns_by].unique()), MAX_FACET_COLUMNS) if columns_by else [None]
+    lines = [name for name in ("etcd_storage", "mesh") if name in steady]
+    frame = steady.assign(_line=group_labels(steady, lines))
+    line_values = ordered_labels(frame, lines)
+    top = float(frame["successes"].max()) or 1.0
+    edges = np.linspace(0, top, bins + 1)
+    centres = (edges[:-1] + edges[1:]) / 2
+    figure = Figure(figsize=(max(6.0, 3.6 * len(column_values)), max(4.0, 2.9 * len(row_values) + 0.8)),
+                    layout="constrained")
+    axes = figure.subplots(len(row_values), len(column_values), sharex=True, sharey=True, squeeze=False)
+    for r, row_value in enumerate(row_values):
+        for c, column_value in enumerate(column_values):
+            axis = axes[r][c]
+            cell = frame
+            if rows_by:
+                cell = cell[cell[rows_by] == row_value]
+            if columns_by:
+                cell = cell[cell[columns_by] == column_value]
+            for colour, line in zip(_cycle(), line_values, strict=False):
+                values = cell.loc[cell["_line"] == line, "successes"].to_numpy(dtype=float)
+                if values.size:
+                    density, _ = np.histogram(values, bins=edges, density=True)
+                    axis.plot(centres, density, color=colour, label=line)
+            axis.set_title(", ".join(part for part in (f"{row_value} pods" if rows_by else "",
+                                                       f"{column_value} workers" if columns_by else "") if part),
+                           fontsize="small")
+            axis.grid(alpha=0.3)
+    axes[0][0].legend(fontsize="x-small")
+    figure.supxlabel("successful responses per second (steady-state seconds)")
+    figure.supylabel("density")
+    figure.suptitle("Distribution of per-second successful responses by etcd storage and mesh")
+    return figure
+
+
+def _cycle() -> list[str]:
+    return list(COLOURS) * 10

@@ -1,0 +1,73 @@
+"""Synthetic experiment data of the stored shapes, for the report benchmark, tests and demos.
+
+The numbers follow the paper's qualitative findings, not a claim about any system: a closed
+loop saturating at pods x 16 responses/s (section 4.1: 63 ms best response time), istio
+slower than native (section 6), a warm-up ramp, a partial last second, and on etcd `disk`
+occasional episodes of failures with platform events (section 7, Figs. 6-7).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from kubexp.records import LOAD_SECOND_COLUMNS, PlatformEvent
+
+SERVICE_MS = 63.0
+POD_RATE_PER_S = 16.0
+ISTIO_CAPACITY = 0.55
+DISK_CAPACITY = 0.85
+EPISODE_PROBABILITY = {"disk": 0.35, "ramdisk": 0.05}
+
+
+def _throughput(params: dict[str, Any]) -> float:
+    think_ms = float(params.get("think_time_ms", 20))
+    offered = params["workers"] * 1000.0 / (SERVICE_MS + think_ms)
+    capacity = params["pods"] * POD_RATE_PER_S
+    capacity *= ISTIO_CAPACITY if params.get("mesh") == "istio" else 1.0
+    capacity *= DISK_CAPACITY if params.get("etcd_storage") == "disk" else 1.0
+    return float((offered**-4 + capacity**-4) ** -0.25)  # smooth min: the knee of a closed loop
+
+
+def load_seconds(params: dict[str, Any], *, seconds: int, rng: np.random.Generator,
+                 start: datetime | None = None) -> tuple[pd.DataFrame, list[PlatformEvent]]:
+    """One experiment's per-second load frame (LOAD_SECOND_COLUMNS) and its platform events."""
+    t = np.arange(seconds)
+    level = _throughput(params) * (1 - np.exp(-t / 8.0))
+    noise_scale = 1.0 + 0.02 * params["workers"] * (1.6 if params.get("mesh") == "istio" else 1.0)
+    successes = np.maximum(0.0, level + rng.normal(0, np.sqrt(np.maximum(level, 1.0)) * noise_scale))
+    failures = rng.poisson(0.02, seconds).astype(float)
+    events: list[PlatformEvent] = []
+    at = start or datetime(2026, 1, 1, tzinfo=UTC)
+    if seconds > 60 and rng.random() < EPISODE_PROBABILITY.get(str(params.get("etcd_storage")), 0.05):
+        begin = int(rng.integers(30, seconds - 30))
+        end = min(seconds - 1, begin + int(rng.integers(10, max(11, seconds // 4))))
+        failures[begin:end] += successes[begin:end] * 0.7
+        successes[begin:end] *= 0.2
+        replica = f"app-{int(rng.integers(0, params['pods']))}"
+        events.append(PlatformEvent(begin, at + timedelta(seconds=begin), "local-supervisor", "OOMKilled", replica))
+        events.append(PlatformEvent(end, at + timedelta(seconds=end), "local-supervisor", "Restarted", replica))
+        for slow in sorted(rng.integers(max(0, begin - 20), end, 3)):
+            events.append(PlatformEvent(int(slow), at + timedelta(seconds=int(slow)), "etcd-log", "EtcdSlowRequest",
+                                        "etcd-0", "apply request took too long"))
+    successes[-1] *= 0.3  # the load stops part-way through its last second
+    successes = np.round(successes)
+    failures = np.round(failures)
+    requests = successes + failures
+    throughput = np.maximum(requests, 1.0)
+    elapsed = np.maximum(SERVICE_MS, params["workers"] * 1000.0 / throughput - float(params.get("think_time_ms", 20)))
+    elapsed = np.where(requests > 0, elapsed * rng.lognormal(0, 0.05, seconds), np.nan)
+    frame = pd.DataFrame({
+        "t": t, "requests": requests, "successes": successes, "failures": failures,
+        "failures_4xx": 0.0, "failures_5xx": failures, "failures_other": 0.0,
+        "elapsed_mean_ms": elapsed, "elapsed_p50_ms": elapsed * 0.9, "elapsed_p90_ms": elapsed * 1.6,
+        "elapsed_p95_ms": elapsed * 1.9, "elapsed_p99_ms": elapsed * 2.6, "elapsed_max_ms": elapsed * 3.5,
+        "latency_mean_ms": elapsed * 0.95, "connect_mean_ms": np.where(requests > 0, 0.4, np.nan),
+        "bytes": requests * 5200, "threads": float(params["workers"]),
+    })
+    counts = ["requests", "successes", "failures", "failures_4xx", "failures_5xx", "failures_other", "bytes", "threads"]
+    frame[counts] = frame[counts].astype("int64")
+    return frame[list(LOAD_SECOND_COLUMNS)], events

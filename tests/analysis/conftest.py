@@ -1,0 +1,80 @@
+"""Fixtures for the analysis tests: synthetic frames of the documented shapes, and a PNG check."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from kubexp.analysis import steady, synthetic
+from kubexp.analysis.figures import GROUPING_PARAMETERS
+from kubexp.suite import PARAMETER_DEFAULTS
+
+PAPER_ETCD_MATRIX = {"pods": [10, 20], "workers": [60, 120], "mesh": ["native", "istio"],
+                     "etcd_storage": ["ramdisk", "disk"]}
+
+
+@dataclass
+class Frames:
+    experiments: pd.DataFrame
+    seconds: pd.DataFrame
+    events: pd.DataFrame
+    windows: pd.DataFrame
+    steady: pd.DataFrame
+    per_experiment: pd.DataFrame
+
+
+def build_frames(matrix: dict[str, list[object]], repetitions: int, seconds: int = 240, seed: int = 1) -> Frames:
+    rng = np.random.default_rng(seed)
+    experiments, frames, events = [], [], []
+    for index, combo in enumerate(itertools.product(*matrix.values())):
+        params = {**PARAMETER_DEFAULTS, "duration_s": seconds, **dict(zip(matrix, combo, strict=True))}
+        params["pods_max"] = params["pods"]
+        for repetition in range(1, repetitions + 1):
+            experiment_id = f"s{index}-r{repetition}"
+            load, happened = synthetic.load_seconds(params, seconds=seconds, rng=rng)
+            experiments.append({"experiment_id": experiment_id, "scenario_id": f"s{index:02d}", "scenario_index": index,
+                                "repetition": repetition, "status": "finished", **params})
+            frames.append(load.assign(experiment_id=experiment_id))
+            events += [{"experiment_id": experiment_id, "t": e.t, "at": e.at, "source": e.source, "kind": e.kind,
+                        "obj": e.obj, "message": e.message} for e in happened]
+    experiment_frame = pd.DataFrame(experiments)
+    second_frame = pd.concat(frames, ignore_index=True)
+    windows = steady.steady_windows(second_frame, warmup_s=20, cooldown_s=5)
+    kept = steady.trim(second_frame, windows)
+    params = [c for c in ["scenario_id", *GROUPING_PARAMETERS] if c in experiment_frame]
+    kept = kept.merge(experiment_frame[["experiment_id", *params]], on="experiment_id")
+    per_experiment = steady.summarize(kept).merge(experiment_frame, on="experiment_id")
+    event_frame = pd.DataFrame(events, columns=["experiment_id", "t", "at", "source", "kind", "obj", "message"])
+    return Frames(experiment_frame, second_frame, event_frame, windows, kept, per_experiment)
+
+
+@pytest.fixture(scope="session")
+def etcd_frames() -> Frames:
+    """The paper's section 7.2 design, reduced: 16 scenarios x 4 repetitions x 240 s."""
+    return build_frames(PAPER_ETCD_MATRIX, repetitions=4)
+
+
+@pytest.fixture
+def png_check() -> Callable[[Path], tuple[int, int]]:
+    """Asserts a PNG exists and is not trivial (size, dimensions, many distinct pixels); returns its size."""
+
+    def check(path: Path) -> tuple[int, int]:
+        assert path.is_file(), f"{path} was not written"
+        assert path.stat().st_size > 10_000, f"{path} is only {path.stat().st_size} bytes"
+        with Image.open(path) as image:
+            assert image.format == "PNG"
+            width, height = image.size
+            assert width >= 400 and height >= 300, f"{path} is {width}x{height}"
+            pixels = np.asarray(image.convert("RGB"))
+        assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 20, f"{path} is nearly uniform"
+        assert (pixels < 200).any(axis=2).mean() > 0.01, f"{path} has almost nothing drawn on it"
+        return width, height
+
+    return check

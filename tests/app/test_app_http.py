@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import http.client
 import io
+import json
 import re
 
 import pytest
@@ -28,7 +29,7 @@ def get(served: Served, path: str, method: str = "GET") -> tuple[int, str, str]:
 def test_images_lists_plain_images_inside_the_folder(served: Served) -> None:
     status, ctype, body = get(served, "/images")
     assert (status, ctype) == (200, "application/json")
-    names = __import__("json").loads(body)
+    names = json.loads(body)
     assert {"landscape.png", "square.png", "small.png", "alias.png"} <= set(names)
     assert "escape.png" not in names and "notes.txt" not in names
 
@@ -36,7 +37,7 @@ def test_images_lists_plain_images_inside_the_folder(served: Served) -> None:
 def test_dimensions(served: Served) -> None:
     status, _, body = get(served, f"/dimensions/{LARGE_IMAGE}")
     assert status == 200
-    assert __import__("json").loads(body) == {"width": LARGE_IMAGE_SIZE[0], "height": LARGE_IMAGE_SIZE[1]}
+    assert json.loads(body) == {"width": LARGE_IMAGE_SIZE[0], "height": LARGE_IMAGE_SIZE[1]}
 
 
 def test_crop_is_base64_png_of_pillows_crop(served: Served) -> None:

@@ -82,9 +82,10 @@ class LocalPlatform(Platform):
     etcd_member = MEMBER
 
     def log_files(self) -> dict[str, Path]:
-        """Every log of the SUT that exists now (replicas, HAProxy, supervisor, etcd), to archive."""
+        """Logs of the SUT that exist now (replicas, HAProxy, supervisor), to archive; etcd's is etcd_log_path."""
         folder = self.state_dir / "logs"
-        return {p.stem: p for p in sorted(folder.glob("*.log"))} if folder.is_dir() else {}
+        found = sorted(folder.glob("*.log")) if folder.is_dir() else []
+        return {p.stem: p for p in found if p != self.etcd_log_path}
 
     def _file(self, name: str) -> Path:
         return self.state_dir / name
@@ -209,7 +210,8 @@ class LocalPlatform(Platform):
             metrics_dir = self.state_dir / "app-metrics" / name
             env = appserver.gunicorn_env(metrics_dir, threads=self.settings.app_threads)
             specs.append(ReplicaSpec(
-                name=name, port=port, argv=appserver.gunicorn_argv("127.0.0.1", port, self.settings.app_workers),
+                name=name, port=port, argv=[*appserver.gunicorn_argv("127.0.0.1", port, self.settings.app_workers),
+                                             "--no-control-socket"],  # gunicorn's default is one shared path
                 env=env, cwd=str(settings.APP_DIR), metrics_dir=str(metrics_dir), cgroup_version=group.version,
                 memory_dir=str(group.memory_dir) if group.memory_dir else None,
                 cpu_dir=str(group.cpu_dir) if group.cpu_dir else None))

@@ -1,0 +1,99 @@
+"""The whole local SUT for real: deploy, readiness, a replica killed with -9 under load (native: 5xx
+until the next failed health check; istio stand-in: retried away), and a teardown that leaves nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from kubexp.platform.local import LocalPlatform, targets
+from kubexp.processes import port_is_free
+
+PARAMS = {"pods": 2, "memory_limit_mib": 256, "cpu_limit_millicores": 1000, "etcd_storage": "ramdisk"}
+
+
+def wait_ready(platform: LocalPlatform, params: dict[str, object], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not platform.rollout_ready(params):
+        assert time.monotonic() < deadline, "rollout not ready in time"
+        time.sleep(0.2)
+
+
+def kill_replica_under_load(platform: LocalPlatform, crop_load: Callable, replica: str):
+    load = crop_load(platform.endpoint().url.rstrip("/"), threads=6, seconds=9).start()
+    time.sleep(2)
+    pid = int((platform.state_dir / "pids" / f"{replica}.pid").read_text())
+    os.kill(pid, signal.SIGKILL)
+    frame = load.wait()
+    return frame, platform.events(load.t0, datetime.now(UTC), load.t0)
+
+
+def sut_traces(platform: LocalPlatform) -> dict[str, object]:
+    """Everything of the SUT that exists now: processes, cgroups, data dirs, ports, files."""
+    state = platform.state_dir
+    pids = {int(p.read_text()) for p in (state / "pids").glob("*.pid")}
+    cgroup_tops = [Path(p) for p in json.loads((state / "cgroups.json").read_text())]
+    pids |= {int(p) for top in cgroup_tops for p in top.rglob("cgroup.procs") for p in p.read_text().split()}
+    facts = json.loads((state / "facts.json").read_text())
+    etcd = json.loads((state / "etcd.json").read_text())
+    ports = [facts["frontend_port"], facts["stats_port"], int(etcd["client_url"].rsplit(":", 1)[1])]
+    return {"pids": pids, "cgroups": cgroup_tops, "etcd_data": Path(etcd["data_dir"]), "ports": ports}
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.slow
+def test_replica_killed_under_load_then_nothing_left(make_platform: Callable[..., LocalPlatform],
+                                                      crop_load: Callable) -> None:
+    platform = make_platform({"health_check_interval_s": 3, "restart_backoff_s": 2})
+    platform.configure_etcd(PARAMS)
+    platform.deploy("native-kill", {**PARAMS, "mesh": "native"})
+    wait_ready(platform, PARAMS)
+
+    fingerprint = platform.fingerprint()
+    assert fingerprint["memory_limit_enforced"] is True and fingerprint["cgroup_version"] in ("v1", "v2")
+    assert fingerprint["autoscaling_modelled"] is False and fingerprint["etcd_in_routing"] is False
+    assert fingerprint["haproxy_version"].startswith("2.") and fingerprint["etcd_version"] == "3.5.1"
+    groups = targets.read(platform.targets_file)
+    assert sorted(g["labels"]["component"] for g in groups) == ["app", "app", "etcd", "haproxy"]
+    [haproxy_target] = [g["targets"][0] for g in groups if g["labels"]["component"] == "haproxy"]
+    assert "haproxy_backend_active_servers" in requests.get(f"http://{haproxy_target}/metrics", timeout=5).text
+
+    frame, events = kill_replica_under_load(platform, crop_load, "replica-0")
+    kinds = [(e.kind, e.obj) for e in events]
+    exited = [e for e in events if e.kind == "Exited"]
+    assert [e.obj for e in exited] == ["replica-0"] and "signal 9 (SIGKILL)" in exited[0].message
+    assert 1 <= exited[0].t <= 4
+    assert ("Unhealthy", "replica-0") in kinds and ("Restarted", "replica-0") in kinds
+    assert frame["failures_5xx"].sum() > 0, "a dead replica must get traffic until its next failed check"
+    assert frame["successes"].sum() > 0
+
+    platform.deploy("istio-kill", {**PARAMS, "mesh": "istio"})
+    wait_ready(platform, PARAMS)
+    frame, events = kill_replica_under_load(platform, crop_load, "replica-1")
+    assert [e.obj for e in events if e.kind == "Exited"] == ["replica-1"]
+    assert frame["failures_5xx"].sum() + frame["failures_other"].sum() == 0, "retries must hide the dead replica"
+
+    traces = sut_traces(platform)
+    assert traces["pids"] and all(alive(pid) for pid in traces["pids"])
+    platform.teardown()
+    assert not any(alive(pid) for pid in traces["pids"])
+    assert not any(top.exists() for top in traces["cgroups"])
+    assert not traces["etcd_data"].exists()
+    assert all(port_is_free(port) for port in traces["ports"])
+    assert not platform.targets_file.exists() and not platform.state_dir.exists()
+    platform.teardown()  # idempotent

@@ -1,0 +1,152 @@
+"""The local platform's parts that need no running service: settings, HAProxy config, etcd metrics,
+back-off, journal windows, and the refusals and faults that must come before anything starts."""
+
+from __future__ import annotations
+
+import math
+import socket
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from kubexp.platform import create
+from kubexp.platform.base import PlatformError
+from kubexp.platform.local import LocalPlatform, LocalSettings, journal
+from kubexp.platform.local.etcd import Histogram, filesystem_type, parse_histogram
+from kubexp.platform.local.haproxy import HAProxyConfig, parse_stats_csv
+from kubexp.platform.local.supervisor import backoff_delay
+from kubexp.settings import SUITES_DIR
+from kubexp.suite import load_suite
+
+
+def test_settings_name_the_bad_key() -> None:
+    with pytest.raises(PlatformError, match=r"suite.yaml: unknown key\(s\) health_check_intervall"):
+        LocalSettings.from_mapping({"health_check_intervall": 5}, "suite.yaml")
+    with pytest.raises(PlatformError, match="health_check_interval_s must be > 0"):
+        LocalSettings.from_mapping({"health_check_interval_s": 0})
+    with pytest.raises(PlatformError, match="app_workers must be a whole number"):
+        LocalSettings.from_mapping({"app_workers": 1.5})
+    assert LocalSettings.from_mapping({"health_check_interval_s": 3}).health_check_interval_s == 3.0
+
+
+def test_created_from_a_suite(kubexp_home: Path) -> None:
+    suite = load_suite(SUITES_DIR / "demo.yaml")
+    platform = create(suite)
+    assert isinstance(platform, LocalPlatform)
+    assert platform.state_dir == kubexp_home / "local-platform"
+    assert platform.settings.health_check_interval_s == 10.0
+
+
+def test_haproxy_native_has_no_retries_and_istio_retries() -> None:
+    base = dict(frontend_port=1000, stats_port=1001, servers=[("replica-0", 2000), ("replica-1", 2001)],
+                health_check_interval_s=10)
+    native = HAProxyConfig(**base, mesh="native").render()
+    istio = HAProxyConfig(**base, mesh="istio").render()
+    assert "retries 0" in native and "retry-on" not in native
+    assert "default-server inter 10000ms fall 1 rise 1" in native
+    assert "option httpchk GET /healthz" in native and "balance roundrobin" in native
+    assert "server replica-1 127.0.0.1:2001 check" in native
+    assert "use-service prometheus-exporter" in native
+    assert "retries 3" in istio and "timeout server 2000ms" in istio
+    assert "retry-on conn-failure empty-response response-timeout 503 502 504" in istio
+
+
+def test_stats_csv_parsed_per_server() -> None:
+    text = ("# pxname,svname,status,check_status,check_code,last_chk\n"
+            "app,FRONTEND,OPEN,,,\n"
+            "replicas,replica-0,UP,L7OK,200,OK\n"
+            "replicas,replica-1,DOWN,* L4CON,,Connection refused\n"
+            "replicas,BACKEND,UP,,,\n")
+    states = {s.name: s for s in parse_stats_csv(text)}
+    assert set(states) == {"replica-0", "replica-1"}
+    assert states["replica-0"].checked_up and not states["replica-1"].checked_up
+    assert states["replica-1"].check_status == "L4CON"
+
+
+ETCD_METRICS = """\
+# TYPE etcd_disk_wal_fsync_duration_seconds histogram
+etcd_disk_wal_fsync_duration_seconds_bucket{le="0.001"} 90
+etcd_disk_wal_fsync_duration_seconds_bucket{le="0.002"} 95
+etcd_disk_wal_fsync_duration_seconds_bucket{le="0.004"} 99
+etcd_disk_wal_fsync_duration_seconds_bucket{le="0.008"} 100
+etcd_disk_wal_fsync_duration_seconds_bucket{le="+Inf"} 100
+etcd_disk_wal_fsync_duration_seconds_sum 0.05
+etcd_disk_wal_fsync_duration_seconds_count 100
+"""
+
+
+def test_wal_fsync_mean_from_sum_and_p99_interpolated() -> None:
+    hist = parse_histogram(ETCD_METRICS, "etcd_disk_wal_fsync_duration_seconds")
+    assert hist.mean() == pytest.approx(0.0005)
+    assert hist.quantile(0.99) == pytest.approx(0.004)  # rank 99 is the top of the 4 ms bucket
+    assert hist.quantile(0.5) == pytest.approx(0.001 * 50 / 90)
+    earlier = Histogram([(0.001, 40), (0.002, 40), (0.004, 40), (0.008, 40), (math.inf, 40)], 0.01, 40)
+    burst = hist.minus(earlier)
+    assert burst.count == 60 and burst.mean() == pytest.approx(0.04 / 60)
+    assert Histogram([], 0, 0).quantile(0.99) is None and Histogram([], 0, 0).mean() is None
+
+
+def test_kubelet_backoff_doubles_and_caps() -> None:
+    assert [backoff_delay(n, 10, 300) for n in range(7)] == [10, 20, 40, 80, 160, 300, 300]
+
+
+def test_events_window_floors_t_relative_to_t0(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    t0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+    for offset, kind in ((-0.5, "Started"), (1.9, "OOMKilled"), (12.0, "Restarted"), (99.0, "Exited")):
+        journal.append(path, "local-supervisor", kind, "replica-0", at=t0 + timedelta(seconds=offset))
+    with open(path, "a") as out:
+        out.write('{"at": "2026-01-01T12:00:0')  # a line still being written is skipped
+    events = journal.window(journal.read(path), t0 - timedelta(seconds=1), t0 + timedelta(seconds=60), t0)
+    assert [(e.t, e.kind) for e in events] == [(-1, "Started"), (1, "OOMKilled"), (12, "Restarted")]
+    with pytest.raises(ValueError, match="t0=.* has no timezone"):
+        journal.window([], t0, t0, t0.replace(tzinfo=None))
+
+
+def test_autoscaling_scenario_refused_naming_scenario_and_parameter(kubexp_home: Path) -> None:
+    platform = LocalPlatform({})
+    with pytest.raises(PlatformError, match=r"scenario 0123abcd: pods_max=4 > pods=2 needs autoscaling"):
+        platform.deploy("0123abcd", {"pods": 2, "pods_max": 4})
+    assert not (platform.state_dir / "deployment.json").exists()
+
+
+def test_reboot_refused_with_reason(kubexp_home: Path) -> None:
+    with pytest.raises(PlatformError, match="node vm1: the local platform is this machine itself"):
+        LocalPlatform({}).reboot_node("vm1")
+
+
+def test_missing_haproxy_and_etcd_named(kubexp_home: Path, tmp_path: Path) -> None:
+    platform = LocalPlatform({"haproxy_binary": "no-such-haproxy", "etcd_binary": str(tmp_path / "etcd")})
+    [node] = platform.check_nodes()
+    assert not node.ready and "no-such-haproxy" in node.reason and "etcd" in node.reason
+    with pytest.raises(PlatformError, match="haproxy .*'no-such-haproxy'.*install Debian package haproxy"):
+        platform.deploy("s1", {"pods": 1})
+    with pytest.raises(PlatformError, match=f"etcd binary {tmp_path / 'etcd'} not found"):
+        platform.configure_etcd({"etcd_storage": "ramdisk"})
+
+
+def test_node_ready_here_with_known_limit_support(kubexp_home: Path) -> None:
+    [node] = LocalPlatform({}).check_nodes()
+    assert node.ready, node.reason
+    assert "memory" in node.reason
+
+
+def test_disk_storage_on_tmpfs_refused(kubexp_home: Path) -> None:
+    assert filesystem_type(Path("/dev/shm")) == "tmpfs"
+    platform = LocalPlatform({"etcd_disk_dir": "/dev/shm"})
+    with pytest.raises(PlatformError, match="etcd_storage=disk but /dev/shm is on tmpfs; set local.etcd_disk_dir"):
+        platform.configure_etcd({"etcd_storage": "disk"})
+
+
+def test_taken_frontend_port_named_and_nothing_started(kubexp_home: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        platform = LocalPlatform({"frontend_port": port})
+        with pytest.raises(PlatformError, match=f"frontend port {port} \\(local.frontend_port\\).*already in use"):
+            platform.deploy("s1", {"pods": 1})
+    assert platform._supervisor().running_pid() is None
+    platform.teardown()
+    assert not platform.state_dir.exists()

@@ -81,7 +81,7 @@ def create_app(image_dir: Path | str | None = None) -> Flask:
         with os.fdopen(fd, "rb") as file:
             try:
                 picture = Image.open(file)
-            except UnidentifiedImageError:
+            except (UnidentifiedImageError, Image.DecompressionBombError):
                 return not_image(image)
             return jsonify({"width": picture.width, "height": picture.height})
 
@@ -93,7 +93,7 @@ def create_app(image_dir: Path | str | None = None) -> Flask:
         with os.fdopen(fd, "rb") as file:
             try:
                 picture = Image.open(file)
-            except UnidentifiedImageError:
+            except (UnidentifiedImageError, Image.DecompressionBombError):
                 return not_image(image)
             try:
                 box = Rectangle.from_query(request.args, picture.width, picture.height)

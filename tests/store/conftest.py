@@ -1,22 +1,16 @@
-"""Store fixtures: a migrated fresh database per test, and small suites and data to put in it."""
+"""Store fixtures: a migrated fresh database per test, and a small suite."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import psycopg
 import pytest
-import yaml
+from store_fixtures import make_suite
 
-from kubexp.records import LOAD_SECOND_COLUMNS
 from kubexp.store import db, migrations
-from kubexp.suite import Suite, load_suite
-
-T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
+from kubexp.suite import Suite
 
 
 @pytest.fixture
@@ -31,30 +25,6 @@ def conn(store_url: str) -> Iterator[psycopg.Connection]:
         yield connection
 
 
-def make_suite(folder: Path, name: str = "mini", workers: list[int] | None = None, repetitions: int = 2,
-               **extra: object) -> Suite:
-    document = {"suite": name, "platform": "local", "repetitions": repetitions, "seed": 7,
-                "defaults": {"duration_s": 10}, "matrix": {"workers": workers or [1, 2, 3]}, **extra}
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(document, sort_keys=False))
-    return load_suite(path)
-
-
 @pytest.fixture
 def suite(tmp_path: Path) -> Suite:
     return make_suite(tmp_path)
-
-
-def load_frame(seconds: int = 10, successes: int = 50, failures: int = 1, start: int = 0) -> pd.DataFrame:
-    """A per-second load frame with the shared columns; latency is empty where no request ran."""
-    t = np.arange(start, start + seconds)
-    ok = np.full(seconds, successes)
-    bad = np.full(seconds, failures)
-    frame = pd.DataFrame({
-        "t": t, "requests": ok + bad, "successes": ok, "failures": bad, "failures_4xx": 0,
-        "failures_5xx": bad, "failures_other": 0, "bytes": (ok + bad) * 1000, "threads": 4,
-    })
-    for column in LOAD_SECOND_COLUMNS:
-        if column.endswith("_ms"):
-            frame[column] = np.where(frame["requests"] > 0, 10.0 + t, np.nan)
-    return frame[list(LOAD_SECOND_COLUMNS)]

@@ -15,7 +15,7 @@ import psutil
 import pytest
 import requests
 
-from kubexp.platform.local import LocalPlatform, targets
+from kubexp.platform.local import LocalPlatform, targets, testbed
 from kubexp.processes import port_is_free
 
 PARAMS = {"pods": 2, "memory_limit_mib": 256, "cpu_limit_millicores": 1000, "etcd_storage": "ramdisk"}
@@ -97,3 +97,20 @@ def test_replica_killed_under_load_then_nothing_left(make_platform: Callable[...
     assert all(port_is_free(port) for port in traces["ports"])
     assert not platform.targets_file.exists() and not platform.state_dir.exists()
     platform.teardown()  # idempotent
+
+
+@pytest.mark.slow
+def test_without_writable_cgroup_runs_unlimited_and_says_so(make_platform: Callable[..., LocalPlatform],
+                                                            caplog: pytest.LogCaptureFixture,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(testbed, "_said_once", set())
+    platform = make_platform({"cgroup_parent": "/kubexp-no-such-cgroup", "health_check_interval_s": 1})
+    params = {"pods": 1, "memory_limit_mib": 64, "cpu_limit_millicores": 500}
+    with caplog.at_level("WARNING"):
+        platform.deploy("unlimited", params)
+        platform.deploy("unlimited", params)  # said once per process, not per deploy
+    assert sum("memory limits are NOT enforced" in r.getMessage() for r in caplog.records) == 1
+    wait_ready(platform, params)
+    fingerprint = platform.fingerprint()
+    assert fingerprint["memory_limit_enforced"] is False and fingerprint["cpu_limit_enforced"] is False
+    assert fingerprint["cgroup_version"] == "none"

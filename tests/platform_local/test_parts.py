@@ -12,7 +12,7 @@ import pytest
 
 from kubexp.platform import create
 from kubexp.platform.base import PlatformError
-from kubexp.platform.local import LocalPlatform, LocalSettings, journal
+from kubexp.platform.local import LocalPlatform, LocalSettings, cgroups, journal
 from kubexp.platform.local.etcd import Histogram, filesystem_type, parse_histogram
 from kubexp.platform.local.haproxy import HAProxyConfig, parse_stats_csv
 from kubexp.platform.local.supervisor import backoff_delay
@@ -150,3 +150,31 @@ def test_taken_frontend_port_named_and_nothing_started(kubexp_home: Path) -> Non
     assert platform._supervisor().running_pid() is None
     platform.teardown()
     assert not platform.state_dir.exists()
+
+
+def test_v2_group_files_written(tmp_path: Path) -> None:
+    """cgroup v2 is not writable on the CI machines (v1 is): check the files and values written on a folder tree."""
+    base = tmp_path / "cg"
+    base.mkdir()
+    (base / "cgroup.controllers").write_text("cpu memory pids\n")
+    support = cgroups.CgroupSupport("v2", base, base, "test")
+    group = cgroups.create_replica_group(support, "kubexp-local-x", "replica-0", 64 * 2**20, 500)
+    folder = base / "kubexp-local-x" / "replica-0"
+    assert group.memory_dir == group.cpu_dir == folder
+    assert (base / "cgroup.subtree_control").read_text() == "+memory +cpu\n"
+    assert (base / "kubexp-local-x" / "cgroup.subtree_control").read_text() == "+memory +cpu\n"
+    assert (folder / "memory.max").read_text() == f"{64 * 2**20}\n"
+    assert (folder / "memory.oom.group").read_text() == "1\n"
+    assert (folder / "cpu.max").read_text() == "50000 100000\n"
+    (folder / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 2\noom_kill 2\n")
+    assert group.oom_kills() == 2
+
+
+def test_v1_group_files_written(tmp_path: Path) -> None:
+    memory, cpu = tmp_path / "memory", tmp_path / "cpu"
+    support = cgroups.CgroupSupport("v1", memory, cpu, "test")
+    group = cgroups.create_replica_group(support, "g", "replica-1", 64 * 2**20, 200)
+    assert (memory / "g" / "replica-1" / "memory.limit_in_bytes").read_text() == f"{64 * 2**20}\n"
+    assert (cpu / "g" / "replica-1" / "cpu.cfs_quota_us").read_text() == "20000\n"
+    (memory / "g" / "replica-1" / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 5\n")
+    assert group.oom_kills() == 5

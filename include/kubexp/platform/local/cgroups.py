@@ -174,7 +174,7 @@ def create_replica_group(support: CgroupSupport, group: str, replica: str, memor
         top = _mkdirs(support.memory_base / group)
         wanted = ["memory"] + (["cpu"] if support.cpu_base is not None and cpu_millicores else [])
         for folder in (support.memory_base, top):  # v2: a controller must be enabled on every level above
-            present = (folder / "cgroup.subtree_control").read_text().split()
+            present = _read(folder / "cgroup.subtree_control").split()
             missing = " ".join(f"+{name}" for name in wanted if name not in present)
             if missing:
                 _write(folder / "cgroup.subtree_control", missing)
@@ -214,6 +214,13 @@ def _mkdirs(path: Path) -> Path:
     except OSError as exc:
         raise CgroupError(f"cannot create cgroup {path}: {exc}") from exc
     return path
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
 
 
 def _write(path: Path, value: object, optional: bool = False) -> None:

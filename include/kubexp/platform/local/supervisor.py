@@ -8,7 +8,7 @@ starts every replica, then every 0.2 s:
   when the replica is gone;
 - any other end of a replica is journalled Exited with its code or signal;
 - a dead replica is restarted after kubelet's back-off (10 s, doubled per restart, capped,
-  reset after a long healthy run) and journalled Restarted;
+  reset after a long healthy run) and journalled Restarted (FailedStart if it cannot be started);
 - HAProxy's view of each replica is polled each second; DOWN/UP changes are journalled
   Unhealthy/Ready (a failed or passed readiness check).
 """
@@ -89,9 +89,9 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._stop_requested)
         for replica in self.replicas:
-            self._start(replica)
-            self.record("Started", replica.spec.name, f"replica on 127.0.0.1:{replica.spec.port}, memory limit "
-                        f"{self.deployment.memory_limit_mib} MiB, scenario {self.deployment.scenario_id}")
+            if self._start(replica, time.monotonic()):
+                self.record("Started", replica.spec.name, f"replica on 127.0.0.1:{replica.spec.port}, memory "
+                            f"limit {self.deployment.memory_limit_mib} MiB, scenario {self.deployment.scenario_id}")
         (self.state_dir / "supervisor.started").touch()
         next_health = 0.0
         while not self.stopping:
@@ -107,17 +107,32 @@ class Supervisor:
     def _stop_requested(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True
 
-    def _start(self, replica: ReplicaState) -> None:
+    def _start(self, replica: ReplicaState, now: float) -> bool:
+        """Start the replica; if that fails, journal why and retry after the back-off."""
         replica.oom_seen = replica.spec.cgroup.oom_kills()
         replica.oom_kills = 0
-        replica.proc = start_replica(replica.spec, self.state_dir)
-        replica.started_at = time.monotonic()
         replica.restart_at = None
+        try:
+            replica.proc = start_replica(replica.spec, self.state_dir)
+        except (OSError, subprocess.SubprocessError) as exc:
+            delay = self._next_delay(replica, ran=0.0)
+            replica.restart_at = now + delay
+            self.record("FailedStart", replica.spec.name, f"cannot start: {exc}; retry in {delay:g} s")
+            return False
+        replica.started_at = now
+        return True
+
+    def _next_delay(self, replica: ReplicaState, ran: float) -> float:
+        if ran >= self.deployment.restart_backoff_reset_s:
+            replica.restarts = 0
+        delay = backoff_delay(replica.restarts, self.deployment.restart_backoff_s,
+                              self.deployment.restart_backoff_cap_s)
+        replica.restarts += 1
+        return delay
 
     def _check(self, replica: ReplicaState, now: float) -> None:
         if replica.proc is None:
-            if replica.restart_at is not None and now >= replica.restart_at:
-                self._start(replica)
+            if replica.restart_at is not None and now >= replica.restart_at and self._start(replica, now):
                 replica.restart_total += 1
                 self.record("Restarted", replica.spec.name, f"restart {replica.restart_total} after back-off")
             return
@@ -138,15 +153,11 @@ class Supervisor:
         replica.spec.cgroup.kill_all()
         self._check_oom(replica)
         ran = now - replica.started_at
-        if ran >= self.deployment.restart_backoff_reset_s:
-            replica.restarts = 0
-        delay = backoff_delay(replica.restarts, self.deployment.restart_backoff_s,
-                              self.deployment.restart_backoff_cap_s)
-        replica.restarts += 1
+        delay = self._next_delay(replica, ran)
         replica.proc = None
         replica.restart_at = now + delay
         replica.spec.managed(self.state_dir).pidfile.unlink(missing_ok=True)
-        how = f"killed by signal {-code} ({signal.Signals(-code).name})" if code < 0 else f"exit code {code}"
+        how = f"killed by signal {-code} ({_signal_name(-code)})" if code < 0 else f"exit code {code}"
         if replica.oom_kills:
             self.record("OOMKilled", replica.spec.name,
                         f"memory limit {self.deployment.memory_limit_mib} MiB exceeded: the kernel OOM-killed "
@@ -174,6 +185,13 @@ class Supervisor:
             else:
                 self.record("Ready", server.name, f"readiness check passed ({detail}); HAProxy routes to it",
                             HEALTH_SOURCE)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return "unknown signal"
 
 
 def main(argv: list[str]) -> int:

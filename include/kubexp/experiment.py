@@ -17,7 +17,7 @@ import socket
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ import psycopg
 from kubexp import platform as platforms
 from kubexp import preflight as checks
 from kubexp import settings
-from kubexp.store import attempts, db, selection, suites
+from kubexp.store import attempts, db, migrations, selection, suites
 from kubexp.suite import Suite, load_suite
 
 log = logging.getLogger(__name__)
@@ -140,9 +140,21 @@ def _current(data: Mapping[str, Any]) -> Current:
 # -- select -----------------------------------------------------------------------------------
 
 
+_schema_ready: set[str] = set()
+
+
+def _ensure_schema() -> None:
+    """Apply the store's migrations once per process (idempotent): a fresh results database just works."""
+    url = settings.database_url()
+    if url not in _schema_ready:
+        migrations.upgrade(url)
+        _schema_ready.add(url)
+
+
 def lock_cluster(suite_path: str | Path, dag_id: str, run_id: str) -> bool:
     """One poke of the cluster-lock sensor: True once this run holds the suite's cluster."""
     suite = load_suite(suite_path)
+    _ensure_schema()
     with _store() as conn:
         taken = selection.try_lock_cluster(conn, suite.cluster, lock_holder(dag_id, run_id), lease_s(suite))
     if not taken:
@@ -158,6 +170,7 @@ def select(suite_path: str | Path, run: RunRef, params: Mapping[str, Any]) -> Cu
     overrides = dict(params.get("overrides") or {})
     suite = apply_overrides(load_suite(suite_path), overrides)
     dry_run = bool(params.get("dry_run"))
+    _ensure_schema()
     with _store() as conn:
         suites.sync_suite(conn, suite)
         # A dry run selects inside a transaction that is rolled back: no claim, no selection logged.
@@ -307,8 +320,11 @@ def configure_etcd(data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def deploy(data: Mapping[str, Any]) -> None:
+    """Deploy the app for the scenario; its start time opens the window of platform events collected."""
     current = _current(data)
     target = current.platform()
+    with _store() as conn:
+        attempts.record_provenance(conn, _attempt(current), {"deploy": {"started_at": datetime.now(UTC).isoformat()}})
     target.deploy(current.scenario_id, current.params)
     with _store() as conn:
         attempts.record_provenance(conn, _attempt(current), {"platform": target.fingerprint()})
@@ -380,14 +396,18 @@ def collect(data: Mapping[str, Any], load_run: Mapping[str, Any]) -> dict[str, A
     t0, end = datetime.fromisoformat(load_run["t0"]), datetime.fromisoformat(load_run["ended_at"])
     parsed = jtl.aggregate(Path(load_run["jtl"]), int(load_run["t0_ms"]))
     series = prometheus.collect(checks.prometheus_instances(suite), prometheus.queries_for(suite), t0, end, t0)
-    events = list(target.events(t0, end, t0))
+    # Events from the deploy on (rollout, readiness: negative t) to the load's end.
+    with _store() as conn:
+        deployed = attempts.provenance(conn, _attempt(current)).get("deploy", {}).get("started_at")
+    window_start = datetime.fromisoformat(deployed) if deployed else t0
+    events = list(target.events(window_start, end, t0))
     kept = [Artifact(**load_run["jtl_artifact"])]
     dest = artifacts_dir(current)
     etcd_log_path = getattr(target, "etcd_log_path", None)
     if etcd_log_path is not None and Path(etcd_log_path).exists():
         parsed_log = etcd_log.parse(Path(etcd_log_path).read_text(errors="replace"), t0,
                                     getattr(target, "etcd_member", "etcd"))
-        events += [event for event in parsed_log if t0 <= event.at <= end]
+        events += [event for event in parsed_log if window_start <= event.at <= end]
         kept.append(archive(Path(etcd_log_path), dest))
     log_files: dict[str, Path] = getattr(target, "log_files", dict)()
     kept += [archive(path, dest) for path in log_files.values() if path.exists()]
@@ -413,8 +433,7 @@ def finalize(data: Mapping[str, Any], collected: Mapping[str, Any]) -> None:
         raise ExperimentError(f"{current.label}: postconditions failed: " + "; ".join(problems)
                               + ". The experiment stays unfinished; a later run reattempts it.")
     with _store() as conn:
-        experiments.finish_experiment(conn, current.experiment_id, _attempt(current))
-        attempts.close_attempt(conn, _attempt(current), "succeeded")
+        experiments.finish_experiment(conn, current.experiment_id, _attempt(current))  # attempt -> succeeded
     log.info("%s finished (attempt %s)", current.label, current.attempt_id)
 
 

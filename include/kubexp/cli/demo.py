@@ -1,0 +1,105 @@
+"""`kubexp demo`: run the demo suite through the real Airflow scheduler, start to finish.
+
+Assumes `kubexp services up` ran (PostgreSQL, Prometheus, Airflow). Loads the demo suite into the
+store, fills every experiment slot of its DAG with a backfill over the REST API (one run per
+experiment; failed slots are rerun), waits, and prints where to look.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime
+from typing import Any
+
+import click
+
+from kubexp import settings, suite_dag
+from kubexp.airflow_api import AirflowApiError, AirflowClient, AirflowLogin
+from kubexp.cli import main
+
+DEMO_SUITE = "demo"
+
+
+def load_into_store(suite_name: str) -> tuple[int, int]:
+    from kubexp.store import db, migrations, suites
+
+    migrations.upgrade(settings.database_url())
+    with db.connect() as conn:
+        return suites.sync_suite(conn, suite_dag.find_suite(suite_name))
+
+
+def run_all_slots(client: AirflowClient, dag_id: str, echo: Any = click.echo, timeout_s: float = 3600) -> list[dict]:
+    """Backfill every slot (missing, and failed ones again); returns the runs of the window."""
+    client.wait_for_dag(dag_id, timeout_s=180)
+    details = client.dag_details(dag_id)
+    start, end = details["start_date"], details["end_date"]
+    created = client.create_backfill(dag_id, datetime.fromisoformat(start), datetime.fromisoformat(end),
+                                     reprocess="failed")
+    if created is None:
+        echo(f"every slot of {dag_id} has already run")
+    else:
+        echo(f"backfill {created['id']}: one run per experiment, one at a time (watch them in the UI)")
+        seen: dict[str, str] = {}
+        started = time.monotonic()
+
+        def report(_: dict[str, Any]) -> None:
+            for run in client.dag_runs(dag_id, logical_date_gte=start, logical_date_lte=end):
+                if seen.get(run["dag_run_id"]) != run["state"]:
+                    seen[run["dag_run_id"]] = run["state"]
+                    echo(f"  [{time.monotonic() - started:5.0f} s] {run['dag_run_id']}: {run['state']}")
+
+        client.wait_for_backfill(created["id"], timeout_s=timeout_s, poll_s=5, progress=report)
+        report({})
+    return client.dag_runs(dag_id, logical_date_gte=start, logical_date_lte=end)
+
+
+@main.command()
+@click.option("--suite", "suite_name", default=DEMO_SUITE, show_default=True, help="Suite to run.")
+@click.option("--timeout", default=3600.0, show_default=True, help="Seconds to wait for the runs.")
+def demo(suite_name: str, timeout: float) -> None:
+    """Run the demo suite on the local platform through Airflow and print where the results are."""
+    from kubexp.store import db, status
+
+    login = AirflowLogin.from_env()
+    client = AirflowClient(login)
+    try:
+        client.token()
+    except AirflowApiError as exc:
+        raise click.ClickException(f"{exc}\nStart the local services first: `kubexp services up`") from exc
+    scenarios_added, experiments_added = load_into_store(suite_name)
+    click.echo(f"suite {suite_name}: {scenarios_added} scenarios and {experiments_added} experiments added to "
+               f"the store")
+    dag_id = suite_dag.dag_id(suite_name)
+    try:
+        runs = run_all_slots(client, dag_id, timeout_s=timeout)
+    except AirflowApiError as exc:
+        raise click.ClickException(str(exc)) from exc
+    with db.connect() as conn:
+        progress = status.suite_status(conn, suite_name)
+    report = _build_report(suite_name)
+    failed = [run["dag_run_id"] for run in runs if run["state"] == "failed"]
+    click.echo("")
+    click.echo(f"finished experiments  {progress['finished']} of {progress['experiments']}"
+               + (f" ({progress['failed_attempts']} failed attempts, reattempted)" if progress["failed_attempts"]
+                  else ""))
+    if failed:
+        click.echo(f"failed runs           {', '.join(failed)} (task logs in the UI; rerun: kubexp demo)")
+    password_hint = "KUBEXP_AIRFLOW_PASSWORD" if os.environ.get("KUBEXP_AIRFLOW_PASSWORD") else (
+        f"{settings.run_dir() / 'airflow' / 'passwords.json'}")
+    click.echo(f"Airflow UI            {login.url}/dags/{dag_id}  (user {login.username}, password in "
+               f"{password_hint})")
+    click.echo(f"suite progress page   {login.url}/kubexp/")
+    click.echo(f"report                {report}" if report else
+               "report                not built (the analysis part is missing); data are in the store")
+    if progress["finished"] < progress["experiments"]:
+        raise SystemExit(1)
+
+
+def _build_report(suite_name: str) -> str | None:
+    from kubexp import progress
+
+    try:
+        return str(progress.build_report(suite_name))
+    except ImportError:
+        return None

@@ -1,0 +1,158 @@
+"""Progress of every suite, for the kubexp page in the Airflow UI (plugins/kubexp_suites_page.py).
+
+One entry per suite file: planned experiments, and from the store per scenario the finished,
+unfinished, running experiments and failed attempts; where its report is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubexp import settings, suite_dag
+from kubexp.suite import Suite, SuiteError, load_suite, suite_files
+
+
+@dataclass(frozen=True)
+class SuiteProgress:
+    name: str
+    dag_id: str
+    description: str
+    platform: str
+    cluster: str
+    planned: int  # scenarios x repetitions
+    matrix_keys: list[str]
+    status: dict[str, Any] | None = None  # store.status.suite_status, None before the first run
+    error: str | None = None
+    report: Path | None = None
+    path: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"suite": self.name, "dag_id": self.dag_id, "description": self.description,
+                "platform": self.platform, "cluster": self.cluster, "planned": self.planned, "path": self.path,
+                "status": json.loads(json.dumps(self.status, default=str)) if self.status else None,
+                "error": self.error, "report": str(self.report) if self.report else None}
+
+
+def reports_dir() -> Path:
+    """Where `kubexp report` writes by default: <run folder>/reports/<suite>/report.html."""
+    return settings.run_dir() / "reports"
+
+
+def report_path(suite_name: str) -> Path | None:
+    if not suite_name.replace("-", "").isalnum():
+        return None  # names are [a-z0-9-]; anything else must never reach the file system
+    path = reports_dir() / suite_name / "report.html"
+    return path if path.is_file() else None
+
+
+def build_report(suite_name: str) -> Path:
+    """Build a suite's report into the default folder (for the page's button)."""
+    from kubexp.analysis.report import build_report as build
+    from kubexp.store import db
+
+    if suite_name not in {entry.name for entry in all_suites(with_status=False)}:
+        raise LookupError(f"no suite named {suite_name!r} in {suite_dag.suites_dir()}")
+    with db.connect() as conn:
+        return build(conn, suite_name, reports_dir() / suite_name).path
+
+
+def _entry(suite: Suite) -> SuiteProgress:
+    return SuiteProgress(
+        name=suite.name, dag_id=suite_dag.dag_id(suite.name), description=suite.description,
+        platform=suite.platform, cluster=suite.cluster, planned=suite_dag.slot_count(suite),
+        matrix_keys=list(suite.matrix), report=report_path(suite.name), path=str(suite.path))
+
+
+def all_suites(with_status: bool = True) -> list[SuiteProgress]:
+    entries: list[SuiteProgress] = []
+    for path in suite_files(suite_dag.suites_dir()):
+        try:
+            entries.append(_entry(load_suite(path)))
+        except SuiteError as exc:
+            entries.append(SuiteProgress(name=path.stem, dag_id="", description="", platform="?", cluster="?",
+                                         planned=0, matrix_keys=[], error=str(exc), path=str(path)))
+    if not with_status:
+        return entries
+    from kubexp.store import db, status
+    from kubexp.store.db import StoreError
+
+    try:
+        conn = db.connect()
+    except StoreError as exc:
+        return [dataclasses.replace(entry, error=entry.error or str(exc)) for entry in entries]
+    with conn:
+        result = []
+        for entry in entries:
+            if entry.error:
+                result.append(entry)
+                continue
+            try:
+                found = status.suite_status(conn, entry.name)
+            except StoreError:
+                found = None  # never run: the first run loads it into the store
+            result.append(dataclasses.replace(entry, status=found))
+        return result
+
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}
+table{border-collapse:collapse;margin:.5rem 0 1.5rem}
+td,th{border:1px solid #ccc;padding:.25rem .6rem;text-align:right}
+td.l,th.l{text-align:left}
+.bar{display:inline-block;height:.7rem;background:#2e7d32}
+.err{color:#b00020;white-space:pre-wrap}
+h2{margin-bottom:.2rem} .muted{color:#666}
+"""
+
+
+def _scenario_rows(entry: SuiteProgress) -> str:
+    rows = []
+    for row in (entry.status or {}).get("per_scenario", []):
+        params = row["params"] if isinstance(row["params"], dict) else json.loads(row["params"])
+        varied = ", ".join(f"{key}={params.get(key)}" for key in entry.matrix_keys) or "-"
+        share = row["finished"] / row["experiments"] if row["experiments"] else 0
+        rows.append(
+            f"<tr><td>{row['index']}</td><td class=l><code>{html.escape(row['scenario_id'])}</code></td>"
+            f"<td class=l>{html.escape(varied)}</td><td>{row['finished']}</td><td>{row['unfinished']}</td>"
+            f"<td>{row['running']}</td><td>{row['failed_attempts']}</td>"
+            f"<td class=l><span class=bar style='width:{share * 6:.2f}rem'></span> {share:.0%}</td></tr>")
+    return "".join(rows)
+
+
+def _suite_section(entry: SuiteProgress) -> str:
+    name = html.escape(entry.name)
+    head = f"<h2>{name}</h2>"
+    if entry.error:
+        return head + f"<p class=err>{html.escape(entry.error)}</p>"
+    links = f"<a href='../dags/{html.escape(entry.dag_id)}' target=_top>DAG</a>"
+    if entry.report:
+        links += f" &middot; <a href='reports/{name}' target=_blank>report</a>"
+    links += (f" <form method=post action='reports/{name}' style='display:inline'>"
+              f"<button type=submit>{'rebuild' if entry.report else 'build'} report</button></form>")
+    summary = (f"<p class=muted>{html.escape(entry.description)}<br>platform {html.escape(entry.platform)}, "
+               f"cluster {html.escape(entry.cluster)}, {entry.planned} experiments planned &middot; {links}</p>")
+    status = entry.status
+    if status is None:
+        return head + summary + "<p>Not run yet: the first run of its DAG loads it into the store.</p>"
+    lock = status.get("lock")
+    totals = (f"<p><b>{status['finished']}</b> of {status['experiments']} finished, {status['unfinished']} "
+              f"unfinished ({status['running']} running), {status['failed_attempts']} failed attempts"
+              + (f"; cluster held by <code>{html.escape(lock['holder'])}</code>" if lock else "") + "</p>")
+    table = ("<table><tr><th>#</th><th class=l>scenario</th><th class=l>parameters</th><th>finished</th>"
+             "<th>unfinished</th><th>running</th><th>failed attempts</th><th class=l>progress</th></tr>"
+             + _scenario_rows(entry) + "</table>")
+    return head + summary + totals + table
+
+
+def render_page(entries: list[SuiteProgress]) -> str:
+    """The page; its links are relative to where it is served (…/kubexp/), so a proxy prefix works."""
+    body = "".join(_suite_section(entry) for entry in entries) or (
+        f"<p>No suite files in {html.escape(str(suite_dag.suites_dir()))}.</p>")
+    return (f"<!doctype html><html><head><meta charset=utf-8><title>kubexp suites</title>"
+            f"<style>{_STYLE}</style></head><body><h1>kubexp suites</h1>{body}</body></html>")

@@ -1,0 +1,105 @@
+"""The bookkeeping steps of kubexp.experiment against a real PostgreSQL: lock, select, fail, cleanup."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kubexp import experiment
+from kubexp.settings import SUITES_DIR
+from kubexp.store import db, selection
+from kubexp.suite import load_suite
+
+
+@pytest.fixture
+def suite_path(tmp_path: Path, database_url: str, kubexp_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("KUBEXP_DATABASE_URL", database_url)
+    document = yaml.safe_load((SUITES_DIR / "demo.yaml").read_text())
+    document.update(suite="steps", cluster="steps-cluster", repetitions=2)
+    path = tmp_path / "steps.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def run(number: int) -> experiment.RunRef:
+    return experiment.RunRef("steps", f"manual__{number}", 1)
+
+
+def test_lock_is_per_cluster_and_released_by_cleanup(suite_path: Path, database_url: str) -> None:
+    assert experiment.lock_cluster(suite_path, "steps", "manual__1")
+    assert experiment.lock_cluster(suite_path, "steps", "manual__1")  # renewal by the same run
+    assert not experiment.lock_cluster(suite_path, "other-suite", "manual__2")  # busy: the sensor waits
+    experiment.cleanup(None, suite_path, "steps", "manual__1")
+    assert experiment.lock_cluster(suite_path, "other-suite", "manual__2")
+
+
+def test_select_balances_and_completes(suite_path: Path, database_url: str) -> None:
+    chosen = [experiment.select(suite_path, run(n), {}) for n in range(4)]
+    assert all(current is not None for current in chosen)
+    # both scenarios have 0 finished: each selection claims one experiment, both get their two
+    assert sorted(Counter(current.scenario_id for current in chosen if current).values()) == [2, 2]
+    assert len({current.experiment_id for current in chosen if current}) == 4  # each claimed once
+    assert experiment.select(suite_path, run(5), {}) is None  # all claimed: nothing left to run
+    with db.connect(database_url) as conn:
+        [(running,)] = conn.execute("SELECT count(*) FROM attempt WHERE outcome = 'running'").fetchall()
+    assert running == 4
+
+
+def test_dry_run_claims_nothing(suite_path: Path, database_url: str) -> None:
+    dry = experiment.select(suite_path, run(1), {"dry_run": True})
+    assert dry is not None and dry.attempt_id is None and dry.dry_run
+    with db.connect(database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM experiment WHERE claimed_by IS NOT NULL").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM selection").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM attempt").fetchone() == (0,)
+
+
+def test_forced_scenario_and_experiment(suite_path: Path, database_url: str) -> None:
+    first = experiment.select(suite_path, run(1), {})
+    assert first is not None
+    other = next(s.id for s in load_suite(suite_path).scenarios() if s.id != first.scenario_id)
+    forced = experiment.select(suite_path, run(2), {"scenario": other})
+    assert forced is not None and forced.scenario_id == other
+    with pytest.raises(experiment.ExperimentError, match=f"claimed by run {run(1).holder}"):
+        experiment.select(suite_path, run(3), {"experiment": first.experiment_id})
+    with pytest.raises(experiment.ExperimentError, match="is not in suite steps"):
+        experiment.select(suite_path, run(3), {"scenario": "0123456789abcdef"})
+
+
+def test_failure_then_cleanup_leaves_the_experiment_for_a_later_run(suite_path: Path, database_url: str) -> None:
+    assert experiment.lock_cluster(suite_path, "steps", "manual__1")
+    current = experiment.select(suite_path, run(1), {"experiment": None})
+    assert current is not None
+    experiment.fail(current.to_xcom(), "load: JMeter exited with code 1")
+    experiment.cleanup(current.to_xcom(), suite_path, "steps", "manual__1")  # closing again changes nothing
+    with db.connect(database_url) as conn:
+        outcome, error = conn.execute("SELECT outcome, error FROM attempt WHERE id = %s",
+                                      (current.attempt_id,)).fetchone() or (None, None)
+        assert (outcome, error) == ("failed", "load: JMeter exited with code 1")
+        assert conn.execute("SELECT status, claimed_by FROM experiment WHERE id = %s",
+                            (current.experiment_id,)).fetchone() == ("unfinished", None)
+        assert selection.cluster_lock_holder(conn, "steps-cluster") is None
+    again = experiment.select(suite_path, run(2), {"experiment": current.experiment_id})
+    assert again is not None and again.experiment_id == current.experiment_id
+
+
+def test_cleanup_closes_an_attempt_whose_task_was_killed(suite_path: Path, database_url: str) -> None:
+    current = experiment.select(suite_path, run(1), {})
+    assert current is not None
+    experiment.cleanup(current.to_xcom(), suite_path, "steps", "manual__1")
+    with db.connect(database_url) as conn:
+        outcome, error = conn.execute("SELECT outcome, error FROM attempt WHERE id = %s",
+                                      (current.attempt_id,)).fetchone() or (None, None)
+    assert outcome == "failed" and "before finalize" in error
+
+
+def test_overrides_change_settings_never_scenarios(suite_path: Path) -> None:
+    suite = load_suite(suite_path)
+    changed = experiment.apply_overrides(suite, {"allow_dirty": True, "load": {"servers": 2}})
+    assert changed.allow_dirty and changed.load["servers"] == 2 and changed.scenarios() == suite.scenarios()
+    with pytest.raises(experiment.ExperimentError, match="not allowed"):
+        experiment.apply_overrides(suite, {"matrix": {"workers": [1]}})
+

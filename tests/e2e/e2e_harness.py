@@ -1,0 +1,78 @@
+"""The end-to-end harness: short test suites, dag.test() in a fresh process, store queries."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kubexp.settings import REPO_ROOT
+
+RUNNER = Path(__file__).with_name("dag_test_runner.py")
+# Short experiments: one scenario, 6 s of load from 2 workers on one local JMeter server.
+E2E_SUITES = {"e2e-dagtest": 1, "e2e-rest": 3, "e2e-fault": 1}
+
+
+def suite_document(name: str, repetitions: int, results_dir: Path) -> dict[str, Any]:
+    return {
+        "suite": name, "description": f"end-to-end test suite {name}", "platform": "local",
+        "cluster": "e2e-local", "repetitions": repetitions, "seed": 7,
+        "allow_dirty": True,  # the test runs in a working tree others are editing
+        "defaults": {"pods": 1, "duration_s": 6, "think_time_ms": 50, "memory_limit_mib": 256,
+                     "cpu_limit_millicores": 1000},
+        "matrix": {"workers": [2]},
+        "load": {"servers": 1, "results_dir": str(results_dir)},
+        "local": {"health_check_interval_s": 1, "fingerprint_puts": 50, "fingerprint_max_s": 5},
+    }
+
+
+@dataclass
+class E2E:
+    home: Path
+    suites_dir: Path
+    env: dict[str, str]  # the KUBEXP_* environment of the services (also set in os.environ)
+
+    @property
+    def database_url(self) -> str:
+        return self.env["KUBEXP_DATABASE_URL"]
+
+    def query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        import psycopg
+
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            return list(conn.execute(sql, args).fetchall())
+
+    def dag_test(self, dag_id: str, *slots: int, timeout: float = 300) -> list[dict[str, Any]]:
+        """Run slots of a DAG with dag.test() in a fresh process; returns the runs' JSON results."""
+        proc = self.start_dag_test(dag_id, *slots)
+        out, _ = proc.communicate(timeout=timeout)
+        return parse_results(proc, out)
+
+    def start_dag_test(self, dag_id: str, *slots: int) -> subprocess.Popen[str]:
+        airflow_home = self.home / "airflow-dag-test"
+        airflow_home.mkdir(exist_ok=True)
+        env = {**os.environ, **self.env, "AIRFLOW_HOME": str(airflow_home),
+               "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
+               "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+               "AIRFLOW__CORE__EXECUTOR": "LocalExecutor", "AIRFLOW_CONN_KUBEXP_RESULTS": self.database_url}
+        return subprocess.Popen([sys.executable, str(RUNNER), dag_id, *map(str, slots)], env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=self.home)
+
+
+def parse_results(proc: subprocess.Popen[str], out: str) -> list[dict[str, Any]]:
+    results = [json.loads(line.split("KUBEXP_RESULT ", 1)[1]) for line in out.splitlines()
+               if line.startswith("KUBEXP_RESULT ")]
+    assert proc.returncode == 0, out[-6000:]
+    return results
+
+
+def reachable_tmpdir(prefix: str) -> Path:
+    """A temp dir the `postgres` user can reach (PostgreSQL runs as that user under root)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    path.chmod(0o755)
+    return path

@@ -1,0 +1,38 @@
+"""`dag.test()` of a suite DAG runs one real, short experiment on the local platform end to end."""
+
+from __future__ import annotations
+
+import pytest
+from e2e_harness import E2E
+
+
+@pytest.mark.slow
+def test_dag_test_runs_a_real_experiment(e2e: E2E) -> None:
+    [run] = e2e.dag_test("e2e-dagtest", 1)
+    assert run["state"] == "success", run
+    tasks = run["tasks"]
+    for step in ("select", "preflight", "nodes_check", "teardown", "etcd", "deploy", "deploy_wait_rollout", "load",
+                 "collect", "finalize", "cleanup"):
+        assert tasks[step] == "success", (step, tasks)
+    assert tasks["nodes_reboot"] == "skipped" and tasks["suite_complete"] == "skipped"
+
+    [(experiment_id, attempt_id)] = e2e.query(
+        "SELECT id::text, finished_attempt_id FROM experiment WHERE suite = 'e2e-dagtest' AND status = 'finished'")
+    [(outcome, error)] = e2e.query("SELECT outcome, error FROM attempt WHERE id = %s", attempt_id)
+    assert (outcome, error) == ("succeeded", None)
+    [(seconds, requests)] = e2e.query(
+        "SELECT count(*), sum(requests) FROM load_second WHERE experiment_id = %s AND attempt_id = %s",
+        experiment_id, attempt_id)
+    assert seconds >= 5 and requests > 0
+    [(points,)] = e2e.query("SELECT count(*) FROM metric_point p JOIN metric_series s ON s.id = p.series_id "
+                            "WHERE s.experiment_id = %s", experiment_id)
+    assert points > 0
+    kinds = {kind for (kind,) in e2e.query("SELECT kind FROM platform_event WHERE experiment_id = %s", experiment_id)}
+    assert {"Started", "Ready"} <= kinds  # the rollout, before t = 0
+    artifacts = {kind for (kind,) in e2e.query("SELECT kind FROM artifact WHERE experiment_id = %s", experiment_id)}
+    assert artifacts
+    [(facts,)] = e2e.query("SELECT facts FROM provenance WHERE attempt_id = %s", attempt_id)
+    assert {"airflow", "selection", "preflight", "etcd", "platform", "load", "host"} <= set(facts)
+    assert facts["preflight"]["allow_dirty"] is True and facts["preflight"]["results_dir"]["fstype"] == "tmpfs"
+    assert e2e.query("SELECT * FROM cluster_lock") == []  # cleanup released the cluster
+    assert not (e2e.home / "local-platform").exists()  # and removed the SUT

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shlex
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,10 +13,8 @@ import pytest
 from etcd_node import EtcdNode, start_etcd_node
 from fake_kube import FakeKubernetes
 from fake_openstack import FakeOpenStack
+from fake_tools import KUBE_CONN_ID, SSH_CONN_ID, FakeTool, SanityServer
 from loopback_sshd import LoopbackSshd, start_sshd
-
-SSH_CONN_ID = "kx_test_ssh"
-KUBE_CONN_ID = "kx_test_kube"
 
 
 @pytest.fixture(scope="session")
@@ -57,3 +57,24 @@ def openstack_cloud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
     with FakeOpenStack() as cloud:
         monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(cloud.write_clouds_yaml(tmp_path / "clouds.yaml")))
         yield cloud
+
+
+@pytest.fixture
+def sanity_server() -> Iterator[SanityServer]:
+    server = SanityServer()
+    yield server
+    server.httpd.shutdown()
+    server.httpd.server_close()
+
+
+@pytest.fixture
+def fake_istioctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeTool:
+    """An executable `istioctl` (fake_istioctl.py) that logs its calls and changes the fake cluster."""
+    tool = FakeTool(path=tmp_path / "bin" / "istioctl", log=tmp_path / "istioctl-calls.jsonl")
+    tool.path.parent.mkdir()
+    script = Path(__file__).with_name("fake_istioctl.py")
+    tool.path.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} {shlex.quote(str(script))} "$@"\n')
+    tool.path.chmod(0o755)
+    monkeypatch.setenv("KX_FAKE_TOOL_LOG", str(tool.log))
+    monkeypatch.setenv("KX_FAKE_ISTIO_VERSION", "1.22.3")
+    return tool

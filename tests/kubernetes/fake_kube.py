@@ -1,10 +1,11 @@
 """kmock's Kubernetes emulator on 127.0.0.1 in a background thread, with the gaps we need filled.
 
 kmock 0.8 (see shared/notes/components.md) cannot route namespace paths (/api/v1/namespaces,
-/api/v1/namespaces/NAME), answers 404 to a server-side apply of a new object, and has no
-`GET /version/`. `ClusterEmulator` fills exactly those: namespaces are kept here (with a
-Terminating phase after DELETE, until the test's namespace controller finishes them), and an
-apply PATCH of a missing object creates it first. Everything else is kmock's own behaviour.
+/api/v1/namespaces/NAME), answers 404 to a server-side apply of a new object, has no
+`GET /version/`, and serves lists without `kind`. `ClusterEmulator` fills exactly those:
+namespaces are kept here (with a Terminating phase after DELETE, until the test's namespace
+controller finishes them), and an apply PATCH of a missing object creates it first; lists get their kind and apiVersion.
+Everything else is kmock's own behaviour.
 
 There are no controllers: tests play them with `set_node_ready`, `set_deployment_status`,
 `set_node_port`, and `namespace_polls_to_gone` (how many GETs a Terminating namespace survives).
@@ -32,6 +33,7 @@ APPLY = "application/apply-patch+yaml"
 
 # What the cluster serves (discovery): core and apps kinds the platform uses, plus Istio's CRD group.
 RESOURCES = {
+    "v1/namespaces": ResourceInfo(kind="Namespace", namespaced=False, verbs={"get", "list", "patch", "delete"}),
     "v1/nodes": ResourceInfo(kind="Node", namespaced=False, verbs={"get", "list", "patch"}),
     "v1/services": ResourceInfo(kind="Service", namespaced=True, verbs={"get", "list", "patch", "create", "delete"}),
     "v1/configmaps": ResourceInfo(kind="ConfigMap", namespaced=True, verbs={"get", "list", "patch", "create"}),
@@ -44,10 +46,11 @@ RESOURCES = {
                                                    verbs={"get", "list", "patch"}),
     "apiextensions.k8s.io/v1/customresourcedefinitions": ResourceInfo(
         kind="CustomResourceDefinition", namespaced=False, verbs={"get", "list", "delete"}),
-    "networking.istio.io/v1/virtualservices": ResourceInfo(kind="VirtualService", namespaced=True,
+    "networking.istio.io/v1beta1/virtualservices": ResourceInfo(kind="VirtualService", namespaced=True,
                                                            verbs={"get", "list", "patch"}),
-    "networking.istio.io/v1/gateways": ResourceInfo(kind="Gateway", namespaced=True, verbs={"get", "list", "patch"}),
-    "networking.istio.io/v1/destinationrules": ResourceInfo(kind="DestinationRule", namespaced=True,
+    "networking.istio.io/v1beta1/gateways": ResourceInfo(kind="Gateway", namespaced=True,
+                                                         verbs={"get", "list", "patch"}),
+    "networking.istio.io/v1beta1/destinationrules": ResourceInfo(kind="DestinationRule", namespaced=True,
                                                             verbs={"get", "list", "patch"}),
     "monitoring.coreos.com/v1/servicemonitors": ResourceInfo(kind="ServiceMonitor", namespaced=True,
                                                              verbs={"get", "list", "patch"}),
@@ -86,7 +89,10 @@ class ClusterEmulator(KubernetesEmulator):
                               raw_request.headers.get("Content-Type", ""), body))
         parts = raw_request.path.strip("/").split("/")
         if raw_request.path.rstrip("/") == "/version":
-            return aiohttp.web.json_response({"major": "1", "minor": "33", "gitVersion": "v1.33.1-kmock"})
+            return aiohttp.web.json_response({
+                "major": "1", "minor": "33", "gitVersion": "v1.33.1-kmock", "gitCommit": "0" * 40,
+                "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.24.1",
+                "compiler": "gc", "platform": "linux/amd64"})
         if parts[:3] == ["api", "v1", "namespaces"] and len(parts) in (3, 4):
             return self._namespace(raw_request.method, parts[3] if len(parts) == 4 else None, body,
                                    raw_request.headers.get("Content-Type", ""), dict(raw_request.query))
@@ -104,6 +110,13 @@ class ClusterEmulator(KubernetesEmulator):
                     return _status(404, "NotFound", f'namespaces "{request.namespace}" not found')
                 self.objects[key] = obj
         return await super()._handle(request)
+
+    async def _serve_list(self, request: Any) -> Any:
+        # kmock leaves out the list's kind and apiVersion; clients such as the dynamic one need them.
+        listed = await super()._serve_list(request)
+        res = request.resource
+        info = self.resources[res]
+        return {"apiVersion": f"{res.group}/{res.version}".lstrip("/"), "kind": f"{info.kind}List", **listed}
 
     def _namespace(self, method: str, name: str | None, body: Any, content_type: str,
                    query: dict[str, str]) -> aiohttp.web.StreamResponse:
@@ -254,12 +267,16 @@ class FakeKubernetes:
     def patch_object(self, res: resource, namespace: str | None, name: str, patch: dict[str, Any]) -> None:
         self.call(lambda: self.emulator.objects[(res, namespace, name)].patch(patch))
 
-    def add_node(self, name: str, ready: bool, reason: str = "") -> None:
+    def add_node(self, name: str, ready: bool, reason: str = "", address: str = "127.0.0.1") -> None:
         self.put_object(NODES, None, {
             "apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
             "status": {"conditions": _node_conditions(ready, reason),
-                       "nodeInfo": {"kubeletVersion": "v1.33.1", "osImage": "Ubuntu 24.04 LTS",
-                                    "kernelVersion": "6.8.0", "containerRuntimeVersion": "containerd://2.0.5"}},
+                       "addresses": [{"type": "InternalIP", "address": address}, {"type": "Hostname", "address": name}],
+                       "nodeInfo": {"kubeletVersion": "v1.33.1", "kubeProxyVersion": "v1.33.1",
+                                    "osImage": "Ubuntu 24.04 LTS", "kernelVersion": "6.8.0-60-generic",
+                                    "containerRuntimeVersion": "containerd://2.0.5", "architecture": "amd64",
+                                    "operatingSystem": "linux", "bootID": "b-" + name, "machineID": "m-" + name,
+                                    "systemUUID": "u-" + name}},
         })
 
     def set_node_ready(self, name: str, ready: bool, reason: str = "") -> None:

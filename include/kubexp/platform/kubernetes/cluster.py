@@ -1,0 +1,236 @@
+"""A Kubernetes cluster reached through the cncf-kubernetes provider's KubernetesHook.
+
+Nodes and their Ready condition, server-side apply of rendered manifests, the rollout poke,
+namespace teardown that waits until the namespace is really gone, NodePort lookup and CRD
+removal. Every API failure becomes a PlatformError naming the object and what to check.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from kubexp.platform.base import NodeStatus, PlatformError
+from kubexp.platform.kubernetes.waiting import wait_until
+
+if TYPE_CHECKING:
+    from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+    from kubernetes.client import AppsV1Api, CoreV1Api
+    from kubernetes.dynamic import DynamicClient
+
+log = logging.getLogger(__name__)
+MANAGED_LABEL = "app.kubernetes.io/part-of"  # set on every object kubexp.manifests renders
+MANAGED_VALUE = "kubexp"
+
+
+@dataclass(frozen=True)
+class RolloutState:
+    ready: bool
+    detail: str
+
+
+class Cluster:
+    def __init__(self, conn_id: str, *, field_manager: str = "kubexp", poll_interval_s: float = 5.0) -> None:
+        self.conn_id = conn_id
+        self.field_manager = field_manager
+        self.poll_interval_s = poll_interval_s
+
+    @cached_property
+    def hook(self) -> KubernetesHook:
+        from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+
+        return KubernetesHook(conn_id=self.conn_id)
+
+    @cached_property
+    def core(self) -> CoreV1Api:
+        return self._client(lambda hook: hook.core_v1_client)
+
+    @cached_property
+    def apps(self) -> AppsV1Api:
+        return self._client(lambda hook: hook.apps_v1_client)
+
+    @cached_property
+    def dynamic(self) -> DynamicClient:
+        from kubernetes.dynamic import DynamicClient
+
+        return self._client(lambda hook: DynamicClient(hook.api_client))
+
+    def _client(self, make: Any) -> Any:
+        try:
+            return make(self.hook)
+        except Exception as exc:  # connection lookup, kubeconfig parsing, discovery
+            raise PlatformError(
+                f"Kubernetes connection {self.conn_id!r}: cannot build a client ({exc}); create the Airflow "
+                f"connection with a kubeconfig (docs/cluster-setup.md, 'Airflow connections')"
+            ) from exc
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        from kubernetes.client.exceptions import ApiException
+        from kubernetes.dynamic.exceptions import DynamicApiError
+        from urllib3.exceptions import HTTPError
+
+        try:
+            return fn(*args, **kwargs)
+        except (ApiException, DynamicApiError) as exc:
+            status = getattr(exc, "status", "?")
+            reason = getattr(exc, "reason", "") or ""
+            raise PlatformError(f"Kubernetes ({self.conn_id}): {what} failed: HTTP {status} {reason}".rstrip()) \
+                from exc
+        except HTTPError as exc:
+            raise PlatformError(f"Kubernetes ({self.conn_id}): {what} failed: API server unreachable ({exc})") \
+                from exc
+
+    # -- facts --
+
+    def server_version(self) -> str:
+        from kubernetes.client import VersionApi
+
+        info = self._call("read the server version", VersionApi(self.hook.api_client).get_code)
+        return str(info.git_version)
+
+    def nodes(self) -> list[NodeStatus]:
+        items = self._call("list nodes", self.core.list_node).items
+        return sorted((_node_status(node) for node in items), key=lambda status: status.name)
+
+    def node_facts(self) -> list[dict[str, Any]]:
+        facts = []
+        for node in self._call("list nodes", self.core.list_node).items:
+            info = node.status.node_info if node.status else None
+            addresses = {a.type: a.address for a in (node.status.addresses or [])} if node.status else {}
+            facts.append({"name": node.metadata.name, "kubelet": getattr(info, "kubelet_version", None),
+                          "os_image": getattr(info, "os_image", None), "kernel": getattr(info, "kernel_version", None),
+                          "runtime": getattr(info, "container_runtime_version", None), "addresses": addresses})
+        return sorted(facts, key=lambda fact: str(fact["name"]))
+
+    def node_ready(self, name: str) -> bool:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            node = self.core.read_node(name)
+        except ApiException as exc:
+            raise PlatformError(f"node {name}: cannot read it from Kubernetes (HTTP {exc.status})") from exc
+        return _node_status(node).ready
+
+    def wait_node_ready(self, name: str, timeout_s: float) -> None:
+        wait_until(lambda: self.node_ready(name), timeout_s=timeout_s, interval_s=self.poll_interval_s,
+                   what=f"node {name}: Kubernetes Ready condition")
+
+    def first_node_address(self) -> str:
+        """ExternalIP of the first Ready node (by name), else its InternalIP (where NodePorts answer)."""
+        items = self._call("list nodes", self.core.list_node).items
+        for node in sorted(items, key=lambda node: node.metadata.name):
+            addresses = {a.type: a.address for a in (node.status.addresses or [])} if node.status else {}
+            address = addresses.get("ExternalIP") or addresses.get("InternalIP")
+            if _node_status(node).ready and address:
+                return str(address)
+        raise PlatformError("no Ready node with an address; set kubernetes.ingress_host in the suite")
+
+    # -- apply and rollout --
+
+    def apply(self, objects: Iterable[Mapping[str, Any]]) -> list[str]:
+        """Server-side apply each object in order (force: kubexp owns these fields). Returns Kind/name."""
+        applied = []
+        for obj in objects:
+            kind, name = obj.get("kind"), (obj.get("metadata") or {}).get("name")
+            label = f"{kind}/{name}"
+            resource = self._call(f"discover {obj.get('apiVersion')} {kind} (is its CRD installed?)",
+                                  self.dynamic.resources.get, api_version=obj["apiVersion"], kind=kind)
+            namespace = (obj.get("metadata") or {}).get("namespace") if resource.namespaced else None
+            self._call(f"apply {label}" + (f" in namespace {namespace}" if namespace else ""),
+                       self.dynamic.server_side_apply, resource, body=dict(obj), name=name, namespace=namespace,
+                       field_manager=self.field_manager, force_conflicts=True)
+            applied.append(label)
+        return applied
+
+    def rollout(self, namespace: str, deployment: str, replicas: int) -> RolloutState:
+        """Ready once the Deployment has >= `replicas` ready and updated replicas of its latest generation."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            dep = self.apps.read_namespaced_deployment(deployment, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return RolloutState(False, f"deployment {namespace}/{deployment} does not exist (yet)")
+            raise PlatformError(f"deployment {namespace}/{deployment}: read failed (HTTP {exc.status})") from exc
+        status = dep.status
+        ready = (status.ready_replicas or 0) if status else 0
+        updated = (status.updated_replicas or 0) if status else 0
+        generation, observed = dep.metadata.generation, status.observed_generation if status else None
+        if generation is not None and observed is not None and observed < generation:
+            return RolloutState(False, f"deployment {namespace}/{deployment}: generation {generation} "
+                                       f"not yet observed (at {observed})")
+        detail = f"deployment {namespace}/{deployment}: {ready} ready, {updated} updated, {replicas} required"
+        return RolloutState(ready >= replicas and updated >= replicas, detail)
+
+    def node_port(self, namespace: str, service: str, port: int | str | None = None) -> int:
+        """The NodePort of a Service port (by number or name; the first port when None)."""
+        svc = self._call(f"read service {namespace}/{service}", self.core.read_namespaced_service, service, namespace)
+        for entry in svc.spec.ports or []:
+            if port is None or entry.port == port or entry.name == port:
+                if not entry.node_port:
+                    raise PlatformError(f"service {namespace}/{service}: port {entry.name or entry.port} has no "
+                                        f"nodePort; it must be of type NodePort")
+                return int(entry.node_port)
+        raise PlatformError(f"service {namespace}/{service}: no port {port!r}")
+
+    # -- namespaces and teardown --
+
+    def namespace(self, name: str) -> dict[str, Any] | None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            ns = self.core.read_namespace(name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise PlatformError(f"namespace {name}: read failed (HTTP {exc.status})") from exc
+        return {"labels": dict(ns.metadata.labels or {}), "phase": ns.status.phase if ns.status else None}
+
+    def managed_namespaces(self) -> list[str]:
+        """Namespaces kubexp created for any earlier attempt (by their part-of label)."""
+        listed = self._call("list kubexp namespaces", self.core.list_namespace,
+                            label_selector=f"{MANAGED_LABEL}={MANAGED_VALUE}")
+        return sorted(ns.metadata.name for ns in listed.items)
+
+    def delete_namespaces(self, names: Iterable[str], timeout_s: float) -> list[str]:
+        """Delete the namespaces (foreground) and wait until none of them exists any more."""
+        from kubernetes.client import V1DeleteOptions
+        from kubernetes.client.exceptions import ApiException
+
+        names = sorted(set(names))
+        for name in names:
+            try:
+                self.core.delete_namespace(name, body=V1DeleteOptions(propagation_policy="Foreground"))
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise PlatformError(f"namespace {name}: delete failed (HTTP {exc.status})") from exc
+        for name in names:
+            wait_until(lambda name=name: self.namespace(name) is None, timeout_s=timeout_s,  # type: ignore[misc]
+                       interval_s=self.poll_interval_s,
+                       what=f"namespace {name}: deletion (check `kubectl get ns {name} -o yaml` for stuck finalizers)")
+        return names
+
+    def delete_crds(self, group_suffix: str) -> list[str]:
+        """Delete every CustomResourceDefinition whose group ends with `group_suffix` (e.g. 'istio.io')."""
+        crds = self._call("discover CustomResourceDefinitions", self.dynamic.resources.get,
+                          api_version="apiextensions.k8s.io/v1", kind="CustomResourceDefinition")
+        names = sorted(item["metadata"]["name"]
+                       for item in self._call("list CRDs", crds.get).to_dict().get("items", [])
+                       if str(item.get("spec", {}).get("group", "")).endswith(group_suffix))
+        for name in names:
+            self._call(f"delete CRD {name}", crds.delete, name=name)
+        return names
+
+
+def _node_status(node: Any) -> NodeStatus:
+    name = node.metadata.name
+    conditions = (node.status.conditions if node.status else None) or []
+    ready = next((c for c in conditions if c.type == "Ready"), None)
+    if ready is None:
+        return NodeStatus(name=name, ready=False, reason="no Ready condition reported")
+    if ready.status == "True":
+        return NodeStatus(name=name, ready=True)
+    return NodeStatus(name=name, ready=False, reason=f"{ready.reason or 'NotReady'}: {ready.message or ''}".strip(" :"))

@@ -1,0 +1,175 @@
+"""The `kubernetes` platform: a real cluster through a kubeconfig, OpenStack for reboots, SSH for etcd.
+
+Each DAG task builds this object afresh from the suite, so nothing is kept between calls:
+whatever a later step needs (the mesh in use, the NodePort) is read back from the cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from kubexp.platform.base import Endpoint, NodeStatus, Platform, PlatformError
+from kubexp.platform.kubernetes.cluster import Cluster
+from kubexp.platform.kubernetes.config import KubernetesSettings, settings_from_suite
+from kubexp.platform.kubernetes.etcd_ssh import EtcdReconfigurer
+from kubexp.platform.kubernetes.istio import Istio
+from kubexp.platform.kubernetes.loadhosts import restart_load_servers
+from kubexp.platform.kubernetes.openstack import OpenStackRebooter
+from kubexp.records import PlatformEvent
+
+if TYPE_CHECKING:
+    from kubexp.suite import Suite
+
+log = logging.getLogger(__name__)
+
+
+class KubernetesPlatform(Platform):
+    name = "kubernetes"
+
+    def __init__(self, settings: KubernetesSettings, cluster_name: str = "kubernetes", *,
+                 echo: Callable[[str], None] = print) -> None:
+        self.settings = settings
+        self.cluster_name = cluster_name
+        self.echo = echo
+
+    @classmethod
+    def from_suite(cls, suite: Suite) -> KubernetesPlatform:
+        return cls(settings_from_suite(suite), cluster_name=suite.cluster)
+
+    @cached_property
+    def cluster(self) -> Cluster:
+        return Cluster(self.settings.conn_id, field_manager=self.settings.field_manager,
+                       poll_interval_s=self.settings.timeouts.poll_interval_s)
+
+    @cached_property
+    def istio(self) -> Istio:
+        t = self.settings.timeouts
+        return Istio(self.settings.istio, self.cluster, timeout_s=t.rollout_s, command_timeout_s=t.command_s)
+
+    # -- nodes --
+
+    def check_nodes(self) -> list[NodeStatus]:
+        return self.cluster.nodes()
+
+    def reboot_node(self, node: str) -> None:
+        t = self.settings.timeouts
+        rebooter = OpenStackRebooter(self.settings.openstack, active_timeout_s=t.server_active_s,
+                                     interval_s=t.poll_interval_s)
+        facts = rebooter.reboot(node)
+        log.info("node %s: OpenStack server %s is %s again (%s); waiting for Kubernetes Ready",
+                 node, facts["server"], facts["status"], facts["action"])
+        self.cluster.wait_node_ready(node, timeout_s=t.node_ready_s)
+
+    def node_ready(self, node: str) -> bool:
+        """One poke for a sensor waiting on a node after its reboot."""
+        return self.cluster.node_ready(node)
+
+    # -- teardown, etcd, deploy --
+
+    def teardown(self) -> None:
+        """Delete the app namespace and every namespace an earlier attempt left, wait until gone;
+        remove Istio too unless kubernetes.istio.remove_on_teardown is false."""
+        stale = set(self.cluster.managed_namespaces()) | {self.settings.namespace}
+        present = [name for name in stale if self.cluster.namespace(name) is not None]
+        self.cluster.delete_namespaces(present, timeout_s=self.settings.timeouts.teardown_s)
+        if self.settings.istio.remove_on_teardown:
+            self.istio.remove()
+
+    def configure_etcd(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        storage = str(params.get("etcd_storage", "ramdisk"))
+        if float(params.get("etcd_fsync_delay_ms") or 0) > 0:
+            raise PlatformError("etcd_fsync_delay_ms > 0 is only modelled by the local platform; on a real cluster "
+                                "use etcd_storage=disk on the slow disk itself, and set etcd_fsync_delay_ms to 0")
+        if not self.settings.etcd_manage:
+            return {"storage": "unchanged", "requested": storage, "managed": False}
+        if not self.settings.etcd_members:
+            raise PlatformError("kubernetes.etcd.members is empty: list the etcd members (name, ssh_conn_id) to move "
+                                "etcd's data, or set kubernetes.etcd.manage: false (etcd_storage is then not applied)")
+        reconfigurer = EtcdReconfigurer(self.settings.etcd_members, self.settings.etcd_profile,
+                                        dry_run=self.settings.etcd_dry_run, echo=self.echo,
+                                        command_timeout_s=self.settings.timeouts.command_s)
+        return {**reconfigurer.switch(storage), "managed": True}
+
+    def deploy(self, scenario_id: str, params: Mapping[str, Any]) -> None:
+        from kubexp.manifests import ManifestError, render
+
+        mesh = self.istio.ensure(str(params.get("mesh", "native")))
+        log.info("mesh: %s", mesh)
+        try:
+            objects = render(scenario_id, params, self.settings.raw)
+        except ManifestError as exc:
+            raise PlatformError(f"scenario {scenario_id}: cannot render the manifests ({exc})") from exc
+        applied = self.cluster.apply(objects)
+        log.info("applied %s", ", ".join(applied))
+
+    def rollout_ready(self, params: Mapping[str, Any]) -> bool:
+        from kubexp.manifests import APP_NAME
+
+        state = self.cluster.rollout(self.settings.namespace, APP_NAME, int(params["pods"]))
+        if not state.ready:
+            log.info("rollout: %s", state.detail)
+            return False
+        endpoint = self.endpoint()
+        probe = Endpoint(endpoint.host, endpoint.port, self.settings.sanity_path, endpoint.scheme)
+        ok, detail = sanity_request(probe.url, self.settings.timeouts.http_s)
+        log.info("rollout: %s; sanity request %s: %s", state.detail, probe.url, detail)
+        return ok
+
+    def endpoint(self) -> Endpoint:
+        from kubexp.manifests import APP_NAME
+
+        host = self.settings.ingress_host or self.cluster.first_node_address()
+        namespace = self.cluster.namespace(self.settings.namespace)
+        if namespace is None:
+            raise PlatformError(f"namespace {self.settings.namespace} does not exist: deploy the scenario first")
+        if namespace["labels"].get("istio-injection") == "enabled":
+            istio = self.settings.istio
+            port = self.cluster.node_port(istio.namespace, istio.ingress_service, istio.ingress_port)
+        else:
+            port = self.cluster.node_port(self.settings.namespace, APP_NAME, "http")
+        return Endpoint(host=str(host), port=port)
+
+    def events(self, start: datetime, end: datetime, t0: datetime) -> list[PlatformEvent]:
+        from kubexp.collect import kube_events
+
+        namespaces = [self.settings.namespace]
+        if self.settings.istio.version:
+            namespaces.append(self.settings.istio.namespace)
+        return list(kube_events.collect(self.settings.conn_id, namespaces, start, end, t0))
+
+    def restart_load_servers(self) -> list[str]:
+        """Restart the remote JMeter servers (load.servers + load.ssh_conn_ids); their 'host:port' list."""
+        t = self.settings.timeouts
+        return restart_load_servers(self.settings.load_hosts, self.settings.load_host_settings,
+                                    timeout_s=t.load_server_s, interval_s=min(t.poll_interval_s, 1.0), echo=self.echo)
+
+    def fingerprint(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "platform": self.name, "cluster": self.cluster_name, "conn_id": s.conn_id, "namespace": s.namespace,
+            "server_version": self.cluster.server_version(), "nodes": self.cluster.node_facts(),
+            "istio": {"installer": s.istio.installer, "pinned_version": s.istio.version,
+                      "installed_version": self.istio.installed_version()},
+            "etcd": {"managed": s.etcd_manage, "members": [m.name for m in s.etcd_members],
+                     "stop": list(s.etcd_profile.stop), "start": list(s.etcd_profile.start)},
+            "openstack": {"cloud": s.openstack.cloud, "conn_id": s.openstack.conn_id},
+            "load_hosts": [h.address for h in s.load_hosts],
+            "modelled": "real Kubernetes cluster (nothing emulated by kubexp)",
+        }
+
+
+def sanity_request(url: str, timeout_s: float) -> tuple[bool, str]:
+    """GET `url`; (True, detail) on HTTP 200."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 - http(s) URL we built
+            return response.status == 200, f"HTTP {response.status}"
+    except urllib.error.HTTPError as exc:
+        return False, f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError) as exc:
+        return False, f"no answer ({exc})"

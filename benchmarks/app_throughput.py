@@ -40,6 +40,7 @@ class Result:
     latencies: list[float]
     worker_rss: list[int]
     worker_peak: list[float]
+    cpu_seconds: float  # user + system CPU of all workers during the measured run
 
     @property
     def rate(self) -> float:
@@ -94,16 +95,23 @@ def peak_memory(port: int) -> list[float]:
     return [float(v) for v in re.findall(r'cropapp_worker_peak_resident_memory_bytes\{pid="\d+"\} (\S+)', text)]
 
 
+def _cpu(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
 def measure(workers: int, path: str, concurrency: int, duration: float, state: Path) -> Result:
     port = free_port()
     process = appserver.app_process(f"bench-{workers}", state, "127.0.0.1", port, workers=workers)
     process.start(timeout=60)
     try:
         drive(port, path, concurrency, min(3.0, duration))  # warm-up: imports, first decodes
+        children = psutil.Process(process.running_pid()).children()
+        cpu_before = sum(_cpu(child) for child in children)
         requests, errors, latencies, seconds = drive(port, path, concurrency, duration)
-        master = psutil.Process(process.running_pid())
-        rss = [child.memory_info().rss for child in master.children()]
-        return Result(workers, requests, errors, seconds, latencies, rss, peak_memory(port))
+        cpu = sum(_cpu(child) for child in children) - cpu_before
+        rss = [child.memory_info().rss for child in children]
+        return Result(workers, requests, errors, seconds, latencies, rss, peak_memory(port), cpu)
     finally:
         process.stop()
 
@@ -119,15 +127,18 @@ def main() -> None:
     mib = 1 << 20
     print(f"GET {args.path}  concurrency {args.concurrency}  {args.duration:.0f} s per row  "
           f"{psutil.cpu_count()} CPUs  (threads per worker: CROPAPP_THREADS, default 4)")
-    print(f"{'workers':>7} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}  "
+    print(f"load average before: {' '.join(f'{v:.1f}' for v in psutil.getloadavg())} "
+          f"(other processes on the machine lower req/s; CPU ms/request is robust to that)")
+    print(f"{'workers':>7} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} {'CPU ms/req':>10}  "
           f"{'RSS/worker MiB':>15} {'peak/worker MiB':>16}")
     try:
         for workers in (int(value) for value in args.workers.split(",")):
             r = measure(workers, args.path, args.concurrency, args.duration, state)
             rss = statistics.mean(r.worker_rss) / mib if r.worker_rss else float("nan")
             peak = max(r.worker_peak) / mib if r.worker_peak else float("nan")
+            cpu_ms = r.cpu_seconds / max(r.requests, 1) * 1000
             print(f"{workers:>7} {r.rate:>7.1f} {r.percentile(0.5) * 1000:>7.0f} {r.percentile(0.99) * 1000:>7.0f} "
-                  f"{r.errors:>6}  {rss:>15.0f} {peak:>16.0f}")
+                  f"{r.errors:>6} {cpu_ms:>10.0f}  {rss:>15.0f} {peak:>16.0f}")
     finally:
         shutil.rmtree(state, ignore_errors=True)
 

@@ -1,0 +1,246 @@
+"""Run the load: JMeter headless, locally or distributed over JMeter servers, results on a RAM disk.
+
+t0 (the experiment's t = 0) is the start of the earliest sample in the run's JTL, as JMeter wrote it
+(`timeStamp` with `sampleresult.timestamp.start=true`, epoch milliseconds). It is taken from the
+samples, not from JMeter's "Starting test" message, because engines need one to two seconds after that
+message (remote configuration, script compilation) before the first request leaves; with the sample
+clock, second 0 is the first second in which load was offered. Every other source (Prometheus series,
+platform events) is placed on the same axis: t = floor((instant - t0) / 1 s).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kubexp.load.home import jmeter_argv, jmeter_home, jvm_args
+from kubexp.load.jtl import sample_span
+from kubexp.load.properties import load_properties
+from kubexp.load.ramdisk import require_ramdisk
+from kubexp.platform.base import Endpoint
+from kubexp.processes import ManagedProcess, free_port, tail
+from kubexp.settings import REPO_ROOT
+
+__all__ = ["CLOSED_LOOP_PLAN", "OPEN_LOOP_PLAN", "SAMPLE_SENDER_MODES", "LoadError", "LoadRun",
+           "LocalJMeterServers", "jmeter_home", "run_load"]
+
+PLANS_DIR = REPO_ROOT / "include" / "jmeter"
+CLOSED_LOOP_PLAN = PLANS_DIR / "closed-loop.jmx"
+OPEN_LOOP_PLAN = PLANS_DIR / "open-loop.jmx"
+# JMeter's sample sender modes (distributed mode). Statistical is left out: it sends aggregates, not
+# samples, so the per-second ingest would count one row per aggregate. A class name is accepted too.
+SAMPLE_SENDER_MODES = ("Standard", "Batch", "StrippedBatch", "Stripped", "Asynch", "StrippedAsynch",
+                       "DiskStore", "StrippedDiskStore")
+DEFAULT_SAMPLE_SENDER_MODE = "StrippedBatch"
+# What the JTL holds: the fields kubexp.load.jtl reads plus JMeter's usual ones, CSV with a header row.
+RESULT_PROPERTIES = {
+    "jmeter.save.saveservice.output_format": "csv",
+    "jmeter.save.saveservice.print_field_names": "true",
+    "jmeter.save.saveservice.timestamp_format": "ms",
+    "jmeter.save.saveservice.default_delimiter": ",",
+    "sampleresult.timestamp.start": "true",
+    **{f"jmeter.save.saveservice.{name}": "true" for name in (
+        "time", "label", "response_code", "response_message", "thread_name", "data_type", "successful",
+        "assertion_results_failure_message", "bytes", "sent_bytes", "thread_counts", "url", "latency",
+        "idle_time", "connect_time")},
+}
+GRACE_S = 120  # beyond duration and timeouts: JVM start-up, remote configuration, the last batches of samples
+
+
+class LoadError(RuntimeError):
+    """The load run failed; the message names the JMeter server or file and what to do."""
+
+
+@dataclass(frozen=True)
+class LoadRun:
+    jtl: Path  # the run's JMeter CSV results (on the RAM disk)
+    t0: datetime  # load start, UTC: the earliest sample's start (see module docstring)
+    t0_ms: int  # the same instant in epoch milliseconds, as in the JTL
+    ended_at: datetime  # UTC end of the last sample (its start + elapsed)
+    started_at: datetime  # UTC wall clock when the JMeter master was launched
+    log: Path  # the master's jmeter.log
+    output: Path  # the master's console output
+    plan: Path
+    servers: tuple[str, ...]  # 'host:port' of each JMeter server; empty when JMeter ran locally
+    properties: dict[str, str]  # the plan properties passed (-G or -J)
+    samples: int  # well-formed samples in the JTL
+
+
+@dataclass
+class LocalJMeterServers:
+    """`count` JMeter servers on free loopback ports, as local stand-ins for the paper's load hosts."""
+
+    count: int
+    state_dir: Path
+    host: str = "127.0.0.1"
+    addresses: list[str] = field(default_factory=list, init=False)
+
+    def _process(self, index: int, port: int = 0, rmi_port: int = 0) -> ManagedProcess:
+        name = f"jmeter-server-{index}"
+        log = self.state_dir / "logs" / f"{name}.jmeter.log"
+        argv = jmeter_argv(
+            "-s", f"-Jserver_port={port}", f"-Jserver.rmi.localport={rmi_port}", "-Jserver.rmi.ssl.disable=true",
+            "-j", str(log), jvm=[*jvm_args(), f"-Djava.rmi.server.hostname={self.host}"],
+        )
+        process = ManagedProcess(name=name, argv=argv, state_dir=self.state_dir, cwd=self.state_dir,
+                                 ports=(port, rmi_port))
+        process.ready = lambda: "Created remote object" in process.logfile.read_text(errors="replace")
+        return process
+
+    def start(self, timeout: float = 90.0) -> list[str]:
+        """Stop whatever servers this folder recorded, then start `count` fresh ones; their 'host:port'."""
+        if self.count < 1:
+            raise LoadError(f"load.servers={self.count}: need at least one local JMeter server")
+        self.stop()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        jmeter_home()
+        started: list[ManagedProcess] = []
+        try:
+            for index in range(self.count):
+                port, rmi_port = free_port(), free_port()
+                process = self._process(index, port, rmi_port)
+                process.logfile.parent.mkdir(parents=True, exist_ok=True)
+                process.logfile.write_text("")  # readiness reads this log: start it empty
+                process.start(timeout)
+                started.append(process)
+                self.addresses.append(f"{self.host}:{port}")
+        except Exception:
+            for process in started:
+                process.stop()
+            self.addresses.clear()
+            raise
+        return list(self.addresses)
+
+    def stop(self) -> None:
+        """Stop every server recorded in state_dir (also those of an earlier, crashed run)."""
+        for pidfile in sorted((self.state_dir / "pids").glob("jmeter-server-*.pid")):
+            ManagedProcess(name=pidfile.stem, argv=(), state_dir=self.state_dir).stop()
+        self.addresses.clear()
+
+
+def _server_list(servers: Sequence[str]) -> list[str]:
+    for server in servers:
+        host, _, port = server.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise LoadError(f"JMeter server {server!r} is not 'host:port'; fix load.servers in the suite")
+    return list(servers)
+
+
+def _check_mode(mode: str) -> str:
+    if mode in SAMPLE_SENDER_MODES or "." in mode:
+        return mode
+    raise LoadError(f"sample sender mode {mode!r} is not one of {', '.join(SAMPLE_SENDER_MODES)} "
+                    f"(or a SampleSender class name); fix load.sample_sender_mode")
+
+
+def jmeter_command(plan: Path, jtl: Path, log: Path, properties: Mapping[str, str], *, servers: Sequence[str],
+                   sample_sender_mode: str, rmi_hostname: str | None = None) -> list[str]:
+    """The master's argv: plan properties as -G (to every server) or -J (local run)."""
+    flag = "-G" if servers else "-J"
+    args = ["-n", "-t", str(plan), "-l", str(jtl), "-j", str(log), "-Jjmeterengine.nongui.port=0"]
+    args += [f"-J{name}={value}" for name, value in RESULT_PROPERTIES.items()]
+    args += [f"{flag}{name}={value}" for name, value in properties.items()]
+    jvm = jvm_args()
+    if servers:
+        args += ["-R", ",".join(servers), "-Jserver.rmi.ssl.disable=true", f"-Jmode={sample_sender_mode}",
+                 "-Gsampleresult.timestamp.start=true"]
+        if rmi_hostname:
+            jvm.append(f"-Djava.rmi.server.hostname={rmi_hostname}")
+    return jmeter_argv(*args, jvm=jvm)
+
+
+def _failure(output: str, log_text: str, servers: Sequence[str], returncode: int | None) -> str | None:
+    """What went wrong, naming the server, from JMeter's console output and log; None when all is well."""
+    not_configured = re.search(r"could not be configured:\s*\[([^\]]*)\]", output)
+    if not_configured:
+        return (f"JMeter server(s) {not_configured.group(1)} could not be configured (not running, wrong port, or "
+                f"firewall); restart jmeter-server there")
+    not_started = re.search(r"remote engines have not started:\s*\[([^\]]*)\]", output)
+    if not_started:
+        busy = " (engine busy: another test still runs there)" if "Engine is busy" in output + log_text else ""
+        return f"JMeter server(s) {not_started.group(1)} did not start the test{busy}; restart jmeter-server there"
+    if returncode != 0:
+        reason = re.findall(r"(?:An error occurred|Error in NonGUIDriver)[^\n]*", output)
+        return f"JMeter exited with code {returncode}: {reason[-1] if reason else 'see its output'}"
+    unfinished = [server for server in servers if f"Finished remote host: {server}" not in log_text]
+    if unfinished:
+        return f"JMeter server(s) {', '.join(unfinished)} never reported the end of the test"
+    return None
+
+
+def _utc(epoch_ms: int) -> datetime:
+    return datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
+
+
+def run_load(params: Mapping[str, Any], endpoint: Endpoint, results_dir: Path, *, servers: Sequence[str] | None = None,
+             plan: Path | None = None, request_path: str | None = None,
+             sample_sender_mode: str = DEFAULT_SAMPLE_SENDER_MODE, rmi_hostname: str | None = None,
+             extra_properties: Mapping[str, str] | None = None, require_ram_disk: bool = True) -> LoadRun:
+    """Run one experiment's load to completion and return where its samples are and when it started.
+
+    servers: 'host:port' of running JMeter servers (distributed mode, `workers` split equally among them);
+    None or empty runs JMeter locally in this process's host. plan: a .jmx reading the properties of
+    kubexp.load.properties (default: our closed-loop plan, or the open-loop one when
+    params['arrival_rate_per_s'] is set). request_path: path and query of the request (default endpoint.path).
+    """
+    servers = _server_list(servers or [])
+    mode = _check_mode(sample_sender_mode)
+    if require_ram_disk:
+        require_ramdisk(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    open_loop = params.get("arrival_rate_per_s") is not None
+    plan = Path(plan) if plan else (OPEN_LOOP_PLAN if open_loop else CLOSED_LOOP_PLAN)
+    if not plan.is_file():
+        raise LoadError(f"JMeter plan {plan} does not exist; fix load.plan in the suite")
+    properties = load_properties(params, endpoint, servers=max(1, len(servers)),
+                                 request_path=request_path or endpoint.path)
+    properties.update(extra_properties or {})
+    started_at = datetime.now(UTC)
+    stem = f"jmeter-{started_at:%Y%m%dT%H%M%S%fZ}"  # a new name per run: JMeter appends to an existing JTL
+    jtl, log, output = (results_dir / f"{stem}{suffix}" for suffix in (".jtl", ".log", ".out"))
+    if rmi_hostname is None and servers and all(s.startswith(("127.", "localhost:")) for s in servers):
+        rmi_hostname = "127.0.0.1"
+    argv = jmeter_command(plan, jtl, log, properties, servers=servers, sample_sender_mode=mode,
+                          rmi_hostname=rmi_hostname)
+    timeout = (float(properties["duration_s"]) + GRACE_S
+               + 2 * (float(properties["connect_timeout_ms"]) + float(properties["response_timeout_ms"])) / 1000)
+    returncode = _run_master(argv, output, timeout, results_dir)
+    console = output.read_text(errors="replace")
+    log_text = log.read_text(errors="replace") if log.exists() else ""
+    if returncode is None:
+        raise LoadError(f"JMeter did not finish within {timeout:.0f} s (duration {properties['duration_s']} s); "
+                        f"killed. {_failure(console, log_text, servers, 0) or ''} Output {output}:\n{tail(output)}")
+    problem = _failure(console, log_text, servers, returncode)
+    if problem:
+        raise LoadError(f"{problem}. Plan {plan}; output {output}; log {log}:\n{tail(output)}")
+    if not jtl.exists():
+        raise LoadError(f"JMeter wrote no results file {jtl}; see {output} and {log}")
+    span = sample_span(jtl)
+    if span.rows == 0 or span.first_start_ms is None or span.last_end_ms is None:
+        raise LoadError(f"JMeter wrote no sample to {jtl} (is {endpoint.url} reachable from the JMeter "
+                        f"{'servers ' + ', '.join(servers) if servers else 'host'}?); see {log}")
+    return LoadRun(jtl=jtl, t0=_utc(span.first_start_ms), t0_ms=span.first_start_ms, ended_at=_utc(span.last_end_ms),
+                   started_at=started_at, log=log, output=output, plan=plan, servers=tuple(servers),
+                   properties=properties, samples=span.rows)
+
+
+def _run_master(argv: list[str], output: Path, timeout: float, cwd: Path) -> int | None:
+    """Run the master in its own process group; its exit code, or None if it was killed after `timeout`."""
+    with open(output, "wb") as out:
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   cwd=cwd, start_new_session=True)
+        try:
+            return process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        finally:
+            if process.poll() is None:  # timed out, or this task is being killed: leave no JMeter behind
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()

@@ -211,6 +211,10 @@ class LocalServices:
     def up(self, with_airflow: bool = True, log=print) -> None:
         pg = self.postgres
         log(f"postgres    127.0.0.1:{self.ports.postgres}  " + ("started" if pg.start() else "already running"))
+        from kubexp.store import migrations  # lazily, like psycopg: other commands need no database driver
+
+        applied = migrations.upgrade(pg.url("kubexp"))
+        log("results schema  " + (f"applied {', '.join(applied)}" if applied else "up to date"))
         prom = prometheus_process(self.root, self.ports.prometheus)
         log(f"prometheus  127.0.0.1:{self.ports.prometheus}  " + ("started" if prom.start() else "already running"))
         if not with_airflow:

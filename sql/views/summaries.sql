@@ -21,7 +21,8 @@ BEGIN
         JOIN scenario sc ON sc.id = e.scenario_id
         WHERE e.id = ANY (ids) AND e.status = 'finished'
     ),
-    -- every second of the window, with its load row if there is one
+    -- every second of the window, with its load row if there is one (looked up by key: a join of
+    -- the whole window with the rows was planned as a scan of every pair)
     second AS (
         SELECT w.experiment_id, w.attempt_id, w.start_s, w.end_s, l.t, l.requests, l.failures,
                l.failures_4xx, l.failures_5xx, l.failures_other, l.elapsed_mean_ms, l.elapsed_p50_ms,
@@ -29,8 +30,11 @@ BEGIN
                coalesce(l.successes, 0) AS ok
         FROM window_of w
         CROSS JOIN LATERAL generate_series(w.start_s, w.end_s - 1) AS g (second_t)
-        LEFT JOIN load_second l
-               ON l.experiment_id = w.experiment_id AND l.attempt_id = w.attempt_id AND l.t = g.second_t
+        LEFT JOIN LATERAL (
+            SELECT * FROM load_second ls
+            WHERE ls.experiment_id = w.experiment_id AND ls.t = g.second_t AND ls.attempt_id = w.attempt_id
+            LIMIT 1  -- at most one row by the primary key; the LIMIT stops the planner flattening this
+        ) l ON true
     )
     INSERT INTO experiment_aggregate (
         experiment_id, attempt_id, window_start_s, window_end_s, seconds, seconds_with_load,

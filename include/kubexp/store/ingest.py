@@ -42,16 +42,18 @@ def binary_copy_data(columns: dict[str, Column], rows: int) -> bytes:
     array (a NULL field is just its length -1), so a frame is encoded in a few numpy operations.
     """
     names = list(columns)
-    nulls = np.zeros((rows, len(names)), dtype=bool)
+    # one bit per NULL field; rows with the same mask share one record layout
+    masks = np.zeros(rows, dtype=np.int64)
     for i, name in enumerate(names):
         kind, values = columns[name]
         if kind == "float8":
-            nulls[:, i] = np.isnan(values)
+            masks |= np.isnan(values).astype(np.int64) << i
     parts = [_COPY_HEADER]
-    patterns, group = np.unique(nulls, axis=0, return_inverse=True) if rows else (np.zeros((0, len(names))), [])
+    patterns, group = np.unique(masks, return_inverse=True)
     group = np.asarray(group).reshape(-1)
-    for g, pattern in enumerate(patterns):
+    for g, mask in enumerate(patterns):
         picked = group == g
+        pattern = [bool(mask >> i & 1) for i in range(len(names))]
         fields: list[tuple[str, str]] = [("count", ">i2")]
         for i, name in enumerate(names):
             fields.append((f"len_{i}", ">i4"))
@@ -88,11 +90,15 @@ def load_frame_columns(load: pd.DataFrame, experiment_id: str, attempt_id: int) 
         "experiment_id": ("uuid", np.frombuffer(uuid.UUID(experiment_id).bytes, dtype="S16")[0]),
         "attempt_id": ("int8", np.int64(attempt_id)),
     }
-    for column in LOAD_SECOND_COLUMNS:
+    try:
+        matrix = load[list(LOAD_SECOND_COLUMNS)].to_numpy(dtype=float, na_value=np.nan)
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"load frame has non-numeric values: {exc}") from exc
+    for i, column in enumerate(LOAD_SECOND_COLUMNS):
         kind = LOAD_SECOND_TYPES[column]
-        values = pd.to_numeric(load[column], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        values = matrix[:, i]
         if kind != "float8":
-            if np.isnan(values).any() and column in COUNT_COLUMNS:
+            if column in COUNT_COLUMNS and np.isnan(values).any():
                 raise StoreError(f"load frame column {column} has empty values; counts must be whole numbers")
             values = np.nan_to_num(values)
             if not np.array_equal(values, np.round(values)):

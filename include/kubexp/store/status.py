@@ -19,9 +19,12 @@ def suite_status(conn: psycopg.Connection, suite_name: str) -> dict[str, Any]:
     running, failed_attempts).
     """
     with conn.cursor(row_factory=dict_row) as cur:
-        suite = cur.execute(
-            "SELECT name, cluster, repetitions FROM suite WHERE name = %s", (suite_name,)
-        ).fetchone()
+        try:
+            suite = cur.execute(
+                "SELECT name, cluster, repetitions FROM suite WHERE name = %s", (suite_name,)
+            ).fetchone()
+        except psycopg.errors.UndefinedTable as exc:
+            raise StoreError("the results database has no kubexp schema yet; run `kubexp db upgrade`") from exc
         if suite is None:
             raise StoreError(f"suite {suite_name!r} is not in the store; load it with `kubexp suite load FILE`")
         per_scenario = cur.execute(

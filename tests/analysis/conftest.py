@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,11 +11,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from PIL import Image
 
 from kubexp.analysis import steady, synthetic
 from kubexp.analysis.figures import GROUPING_PARAMETERS
-from kubexp.suite import PARAMETER_DEFAULTS
+from kubexp.services import Postgres
+from kubexp.store import db, migrations
+from kubexp.suite import PARAMETER_DEFAULTS, Suite, load_suite
 
 PAPER_ETCD_MATRIX = {"pods": [10, 20], "workers": [60, 120], "mesh": ["native", "istio"],
                      "etcd_storage": ["ramdisk", "disk"]}
@@ -78,3 +82,50 @@ def png_check() -> Callable[[Path], tuple[int, int]]:
         return width, height
 
     return check
+
+
+@dataclass(frozen=True)
+class StoredSuite:
+    """A results database holding a suite with finished and unfinished experiments."""
+
+    url: str
+    suite: Suite
+    finished: int
+
+
+def store_synthetic_suite(server: Postgres, folder: Path, name: str, matrix: dict[str, list[object]], *,
+                          repetitions: int, duration_s: int, analysis: dict[str, object] | None = None,
+                          unfinished_every: int = 0) -> StoredSuite:
+    database = "a_" + secrets.token_hex(6)
+    server.create_databases(database)
+    url = server.url(database)
+    migrations.upgrade(url)
+    document = synthetic.suite_document(name, matrix, repetitions=repetitions, duration_s=duration_s,
+                                        analysis=analysis)
+    document["description"] = "synthetic <b>data</b> & not a measurement"  # checks HTML escaping
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(document))
+    suite = load_suite(path)
+    with db.connect(url) as conn:
+        finished = synthetic.populate(conn, suite, seed=5, unfinished_every=unfinished_every)
+    return StoredSuite(url, suite, finished)
+
+
+@pytest.fixture(scope="module")
+def stored_suite(postgres_server: Postgres, tmp_path_factory: pytest.TempPathFactory) -> StoredSuite:
+    """2 x 2 scenarios x 4 repetitions of 120 s, every 7th experiment unfinished, configured window."""
+    return store_synthetic_suite(postgres_server, tmp_path_factory.mktemp("suite"), "analysis-store",
+                                 {"workers": [20, 60], "etcd_storage": ["ramdisk", "disk"]}, repetitions=4,
+                                 duration_s=120, analysis={"warmup_s": 10, "cooldown_s": 5}, unfinished_every=7)
+
+
+@pytest.fixture(scope="module")
+def report_source(postgres_server: Postgres, tmp_path_factory: pytest.TempPathFactory) -> StoredSuite:
+    """The stored suite the report and notebook tests read (synthetic until a real-run fixture replaces it).
+
+    No analysis window configured, so the report detects it with MSER-5.
+    """
+    return store_synthetic_suite(postgres_server, tmp_path_factory.mktemp("report"), "analysis-report",
+                                 {"pods": [1, 2], "workers": [10, 30], "mesh": ["native", "istio"],
+                                  "etcd_storage": ["ramdisk", "disk"]},
+                                 repetitions=3, duration_s=150, unfinished_every=11)

@@ -89,6 +89,7 @@ def test_windows_trim_and_fill_outage_seconds_with_zeros() -> None:
     outage = kept[(kept["experiment_id"] == "e2") & kept["t"].isin([60, 61])]
     assert outage["successes"].tolist() == [0, 0] and outage["requests"].tolist() == [0, 0]
     assert outage["elapsed_mean_ms"].isna().all()
+    assert not outage["recorded"].any() and kept["recorded"].sum() == 168
 
 
 def test_summarize_by_hand() -> None:
@@ -99,9 +100,10 @@ def test_summarize_by_hand() -> None:
         "successes": [8, 30, 0, 20],
         "failures": [2, 0, 0, 0],
         "elapsed_mean_ms": [100.0, 20.0, np.nan, 50.0],
+        "recorded": [True, True, False, True],
     })
     row = steady.summarize(steady_rows).set_index("experiment_id").loc["a"]
-    assert row["seconds"] == 4
+    assert row["seconds"] == 4 and row["seconds_recorded"] == 3
     assert row["successes_median"] == 14
     assert row["successes_mean"] == pytest.approx(14.5)
     assert row["zero_success_seconds"] == 1

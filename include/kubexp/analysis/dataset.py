@@ -93,10 +93,13 @@ def load_suite_data(conn: psycopg.Connection, suite: str, *, settings: AnalysisS
     if settings is None:
         settings = AnalysisSettings.from_mapping(dict(definition.get("analysis") or {}),
                                                  seed=int(record.get("seed") or 0), where=f"suite {suite}")
-    all_experiments = loaders.experiments(conn, suite)
+    stored = loaders.experiments(conn, suite)
+    # Scenarios a reload dropped from the matrix keep their data in the store but leave the analysis.
+    all_experiments = stored[stored["active"].astype(bool)] if not stored.empty else stored
     parameters = varying(all_experiments) if not all_experiments.empty else []
     finished = all_experiments[all_experiments["status"] == "finished"]
     seconds = loaders.load_seconds(conn, suite, columns=ANALYSIS_COLUMNS)
+    seconds = seconds[seconds["experiment_id"].isin(finished["experiment_id"])]
     with_data = finished[finished["experiment_id"].isin(seconds["experiment_id"].unique())]
     durations = with_data.set_index("experiment_id")["duration_s"] if "duration_s" in with_data else None
     windows = steady.steady_windows(seconds, warmup_s=settings.warmup_s, cooldown_s=settings.cooldown_s,

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 DPI = 100
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -114,6 +115,7 @@ def throughput_and_response_time(per_experiment: pd.DataFrame, prediction: pd.Da
     top.set_ylabel("successful responses/s\n(steady-state median per experiment)")
     bottom.set_ylabel("mean response time (ms)")
     bottom.set_xlabel("workers (closed-loop load threads)")
+    bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
     top.set_title("Successful responses/s and response time vs workers; dashed: queueing model")
     figure.legend(loc="outside right upper", fontsize="small")
     for axis in (top, bottom):
@@ -143,6 +145,7 @@ def throughput_vs_pods(per_experiment: pd.DataFrame) -> Figure:
                                                                  stats["max"] - stats["median"]],
                           marker="o", capsize=3, color=colour, label=str(mesh))
         axis.set_title(str(panel), fontsize="small")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
     for axis in axes[len(panel_values):]:
         axis.set_visible(False)
@@ -164,16 +167,21 @@ def std_per_scenario(steady: pd.DataFrame) -> Figure:
     spread["_panel"] = group_labels(spread, panels)
     spread["_colour"] = group_labels(spread, colours_by)
     panel_values = ordered_labels(spread, panels)
-    figure = Figure(figsize=(max(7.0, 5 * len(panel_values)), 4.5), layout="constrained")
-    axes = np.atleast_1d(figure.subplots(1, len(panel_values), sharey=True, squeeze=False)).ravel()
+    columns = min(len(panel_values), 2)
+    rows = -(-len(panel_values) // columns)
+    figure = Figure(figsize=(max(7.0, 5.5 * columns), 4 * rows), layout="constrained")
+    axes = np.atleast_1d(figure.subplots(rows, columns, sharey=True, squeeze=False)).ravel()
     colour_values = ordered_labels(spread, colours_by)
-    for axis, panel in zip(axes, panel_values, strict=True):
+    for axis in axes[len(panel_values):]:
+        axis.set_visible(False)
+    for axis, panel in zip(axes, panel_values, strict=False):
         subset = spread[spread["_panel"] == panel]
         for colour, value in zip(_cycle(), colour_values, strict=False):
             points = subset[subset["_colour"] == value].sort_values(x_axis)
             axis.plot(points[x_axis], points["std"], marker="o", linestyle=":", color=colour, label=value)
         axis.set_title(panel, fontsize="small")
         axis.set_xlabel(x_axis)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
     _floor_at_zero(axes)
     axes[0].set_ylabel("std-dev of successful responses/s (pooled seconds)")

@@ -66,13 +66,15 @@ def experiments(conn: psycopg.Connection, suite: str, *, scenario_id: str | None
                 experiment_ids: Sequence[str] | None = None) -> pd.DataFrame:
     """Every experiment of a suite, finished or not, with its attempts and scenario parameters.
 
-    Columns: experiment_id, scenario_id, scenario_index, active, repetition, status, finished_at,
+    Columns: experiment_id, scenario_id, scenario_index, active (scenario still in the matrix), planned
+    (active and within the suite's repetitions), repetition, status, finished_at,
     finished_attempt_id, t0, attempts, failed_attempts, last_outcome, last_error, + parameters.
     """
     where, params = _filters(suite, scenario_id, experiment_ids)
     query = sql.SQL("""
         SELECT e.id::text AS experiment_id, e.scenario_id, ss.position AS scenario_index, ss.active,
-               e.repetition, e.status, e.finished_at, e.finished_attempt_id, fa.load_started_at AS t0,
+               (ss.active AND e.repetition <= s.repetitions) AS planned, e.repetition, e.status,
+               e.finished_at, e.finished_attempt_id, fa.load_started_at AS t0,
                count(a.id)::integer AS attempts,
                count(a.id) FILTER (WHERE a.outcome IN ('failed', 'abandoned'))::integer AS failed_attempts,
                (array_agg(a.outcome ORDER BY a.id DESC))[1] AS last_outcome,
@@ -81,10 +83,11 @@ def experiments(conn: psycopg.Connection, suite: str, *, scenario_id: str | None
         FROM experiment e
         JOIN suite_scenario ss ON ss.suite = e.suite AND ss.scenario_id = e.scenario_id
         JOIN scenario sc ON sc.id = e.scenario_id
+        JOIN suite s ON s.name = e.suite
         LEFT JOIN attempt a ON a.experiment_id = e.id
         LEFT JOIN attempt fa ON fa.id = e.finished_attempt_id
         WHERE {where}
-        GROUP BY e.id, ss.position, ss.active, sc.params, fa.load_started_at
+        GROUP BY e.id, ss.position, ss.active, s.repetitions, sc.params, fa.load_started_at
         ORDER BY ss.position, e.repetition
     """).format(where=where)
     return _expand_params(_frame(conn, query, params))

@@ -102,7 +102,8 @@ def trim(seconds: pd.DataFrame, windows: pd.DataFrame) -> pd.DataFrame:
     """The per-second rows inside each window, with missing seconds filled in as zero counts.
 
     A second without a row is a second in which no request completed: an outage, which
-    must count as 0 successful responses rather than vanish from the distribution.
+    must count as 0 successful responses rather than vanish from the distribution. Column
+    `recorded` tells which seconds had a row.
     """
     usable = windows[windows["seconds"] > 0]
     lengths = usable["seconds"].to_numpy()
@@ -112,6 +113,7 @@ def trim(seconds: pd.DataFrame, windows: pd.DataFrame) -> pd.DataFrame:
         "t": np.repeat(usable["window_start_s"].to_numpy(), lengths) + offsets,
     })
     kept = grid.merge(seconds, on=["experiment_id", "t"], how="left")
+    kept["recorded"] = kept["successes"].notna()
     for column in COUNT_COLUMNS:
         if column in kept:
             kept[column] = kept[column].fillna(0)
@@ -130,6 +132,7 @@ def summarize(steady: pd.DataFrame) -> pd.DataFrame:
     grouped = weighted.groupby("experiment_id", sort=False)
     summary = grouped.agg(
         seconds=("t", "size"),
+        seconds_recorded=("recorded", "sum"),
         successes_median=("successes", "median"),
         successes_mean=("successes", "mean"),
         successes_std=("successes", "std"),

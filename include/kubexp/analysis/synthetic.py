@@ -13,8 +13,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import psycopg
 
-from kubexp.records import LOAD_SECOND_COLUMNS, PlatformEvent
+from kubexp.records import LOAD_SECOND_COLUMNS, MetricSeries, PlatformEvent
+from kubexp.store import attempts, experiments, ingest, suites
+from kubexp.suite import Suite
 
 SERVICE_MS = 63.0
 POD_RATE_PER_S = 16.0
@@ -71,3 +74,49 @@ def load_seconds(params: dict[str, Any], *, seconds: int, rng: np.random.Generat
     counts = ["requests", "successes", "failures", "failures_4xx", "failures_5xx", "failures_other", "bytes", "threads"]
     frame[counts] = frame[counts].astype("int64")
     return frame[list(LOAD_SECOND_COLUMNS)], events
+
+
+def replica_series(params: dict[str, Any], *, seconds: int, rng: np.random.Generator) -> list[MetricSeries]:
+    """A replica-count series with a few scrapes missing (so completeness is below 1)."""
+    kept = np.sort(rng.choice(seconds, size=max(1, int(seconds * rng.uniform(0.9, 1.0))), replace=False))
+    return [MetricSeries("prometheus:synthetic", "replicas", {"deployment": "app"},
+                         [(int(t), float(params["pods"])) for t in kept])]
+
+
+def suite_document(name: str, matrix: dict[str, list[Any]], *, repetitions: int, duration_s: int,
+                   analysis: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A local-platform suite document (as parsed from YAML) for synthetic data."""
+    return {"suite": name, "platform": "local", "repetitions": repetitions, "seed": 1,
+            "description": "synthetic data (kubexp.analysis.synthetic), not a measurement",
+            "defaults": {"duration_s": duration_s}, "matrix": matrix, "analysis": analysis or {},
+            "metrics": {"required": ["replicas"], "completeness_min": 0.95}}
+
+
+def populate(conn: psycopg.Connection, suite: Suite, *, seed: int = 0, unfinished_every: int = 0,
+             t0: datetime | None = None) -> int:
+    """Load the suite into the store and give its experiments synthetic data through the store's own API.
+
+    Every `unfinished_every`-th experiment (0: none) gets one failed attempt and stays unfinished;
+    the others get one attempt with provenance, load rows, events and a metric series, and are
+    finished. Returns the number of finished experiments.
+    """
+    rng = np.random.default_rng(seed)
+    suites.sync_suite(conn, suite)
+    planned = conn.execute("SELECT e.id::text, sc.params FROM experiment e JOIN scenario sc ON sc.id = e.scenario_id "
+                           "WHERE e.suite = %s ORDER BY e.scenario_id, e.repetition", (suite.name,)).fetchall()
+    start = t0 or datetime(2026, 1, 1, tzinfo=UTC)
+    finished = 0
+    for number, (experiment_id, params) in enumerate(planned, start=1):
+        attempt_id = attempts.open_attempt(conn, experiment_id, f"synthetic-{number}", 1, "synthetic-host")
+        attempts.record_provenance(conn, attempt_id, {"kubexp": {"git_commit": "0" * 40, "dirty": False},
+                                                      "generator": "kubexp.analysis.synthetic", "seed": seed})
+        if unfinished_every and number % unfinished_every == 0:
+            attempts.close_attempt(conn, attempt_id, "failed", "synthetic failure: load servers unreachable")
+            continue
+        at = start + timedelta(seconds=number * (params["duration_s"] + 60))
+        load, events = load_seconds(params, seconds=params["duration_s"], rng=rng, start=at)
+        ingest.store_experiment_data(conn, experiment_id, attempt_id, load=load, events=events, t0=at,
+                                     series=replica_series(params, seconds=params["duration_s"], rng=rng))
+        experiments.finish_experiment(conn, experiment_id, attempt_id)
+        finished += 1
+    return finished

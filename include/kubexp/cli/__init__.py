@@ -16,4 +16,6 @@ from kubexp.cli import services  # noqa: E402,F401
 from kubexp.cli import app  # noqa: E402,F401
 from kubexp.cli import render  # noqa: E402,F401
 from kubexp.cli import trigger  # noqa: E402,F401
+from kubexp.cli import report  # noqa: E402,F401
 from kubexp.cli import demo  # noqa: E402,F401
+from kubexp.cli import db, suite  # noqa: E402,F401

@@ -1,0 +1,122 @@
+"""`kubexp report SUITE`: one self-contained HTML file (figures embedded) plus the PNGs beside it.
+
+Sections: summary and steady-state window, figures (each answering one question of the
+paper), Table 1-style statistics per varying parameter, repetitions per scenario, data
+completeness, provenance summary, unfinished experiments.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+
+from kubexp.analysis import figures, loaders, prediction
+from kubexp.analysis import report_html as html
+from kubexp.analysis.comparisons import comparisons, repetition_table
+from kubexp.analysis.dataset import AnalysisSettings, SuiteData, load_suite_data
+
+TIMELINES = 2  # experiments shown as time series: most failures, most platform events
+
+
+@dataclass(frozen=True)
+class RenderedFigure:
+    name: str
+    question: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class Report:
+    path: Path  # the HTML file
+    figures: list[RenderedFigure]
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage, for the benchmark
+
+
+def timeline_experiments(data: SuiteData, count: int = TIMELINES) -> list[str]:
+    """The finished experiments most worth a look: most failures/s, then most platform events."""
+    chosen: list[str] = []
+    if not data.per_experiment.empty:
+        chosen += data.per_experiment.sort_values("failures_mean", ascending=False)["experiment_id"].head(1).tolist()
+    if not data.events.empty:
+        by_events = data.events["experiment_id"].value_counts().index.tolist()
+        chosen += [e for e in by_events if e not in chosen][:1]
+    return chosen[:count]
+
+
+def _render_figures(conn: psycopg.Connection, data: SuiteData, out_dir: Path) -> list[RenderedFigure]:
+    folder = out_dir / "figures"
+    rendered: list[RenderedFigure] = []
+
+    def keep(name: str, question: str, figure: figures.Figure) -> None:
+        rendered.append(RenderedFigure(name, question, figures.save(figure, folder / f"{name}.png")))
+
+    if data.per_experiment.empty:
+        return rendered
+    try:
+        curves = prediction.predict(data.per_experiment)
+    except ImportError:  # kubexp.model not merged yet
+        curves = None
+    keep("throughput-vs-workers", "How do successful responses/s and response time grow with the workers, "
+         "and where does the queueing model expect the knee?",
+         figures.throughput_and_response_time(data.per_experiment, curves))
+    keep("throughput-vs-pods", "How many successful responses/s per initial pod count, native vs istio?",
+         figures.throughput_vs_pods(data.per_experiment))
+    keep("std-per-scenario", "How much do per-second successful responses vary within each scenario?",
+         figures.std_per_scenario(data.steady))
+    keep("densities", "How are per-second successful responses distributed by etcd storage and mesh?",
+         figures.densities(data.steady))
+    chosen = timeline_experiments(data)
+    raw = loaders.load_seconds(conn, data.suite["name"], experiment_ids=chosen, columns=("successes", "failures"))
+    windows = data.windows.set_index("experiment_id")
+    described = data.per_experiment.set_index("experiment_id")
+    for number, experiment_id in enumerate(chosen, start=1):
+        row = described.loc[experiment_id]
+        params = ", ".join(f"{p}={row[p]}" for p in data.parameters) or "single scenario"
+        window = windows.loc[experiment_id]
+        keep(f"timeline-{number}", f"What happened during experiment {experiment_id} ({params}, repetition "
+             f"{row['repetition']})?",
+             figures.timeline(raw[raw["experiment_id"] == experiment_id],
+                              data.events[data.events["experiment_id"] == experiment_id],
+                              title=f"experiment {experiment_id} - {params}, repetition {row['repetition']}",
+                              window=(int(window["window_start_s"]), int(window["window_end_s"]))))
+    return rendered
+
+
+def build_report(conn: psycopg.Connection, suite: str, out_dir: Path, *,
+                 settings: AnalysisSettings | None = None) -> Report:
+    """Write out_dir/report.html (self-contained) and out_dir/figures/*.png; returns where and how long."""
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    data = load_suite_data(conn, suite, settings=settings)
+    timings["load"] = time.perf_counter() - started
+    mark = time.perf_counter()
+    tables = comparisons(data.per_experiment, data.steady, data.parameters, data.settings) \
+        if not data.per_experiment.empty else {}
+    repetitions = repetition_table(data.per_experiment, data.experiments, data.parameters, data.settings)
+    timings["statistics"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rendered = _render_figures(conn, data, out_dir)
+    timings["figures"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    sections = [
+        html.summary(data),
+        html.figures_section([(f.name, f.question, base64.b64encode(f.path.read_bytes()).decode()) for f in rendered]),
+        html.statistics(tables, data.settings),
+        html.repetitions(repetitions, data.parameters, data.settings),
+        html.completeness(data, loaders.metric_completeness(conn, suite)),
+        html.provenance(loaders.attempts(conn, suite)),
+        html.unfinished(data.experiments, data.parameters),
+    ]
+    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    path = out_dir / "report.html"
+    path.write_text(html.page(f"kubexp report: {suite}", generated, sections))
+    timings["html"] = time.perf_counter() - mark
+    timings["total"] = time.perf_counter() - started
+    return Report(path, rendered, timings)
+

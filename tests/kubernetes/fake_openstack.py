@@ -1,9 +1,10 @@
 """A small Keystone v3 + Nova HTTP fake for openstacksdk, with a server state machine.
 
 ACTIVE -> (POST .../action {"reboot": ...}) -> REBOOT or HARD_REBOOT -> after `polls_to_active`
-GETs of that server -> ACTIVE (or `final_status`). It records every request (method, path,
-query, JSON body, token) for the tests to assert on, and calls `on_active(name)` when a
-reboot completes, which is where a test plays the kubelet coming back.
+GETs of that server -> ACTIVE (or `final_status`); SHUTOFF -> (os-start) -> the same way to
+ACTIVE. It records every request (method, path, query, JSON body, token) for the tests to
+assert on, and calls `on_active(name)` when a reboot completes, which is where a test plays
+the kubelet coming back.
 """
 
 from __future__ import annotations
@@ -32,14 +33,15 @@ class FakeServer:
     polls_to_active: int = 2
     final_status: str = "ACTIVE"  # what a reboot ends in ("ERROR" to play a failing VM)
     polls_left: int = 0
-    reboots: list[str] = field(default_factory=list)
+    starting: bool = False
+    actions: list[str] = field(default_factory=list)  # "SOFT", "HARD" (reboots), "os-start"
 
     def body(self, base: str) -> dict[str, Any]:
         rebooting = self.status in ("REBOOT", "HARD_REBOOT")
         return {
             "id": self.id, "name": self.name, "status": self.status,
             "OS-EXT-STS:vm_state": "error" if self.status == "ERROR" else "active",
-            "OS-EXT-STS:task_state": "rebooting" if rebooting else None,
+            "OS-EXT-STS:task_state": "rebooting" if rebooting else "powering-on" if self.starting else None,
             "tenant_id": "p1", "user_id": "u1", "metadata": {}, "addresses": {},
             "flavor": {"original_name": "m1.medium", "vcpus": 2, "ram": 4096, "disk": 20},
             "created": "2026-01-01T00:00:00Z", "updated": "2026-01-01T00:00:00Z",
@@ -136,24 +138,30 @@ class FakeOpenStack:
             if len(segments) == 5 and method == "GET":
                 self._advance(server)
                 return 200, {"server": server.body(self.base)}, {}
+            if len(segments) == 6 and segments[5] == "action" and method == "POST" and "os-start" in (body or {}):
+                if server.status != "SHUTOFF":
+                    return 409, {"conflictingRequest": {"code": 409, "message": "Instance is not stopped"}}, {}
+                server.actions.append("os-start")
+                server.starting, server.polls_left = True, server.polls_to_active
+                return 202, None, {}
             if len(segments) == 6 and segments[5] == "action" and method == "POST" and "reboot" in (body or {}):
                 kind = body["reboot"].get("type", "SOFT")
                 if server.status != "ACTIVE" and kind == "SOFT":
                     return 409, {"conflictingRequest": {"code": 409, "message": "Cannot 'reboot' instance while it "
                                                         "is in task_state reboot_started"}}, {}
-                server.reboots.append(kind)
+                server.actions.append(kind)
                 server.status = "HARD_REBOOT" if kind == "HARD" else "REBOOT"
                 server.polls_left = server.polls_to_active
                 return 202, None, {}
         return 404, {"itemNotFound": {"code": 404, "message": f"no route {method} {path}"}}, {}
 
     def _advance(self, server: FakeServer) -> None:
-        if server.status not in ("REBOOT", "HARD_REBOOT"):
+        if server.status not in ("REBOOT", "HARD_REBOOT") and not server.starting:
             return
         if server.polls_left > 0:
             server.polls_left -= 1
             return
-        server.status = server.final_status
+        server.status, server.starting = server.final_status, False
         if server.status == "ACTIVE":
             self.on_active(server.name)
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from etcd_node import EtcdNode
 
+from kubexp.platform import create
 from kubexp.platform.base import PlatformError
 from kubexp.platform.kubernetes.etcd_ssh import (
     EtcdMember,
@@ -17,6 +20,7 @@ from kubexp.platform.kubernetes.etcd_ssh import (
     data_dir_from_env,
     fsync_means,
 )
+from kubexp.suite import parse_suite
 
 
 def member(node: EtcdNode, ssh_conn: str, name: str = "etcd1") -> EtcdMember:
@@ -138,3 +142,33 @@ def test_env_file_and_metrics_parsing() -> None:
             'etcd_disk_wal_fsync_duration_seconds_bucket{le="0.001"} 90\n')
     assert fsync_means(text) == {"wal_fsync_count": 100, "wal_fsync_mean_ms": 5.0,
                                  "backend_commit_count": None, "backend_commit_mean_ms": None}
+
+
+@pytest.mark.slow
+def test_platform_puts_etcd_where_the_scenario_says(etcd_node: EtcdNode, ssh_conn: str, tmp_path: Path) -> None:
+    profile = {key: list(value) if isinstance(value, tuple) else value
+               for key, value in dataclasses.asdict(etcd_node.profile()).items()}
+    etcd = {"members": [{"name": "etcd1", "ssh_conn_id": ssh_conn, "endpoint": etcd_node.client_url}],
+            "profile": profile}
+    data = {"suite": "kx-etcd", "platform": "kubernetes", "repetitions": 1, "matrix": {"etcd_storage": ["ramdisk"]},
+            "kubernetes": {"etcd": etcd}}
+    platform = create(parse_suite(yaml.safe_load(yaml.safe_dump(data)), tmp_path / "kx-etcd.yaml"))
+
+    fingerprint = platform.configure_etcd({"etcd_storage": "ramdisk", "etcd_fsync_delay_ms": 0})
+
+    assert fingerprint["managed"] is True and fingerprint["storage"] == "ramdisk"
+    assert fingerprint["members"][0]["filesystem"] == "tmpfs" == filesystem_of(etcd_node.ramdisk_path)
+    with pytest.raises(PlatformError, match=r"etcd_fsync_delay_ms > 0 is only modelled by the local platform"):
+        platform.configure_etcd({"etcd_storage": "disk", "etcd_fsync_delay_ms": 5})
+    assert etcd_node.data_dir_in_env() == str(etcd_node.ramdisk_path)  # refused before any command
+
+
+def test_unmanaged_etcd_is_recorded_as_not_applied(tmp_path: Path) -> None:
+    data = {"suite": "kx-etcd", "platform": "kubernetes", "repetitions": 1, "matrix": {"etcd_storage": ["disk"]},
+            "kubernetes": {"etcd": {"manage": False}}}
+    platform = create(parse_suite(data, tmp_path / "kx-etcd.yaml"))
+    assert platform.configure_etcd({"etcd_storage": "disk"}) == {"storage": "unchanged", "requested": "disk",
+                                                                 "managed": False}
+    data["kubernetes"] = {}
+    with pytest.raises(PlatformError, match=r"kubernetes.etcd.members is empty"):
+        create(parse_suite(data, tmp_path / "kx-etcd.yaml")).configure_etcd({"etcd_storage": "disk"})

@@ -75,7 +75,7 @@ def test_reboot_goes_through_openstack_then_waits_for_kubernetes_ready(
 
     create(suite).reboot_node("worker-2")
 
-    assert server.reboots == ["SOFT"] and server.status == "ACTIVE" and came_back == ["k8s-worker-2"]
+    assert server.actions == ["SOFT"] and server.status == "ACTIVE" and came_back == ["k8s-worker-2"]
     calls = [(r.method, r.path) for r in openstack_cloud.requests]
     assert ("POST", "/identity/v3/auth/tokens") in calls
     reboot_at = calls.index(("POST", f"/compute/v2.1/servers/{server.id}/action"))

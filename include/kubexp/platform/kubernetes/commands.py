@@ -14,12 +14,16 @@ from collections.abc import Mapping, Sequence
 _PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 
 
+class PlaceholderError(ValueError):
+    """A command template names a placeholder that has no value."""
+
+
 def fill(template: Sequence[str], values: Mapping[str, object], where: str = "command") -> list[str]:
     """The template with each `{name}` replaced by str(values[name]); unknown names are an error."""
     def one(match: re.Match[str]) -> str:
         name = match.group(1)
         if name not in values:
-            raise KeyError(
+            raise PlaceholderError(
                 f"{where}: placeholder {{{name}}} is unknown; known placeholders: {', '.join(sorted(values))}"
             )
         return str(values[name])

@@ -111,6 +111,11 @@ class EtcdProfile:
             if not path.startswith("/") or path.rstrip("/") == "" or re.search(r"[\n\r\\\"']", path):
                 raise ValueError(f"{where}.{key}: {path!r} must be an absolute path without quotes, "
                                  f"backslashes or line breaks, and not /")
+        known = dict.fromkeys(("member", "endpoint", "env_file", "disk_path", "ramdisk_path", "ramdisk_size",
+                               "backup_dir", "data_dir", "from_dir", "to_dir"), "x")
+        for item in dataclasses.fields(self):
+            if isinstance(getattr(self, item.name), tuple):
+                fill(getattr(self, item.name), known, f"{where}.{item.name}")
         if _normal(self.disk_path) == _normal(self.ramdisk_path):
             raise ValueError(f"{where}: disk_path and ramdisk_path are both {self.disk_path!r}; they must differ")
 

@@ -83,7 +83,10 @@ class IstioSettings:
                 values[key] = tuple(tuple(c) for c in commands)
         if "version" in values:
             values["version"] = str(values["version"])
-        return cls(**values)
+        settings = cls(**values)
+        settings.install_argvs()  # unknown placeholders are reported now, not in the middle of a run
+        settings.remove_argvs()
+        return settings
 
     def _values(self) -> dict[str, str]:
         return {"istioctl": self.istioctl, "helm": self.helm, "version": self.version or "", "profile": self.profile,

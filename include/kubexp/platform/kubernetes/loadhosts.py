@@ -98,5 +98,5 @@ def _accepts(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=2):
             return True
-    except OSError:
+    except (OSError, UnicodeError):  # refused, unreachable, or not a resolvable host name
         return False

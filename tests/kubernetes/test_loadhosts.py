@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from kubexp.platform import create
 from kubexp.platform.base import PlatformError
 from kubexp.platform.kubernetes.loadhosts import LoadHost, LoadHostSettings, load_hosts, restart_load_servers
 from kubexp.processes import ManagedProcess, free_port, port_accepts
+from kubexp.suite import parse_suite
 
 # What `systemctl restart jmeter-server` does, without systemd: end the old server, start a new one.
 # The host value is written to a file beside the PID file, so the test can see what arrived.
@@ -37,15 +39,20 @@ def settings_for(standin: ManagedProcess) -> LoadHostSettings:
 
 
 @pytest.mark.slow
-def test_servers_are_restarted_and_reachable(ssh_conn: str, standin: ManagedProcess) -> None:
+def test_servers_are_restarted_and_reachable(ssh_conn: str, standin: ManagedProcess, tmp_path: Path) -> None:
     port = free_port()
-    hosts = load_hosts({"servers": [f"127.0.0.1:{port}"], "ssh_conn_ids": [ssh_conn]})
+    load = {"servers": [f"127.0.0.1:{port}"], "ssh_conn_ids": [ssh_conn]}
 
-    assert restart_load_servers(hosts, settings_for(standin), timeout_s=20, interval_s=0.1) == [f"127.0.0.1:{port}"]
+    assert restart_load_servers(load_hosts(load), settings_for(standin), timeout_s=20,
+                                interval_s=0.1) == [f"127.0.0.1:{port}"]
     first = standin.running_pid()
     assert first is not None and port_accepts(port)
 
-    restart_load_servers(hosts, settings_for(standin), timeout_s=20, interval_s=0.1)
+    suite = parse_suite({"suite": "kx-load", "platform": "kubernetes", "repetitions": 1, "matrix": {"workers": [6]},
+                         "load": load, "kubernetes": {"load_hosts": {
+                             "restart_command": list(settings_for(standin).restart_command)}}},
+                        tmp_path / "kx-load.yaml")
+    assert create(suite).restart_load_servers() == [f"127.0.0.1:{port}"]  # the platform's own path, from the suite
     second = standin.running_pid()
     assert second not in (None, first) and port_accepts(port)  # a fresh process, listening again
 

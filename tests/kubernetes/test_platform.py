@@ -21,7 +21,7 @@ from kubexp.manifests import render
 from kubexp.platform import create
 from kubexp.platform.base import Endpoint, NodeStatus, PlatformError
 from kubexp.platform.kubernetes import KubernetesPlatform
-from kubexp.suite import Suite, parse_suite
+from kubexp.suite import Suite, load_suite, parse_suite, suite_files
 
 NAMESPACE = "kx-app"
 FAST = {"poll_interval_s": 0.05, "teardown_s": 10, "rollout_s": 10, "node_ready_s": 10, "server_active_s": 10,
@@ -243,8 +243,17 @@ def test_settings_errors_name_file_and_key(tmp_path: Path) -> None:
         create(make_suite(tmp_path, {"istio": {"installer": "kubectl"}}))
     with pytest.raises(ValueError, match=r"kx-test.yaml: kubernetes.etcd.profile.stop: must be a non-empty list"):
         create(make_suite(tmp_path, {"etcd": {"profile": {"stop": "systemctl stop etcd"}}}))
-    with pytest.raises(ValueError, match=r"kx-test.yaml: load.ssh_conn_ids: 1 connection ids for 2 servers"):
-        create(make_suite(tmp_path, {}, load={"servers": ["10.0.0.7:1099", "10.0.0.8:1099"], "ssh_conn_ids": ["a"]}))
+    platform = create(make_suite(tmp_path, {}, load={"servers": ["10.0.0.7:1099", "10.0.0.8:1099"],
+                                                     "ssh_conn_ids": ["a"]}))
+    with pytest.raises(PlatformError, match=r"kx-test.yaml: load.ssh_conn_ids: 1 connection ids for 2 servers"):
+        platform.restart_load_servers()
+
+
+def test_every_shipped_suite_gives_a_platform() -> None:
+    for path in suite_files():
+        suite = load_suite(path)
+        if suite.platform == "kubernetes":
+            assert isinstance(create(suite), KubernetesPlatform), path
 
 
 def body_kind(body: Any) -> str:

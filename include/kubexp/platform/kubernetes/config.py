@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from kubexp.platform.kubernetes.etcd_ssh import EtcdMember, EtcdProfile
 from kubexp.platform.kubernetes.istio import IstioSettings
-from kubexp.platform.kubernetes.loadhosts import LoadHost, LoadHostSettings, load_hosts
+from kubexp.platform.kubernetes.loadhosts import LoadHostSettings
 from kubexp.platform.kubernetes.openstack import OpenStackSettings
 
 if TYPE_CHECKING:
@@ -66,7 +66,8 @@ class KubernetesSettings:
     etcd_profile: EtcdProfile = field(default_factory=EtcdProfile)
     etcd_dry_run: bool = False
     etcd_manage: bool = True
-    load_hosts: tuple[LoadHost, ...] = ()
+    load: Mapping[str, Any] = field(default_factory=dict)  # the suite's load section (servers, ssh_conn_ids)
+    path: str = "<suite>"
     load_host_settings: LoadHostSettings = field(default_factory=LoadHostSettings)
 
 
@@ -104,7 +105,6 @@ def parse_settings(section: Mapping[str, Any], load: Mapping[str, Any] | None = 
             dict(section.get("openstack") or {}), cloud=section.get("openstack_cloud"), where=where("openstack"))
         host_settings = LoadHostSettings.from_mapping(dict(section.get("load_hosts") or {}),
                                                       where=where("load_hosts"))
-        hosts = tuple(load_hosts(dict(load or {}), where=f"{path}: load"))
     except (KeyError, TypeError) as exc:
         raise SettingsError(f"{where('etcd.members')}: each member needs name and ssh_conn_id ({exc})") from None
     except ValueError as exc:
@@ -119,5 +119,5 @@ def parse_settings(section: Mapping[str, Any], load: Mapping[str, Any] | None = 
         field_manager=str(section.get("field_manager", "kubexp")), timeouts=timeouts, istio=istio,
         openstack=openstack, etcd_members=members, etcd_profile=profile, etcd_dry_run=bool(etcd.get("dry_run")),
         etcd_manage=bool(etcd.get("manage", True)),
-        load_hosts=hosts, load_host_settings=host_settings,
+        load=dict(load or {}), path=str(path), load_host_settings=host_settings,
     )

@@ -19,7 +19,7 @@ from kubexp.platform.kubernetes.cluster import Cluster
 from kubexp.platform.kubernetes.config import KubernetesSettings, settings_from_suite
 from kubexp.platform.kubernetes.etcd_ssh import EtcdReconfigurer
 from kubexp.platform.kubernetes.istio import Istio
-from kubexp.platform.kubernetes.loadhosts import restart_load_servers
+from kubexp.platform.kubernetes.loadhosts import load_hosts, restart_load_servers
 from kubexp.platform.kubernetes.openstack import OpenStackRebooter
 from kubexp.records import PlatformEvent
 
@@ -146,7 +146,11 @@ class KubernetesPlatform(Platform):
     def restart_load_servers(self) -> list[str]:
         """Restart the remote JMeter servers (load.servers + load.ssh_conn_ids); their 'host:port' list."""
         t = self.settings.timeouts
-        return restart_load_servers(self.settings.load_hosts, self.settings.load_host_settings,
+        try:
+            hosts = load_hosts(self.settings.load, where=f"{self.settings.path}: load")
+        except ValueError as exc:
+            raise PlatformError(str(exc)) from exc
+        return restart_load_servers(hosts, self.settings.load_host_settings,
                                     timeout_s=t.load_server_s, interval_s=min(t.poll_interval_s, 1.0), echo=self.echo)
 
     def fingerprint(self) -> dict[str, Any]:
@@ -159,7 +163,7 @@ class KubernetesPlatform(Platform):
             "etcd": {"managed": s.etcd_manage, "members": [m.name for m in s.etcd_members],
                      "stop": list(s.etcd_profile.stop), "start": list(s.etcd_profile.start)},
             "openstack": {"cloud": s.openstack.cloud, "conn_id": s.openstack.conn_id},
-            "load_hosts": [h.address for h in s.load_hosts],
+            "load_servers": s.load.get("servers"),
             "modelled": "real Kubernetes cluster (nothing emulated by kubexp)",
         }
 

@@ -140,6 +140,8 @@ def _batches(path: Path, layout: _Layout, wanted: Sequence[str], *, tolerant: bo
         invalid[0] += 1
         return "skip"
 
+    if layout.data_end == 0:
+        return
     source: object = str(path)
     if layout.data_end < path.stat().st_size:
         source = io.BufferedReader(_Prefix(path, layout.data_end), buffer_size=1 << 20)
@@ -418,8 +420,9 @@ def _threads(acc: _Accumulator, first: int, size: int) -> pd.arrays.IntegerArray
     peaks = np.maximum.reduceat(peak[order], starts)
     total = np.bincount(keys[starts] // width, weights=peaks, minlength=size).astype(np.int64)
     seen = np.bincount(keys[starts] // width, minlength=size) > 0
-    return pd.array(np.where(seen, total, 0), dtype="Int64").where(seen, pd.NA) if not seen.all() \
-        else pd.array(total, dtype="Int64")
+    threads = pd.array(total, dtype="Int64")
+    threads[~seen] = pd.NA
+    return threads
 
 
 def _read(path: Path, layout: _Layout, t0_ms: int | None, block_size: int) -> tuple[_Accumulator, int]:
@@ -445,7 +448,8 @@ def aggregate(path: Path | str, t0_ms: int | None = None, *, max_malformed_share
     """Per-second load rows of a JMeter CSV result file.
 
     t0_ms: the experiment's load start (epoch ms); None takes the smallest timeStamp in the file.
-    max_malformed_share: above this share of malformed lines the file is refused (JtlError).
+    max_malformed_share: above this share of malformed lines the file is refused (JtlError); a single malformed
+        line (typically the last one, cut off when JMeter was stopped) never is.
     columns: field names in file order, for a file without a header row that is not JMeter's default.
     """
     path = Path(path)
@@ -455,7 +459,7 @@ def aggregate(path: Path | str, t0_ms: int | None = None, *, max_malformed_share
         acc, invalid_lines = _read(path, layout, acc.min_ts, block_size)  # an earlier sample came late
     malformed = invalid_lines + acc.bad_values + int(layout.truncated_tail)
     total = acc.rows + malformed
-    if total and malformed > max_malformed_share * total:
+    if malformed > 1 and malformed > max_malformed_share * total:  # one cut-off last line is always tolerated
         raise JtlError(f"{path}: {malformed} of {total} lines are malformed ({malformed / total:.1%}), more than "
                        f"the allowed {max_malformed_share:.1%}; check the file or raise the limit")
     if acc.rows == 0:

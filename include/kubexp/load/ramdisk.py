@@ -32,12 +32,12 @@ def filesystem_of(path: Path, mounts: Path = Path("/proc/mounts")) -> tuple[str,
 
 
 def require_ramdisk(path: Path, mounts: Path = Path("/proc/mounts")) -> Path:
-    """Create `path` if needed and check it is on tmpfs/ramfs; raise RamDiskError naming the path otherwise."""
-    path.mkdir(parents=True, exist_ok=True)
+    """Check `path` is (or would be) on tmpfs/ramfs, then create it; raise RamDiskError naming the path otherwise."""
     mount_point, fstype = filesystem_of(path, mounts)
     if fstype not in RAM_FILESYSTEMS:
         raise RamDiskError(
             f"load results folder {path} is on {fstype or 'an unknown filesystem'} (mount {mount_point or '?'}), "
             f"not a RAM disk; set the suite's load.results_dir to a folder under a tmpfs mount such as /dev/shm"
         )
+    path.mkdir(parents=True, exist_ok=True)
     return path

@@ -19,3 +19,4 @@ from kubexp.cli import trigger  # noqa: E402,F401
 from kubexp.cli import report  # noqa: E402,F401
 from kubexp.cli import demo  # noqa: E402,F401
 from kubexp.cli import db, suite  # noqa: E402,F401
+from kubexp.cli import dimension, jtl  # noqa: E402,F401

@@ -91,4 +91,5 @@ def assert_matches_reference(frame: pd.DataFrame, path: Path, t0_ms: int | None 
             if isinstance(value, float) and math.isnan(value):
                 assert pd.isna(got), f"second {t} column {column}: {got!r} instead of NA"
             else:
-                assert float(got) == pytest.approx(value, rel=1e-9, abs=1e-9), f"second {t} column {column}: {got!r} != {value!r}"
+                expected_value = pytest.approx(value, rel=1e-9, abs=1e-9)
+                assert float(got) == expected_value, f"second {t} column {column}: {got!r} != {value!r}"

@@ -157,6 +157,9 @@ class ClusterEmulator(KubernetesEmulator):
         if method == "DELETE":
             if current is None:
                 return _status(404, "NotFound", f'namespaces "{name}" not found')
+            if current["status"]["phase"] == "Terminating":
+                return _status(409, "Conflict", f'Operation cannot be fulfilled on namespaces "{name}": The system '
+                                                "is ensuring all content is removed from this namespace.")
             current["status"]["phase"] = "Terminating"
             current["metadata"].setdefault("deletionTimestamp", datetime.now(UTC).isoformat())
             return aiohttp.web.json_response(current)

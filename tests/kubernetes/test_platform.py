@@ -147,6 +147,16 @@ def test_native_deploy_rollout_sanity_and_teardown(kube: FakeKubernetes, sanity_
     assert [s.path for s in kube.seen("DELETE")] == ["/api/v1/namespaces/kx-app-old", f"/api/v1/namespaces/{NAMESPACE}"]
 
 
+def test_teardown_waits_for_a_namespace_already_terminating(kube: FakeKubernetes, tmp_path: Path) -> None:
+    kube.add_namespace(NAMESPACE, {"app.kubernetes.io/part-of": "kubexp"})
+    kube.call(lambda: kube.emulator.namespaces[NAMESPACE]["status"].update(phase="Terminating"))  # a crashed run's
+
+    create(make_suite(tmp_path, {})).teardown()
+
+    assert kube.namespace(NAMESPACE) is None
+    assert [s.path for s in kube.seen("DELETE")] == [f"/api/v1/namespaces/{NAMESPACE}"]  # answered 409, then waited
+
+
 def test_failing_sanity_request_keeps_the_rollout_waiting(kube: FakeKubernetes, sanity_server: SanityServer,
                                                           tmp_path: Path) -> None:
     suite = make_suite(tmp_path, {"ingress_host": "127.0.0.1", "node_port": sanity_server.port,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any
 
 from kubexp.platform.base import NodeStatus, PlatformError
@@ -205,13 +205,15 @@ class Cluster:
             try:
                 self.core.delete_namespace(name, body=V1DeleteOptions(propagation_policy="Foreground"))
             except ApiException as exc:
-                if exc.status != 404:
+                if exc.status not in (404, 409):  # 409: already terminating, which is what we want
                     raise PlatformError(f"namespace {name}: delete failed (HTTP {exc.status})") from exc
         for name in names:
-            wait_until(lambda name=name: self.namespace(name) is None, timeout_s=timeout_s,  # type: ignore[misc]
-                       interval_s=self.poll_interval_s,
+            wait_until(partial(self._namespace_gone, name), timeout_s=timeout_s, interval_s=self.poll_interval_s,
                        what=f"namespace {name}: deletion (check `kubectl get ns {name} -o yaml` for stuck finalizers)")
         return names
+
+    def _namespace_gone(self, name: str) -> bool:
+        return self.namespace(name) is None
 
     def delete_crds(self, group_suffix: str) -> list[str]:
         """Delete every CustomResourceDefinition whose group ends with `group_suffix` (e.g. 'istio.io')."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from kubexp.platform.kubernetes.commands import fill
@@ -87,8 +88,7 @@ def restart_load_servers(
             remote.run(argv, what=f"restart {settings.service}")
     if not dry_run:
         for load_host in hosts:
-            wait_until(lambda h=load_host: _accepts(h.host, h.port), timeout_s=timeout_s,  # type: ignore[misc]
-                       interval_s=interval_s,
+            wait_until(partial(_accepts, load_host.host, load_host.port), timeout_s=timeout_s, interval_s=interval_s,
                        what=f"load host {load_host.address}: JMeter server accepting connections after restart "
                             f"(check `journalctl -u {settings.service}` there and the firewall)")
     return [h.address for h in hosts]

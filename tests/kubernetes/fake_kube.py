@@ -35,6 +35,8 @@ APPLY = "application/apply-patch+yaml"
 RESOURCES = {
     "v1/namespaces": ResourceInfo(kind="Namespace", namespaced=False, verbs={"get", "list", "patch", "delete"}),
     "v1/nodes": ResourceInfo(kind="Node", namespaced=False, verbs={"get", "list", "patch"}),
+    "v1/events": ResourceInfo(kind="Event", namespaced=True, verbs={"get", "list"}),
+    "v1/pods": ResourceInfo(kind="Pod", namespaced=True, verbs={"get", "list"}),
     "v1/services": ResourceInfo(kind="Service", namespaced=True, verbs={"get", "list", "patch", "create", "delete"}),
     "v1/configmaps": ResourceInfo(kind="ConfigMap", namespaced=True, verbs={"get", "list", "patch", "create"}),
     "v1/serviceaccounts": ResourceInfo(kind="ServiceAccount", namespaced=True, verbs={"get", "list", "patch"}),
@@ -61,6 +63,7 @@ NODES = resource("", "v1", "nodes")
 DEPLOYMENTS = resource("apps", "v1", "deployments")
 SERVICES = resource("", "v1", "services")
 CRDS = resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+EVENTS = resource("", "v1", "events")
 
 
 @dataclass

@@ -7,12 +7,13 @@ and assert what the API server received.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from fake_kube import APPLY, CRDS, DEPLOYMENTS, FakeKubernetes
+from fake_kube import APPLY, CRDS, DEPLOYMENTS, EVENTS, FakeKubernetes
 from fake_openstack import FakeOpenStack
 from fake_tools import KUBE_CONN_ID, FakeTool, SanityServer
 from kmock import resource
@@ -227,6 +228,29 @@ def test_istioctl_of_another_version_is_refused(kube: FakeKubernetes, fake_istio
     with pytest.raises(PlatformError, match=r"istioctl is version 1.21.0, but kubernetes.istio.version pins 1.22.3"):
         create(suite).deploy(istio_id, params)
     assert [c["argv"][0] for c in fake_istioctl.calls()] == ["version"]
+
+
+def test_events_come_from_the_app_and_istio_namespaces(kube: FakeKubernetes, tmp_path: Path) -> None:
+    t0 = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
+
+    def event(namespace: str, name: str, reason: str, obj: str, seconds: int) -> dict[str, Any]:
+        at = (t0 + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return {"apiVersion": "v1", "kind": "Event", "metadata": {"name": name, "namespace": namespace},
+                "involvedObject": {"kind": "Pod", "name": obj, "namespace": namespace}, "reason": reason,
+                "message": f"{reason} of {obj}", "type": "Warning", "firstTimestamp": at, "lastTimestamp": at,
+                "count": 1, "source": {"component": "kubelet"}}
+
+    kube.put_object(EVENTS, NAMESPACE, event(NAMESPACE, "e1", "Unhealthy", "cropapp-a", 7))
+    kube.put_object(EVENTS, "istio-system", event("istio-system", "e2", "BackOff", "istio-ingressgateway-x", 9))
+    kube.put_object(EVENTS, "elsewhere", event("elsewhere", "e3", "BackOff", "other", 8))
+    platform = create(make_suite(tmp_path, {"istio": {"version": "1.22.3"}}))
+
+    found = platform.events(t0, t0 + timedelta(seconds=60), t0)
+
+    assert [(e.t, e.kind, e.source) for e in found] == [(7, "Unhealthy", "kubernetes"), (9, "BackOff", "kubernetes")]
+    assert "cropapp-a" in found[0].obj and "istio-ingressgateway-x" in found[1].obj
+    listed = {s.path for s in kube.seen("GET") if s.path.endswith("/events")}
+    assert listed == {f"/api/v1/namespaces/{ns}/events" for ns in (NAMESPACE, "istio-system", "kube-system")}
 
 
 def test_fingerprint_names_the_cluster(kube: FakeKubernetes, tmp_path: Path) -> None:

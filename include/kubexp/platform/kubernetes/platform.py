@@ -136,7 +136,7 @@ class KubernetesPlatform(Platform):
         return Endpoint(host=str(host), port=port)
 
     def events(self, start: datetime, end: datetime, t0: datetime) -> list[PlatformEvent]:
-        import kubexp.collect.kube_events as kube_events
+        from kubexp.collect import kube_events
 
         namespaces = [self.settings.namespace]
         if self.settings.istio.version:

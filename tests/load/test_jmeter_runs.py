@@ -1,0 +1,177 @@
+"""Real JMeter 5.5, headless, against the real app: local, distributed over two servers, open loop, failures."""
+
+from __future__ import annotations
+
+import csv
+import re
+import shlex
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from jtl_reference import assert_matches_reference
+
+from kubexp.appserver import DEFAULT_CROP_PATH
+from kubexp.load.jmeter import CLOSED_LOOP_PLAN, LoadError, LoadRun, run_load
+from kubexp.load.jtl import aggregate
+from kubexp.load.properties import PAPER_ALIASES
+from kubexp.load.ramdisk import RamDiskError
+from kubexp.platform.base import Endpoint
+from kubexp.processes import ManagedProcess, free_port
+from kubexp.settings import REPO_ROOT
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("jmeter_home_dir")]
+
+SCENARIO = {"pods": 1, "workers": 2, "think_time_ms": 50, "duration_s": 5, "connect_timeout_ms": 2000,
+            "response_timeout_ms": 10000, "arrival_rate_per_s": None}
+
+
+def samples(run: LoadRun) -> list[dict[str, str]]:
+    with open(run.jtl, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def check_run(run: LoadRun, endpoint: Endpoint) -> list[dict[str, str]]:
+    """What holds for every successful run: t0, end, and per-second rows equal to an independent count."""
+    rows = samples(run)
+    assert run.jtl.parent.resolve().is_relative_to("/dev/shm")
+    assert run.samples == len(rows) > 0
+    assert run.t0_ms == min(int(row["timeStamp"]) for row in rows)
+    assert run.t0 == datetime.fromtimestamp(run.t0_ms / 1000, tz=UTC)
+    assert run.ended_at == datetime.fromtimestamp(max(int(r["timeStamp"]) + int(r["elapsed"]) for r in rows) / 1000,
+                                                  tz=UTC)
+    assert run.started_at < run.t0 < run.ended_at
+    assert {row["URL"] for row in rows} == {f"http://{endpoint.host}:{endpoint.port}{DEFAULT_CROP_PATH}"}
+    assert {row["responseCode"] for row in rows} == {"200"}
+    result = aggregate(run.jtl, run.t0_ms)
+    assert (result.rows, result.malformed) == (len(rows), 0)
+    assert_matches_reference(result.frame, run.jtl, run.t0_ms)
+    return rows
+
+
+def test_local_closed_loop(cropapp: Endpoint, ram_results: Path) -> None:
+    run = run_load(SCENARIO, cropapp, ram_results, request_path=DEFAULT_CROP_PATH)
+    assert run.servers == () and run.plan == CLOSED_LOOP_PLAN
+    assert run.properties["server_threads"] == "2" and run.properties["clients"] == "2"
+    rows = check_run(run, cropapp)
+    assert {row["threadName"] for row in rows} == {"workers 1-1", "workers 1-2"}
+    assert max(int(row["allThreads"]) for row in rows) == 2
+    assert "Starting standalone test" in run.output.read_text()
+
+
+def _paper_style_plan(folder: Path) -> Path:
+    """Our plan rewritten to read only the paper's property names, as a plan of the paper's framework would."""
+    text = CLOSED_LOOP_PLAN.read_text()
+    for alias, ours in PAPER_ALIASES.items():
+        text = text.replace(f"__P({ours},", f"__P({alias},")
+    assert "__P(server_threads" not in text and "__P(clients," in text
+    plan = folder / "paper-style.jmx"
+    plan.write_text(text)
+    return plan
+
+
+def test_distributed_over_two_servers_with_a_paper_style_plan(cropapp: Endpoint, jmeter_servers: list[str],
+                                                              ram_results: Path, tmp_path: Path) -> None:
+    plan = _paper_style_plan(tmp_path)
+    outcome: dict[str, object] = {}
+
+    def load() -> None:
+        try:
+            outcome["run"] = run_load({**SCENARIO, "workers": 4}, cropapp, ram_results / "main", servers=jmeter_servers,
+                                      plan=plan, request_path=DEFAULT_CROP_PATH, sample_sender_mode="StrippedBatch")
+        except Exception as exc:  # noqa: BLE001 - re-raised below in the test thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=load)
+    worker.start()
+    # While that test runs, a second master asks one of its engines: JMeter refuses, and so must we.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(
+            "Remote engines have been started" in out.read_text() for out in (ram_results / "main").glob("*.out")):
+        time.sleep(0.2)
+    with pytest.raises(LoadError, match=rf"{re.escape(jmeter_servers[1])}.*engine busy"):
+        run_load({**SCENARIO, "workers": 1}, cropapp, ram_results / "busy", servers=[jmeter_servers[1]],
+                 request_path=DEFAULT_CROP_PATH)
+    worker.join()
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    run = outcome["run"]
+    assert isinstance(run, LoadRun)
+    assert run.servers == tuple(jmeter_servers) and run.properties["clients"] == "2"
+    rows = check_run(run, cropapp)
+    # Each server ran its equal share (2 of 4 workers) and its samples came back through the batched sender.
+    for server in jmeter_servers:
+        assert {row["threadName"] for row in rows if row["threadName"].startswith(server)} == \
+            {f"{server}-workers 1-1", f"{server}-workers 1-2"}
+    assert aggregate(run.jtl, run.t0_ms).frame["threads"].max() == 4
+    log = run.log.read_text()
+    assert "Using batching" in log and "DataStrippingSampleSender" in log
+    for alias in ("clients=2", "hostname=127.0.0.1", "duration_seconds=5", "think_time_milliseconds=50"):
+        assert alias in log  # ClientJMeterEngine logs the -G properties it sends
+
+
+def test_open_loop_arrivals(cropapp: Endpoint, ram_results: Path) -> None:
+    run = run_load({**SCENARIO, "arrival_rate_per_s": 10}, cropapp, ram_results, request_path=DEFAULT_CROP_PATH)
+    assert run.plan.name == "open-loop.jmx" and run.properties["server_arrival_rate_per_s"] == "10"
+    rows = check_run(run, cropapp)
+    assert len(rows) <= 10 * 5  # arrivals follow the schedule, never more
+    assert max(int(row["allThreads"]) for row in rows) <= int(run.properties["server_concurrency_limit"])
+
+
+def test_missing_server_is_named(cropapp: Endpoint, ram_results: Path) -> None:
+    nobody = f"127.0.0.1:{free_port()}"
+    with pytest.raises(LoadError, match=rf"JMeter server\(s\) {re.escape(nobody)} could not be configured"):
+        run_load(SCENARIO, cropapp, ram_results, servers=[nobody], request_path=DEFAULT_CROP_PATH)
+
+
+def test_results_must_go_to_a_ram_disk(cropapp: Endpoint, tmp_path: Path) -> None:
+    with pytest.raises(RamDiskError, match="not a RAM disk"):
+        run_load(SCENARIO, cropapp, tmp_path / "results")
+    assert not (tmp_path / "results").exists()
+
+
+def test_uneven_split_is_refused_before_jmeter_starts(cropapp: Endpoint, ram_results: Path) -> None:
+    with pytest.raises(ValueError, match="workers=3 cannot be divided equally among 2"):
+        run_load({**SCENARIO, "workers": 3}, cropapp, ram_results, servers=["127.0.0.1:1", "127.0.0.1:2"])
+    assert list(ram_results.iterdir()) == []
+
+
+def _unit_section(path: Path, section: str) -> dict[str, list[str]]:
+    """Keys of one section of a systemd unit; a key may repeat (Environment=)."""
+    entries: dict[str, list[str]] = {}
+    current = ""
+    for line in path.read_text().splitlines():
+        if line.startswith("["):
+            current = line.strip("[]")
+        elif current == section and "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            entries.setdefault(key, []).append(value)
+    return entries
+
+
+def test_systemd_unit_starts_a_jmeter_server(jmeter_home_dir: Path, tmp_path: Path) -> None:
+    """The unit's ExecStart, with its variables filled in as systemd would, runs a reachable server."""
+    service = _unit_section(REPO_ROOT / "include" / "systemd" / "jmeter-server.service", "Service")
+    port, rmi_port = free_port(), free_port()
+    values = {"JMETER_HOME": str(jmeter_home_dir), "JMETER_SERVER_PORT": str(port),
+              "JMETER_RMI_LOCALPORT": str(rmi_port), "JMETER_RMI_HOSTNAME": "127.0.0.1",
+              "JMETER_JVM_ARGS": "-Xmx256m"}
+    declared = {shlex.split(line)[0].split("=", 1)[0] for line in service["Environment"]}
+    assert declared == set(values)
+    (exec_start,) = service["ExecStart"]
+    argv = []
+    for word in shlex.split(exec_start):
+        if word == "$JMETER_JVM_ARGS":
+            argv += values["JMETER_JVM_ARGS"].split()
+        else:
+            argv.append(re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], word))
+    argv = [word.replace("/var/log/jmeter", str(tmp_path)) for word in argv]
+    server = ManagedProcess("unit-jmeter-server", argv, tmp_path, cwd=tmp_path, ports=(port, rmi_port))
+    server.ready = lambda: "Created remote object" in server.logfile.read_text(errors="replace")
+    try:
+        server.start(timeout=60)
+        assert f"127.0.0.1:{rmi_port}" in server.logfile.read_text()
+    finally:
+        server.stop()

@@ -1,0 +1,41 @@
+"""`kubexp jtl aggregate`: one CSV row per second, `second` for t."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from click.testing import CliRunner
+from test_jtl import T0, line, write
+
+from kubexp.cli import main
+
+
+def test_aggregate_writes_per_second_csv(tmp_path: Path) -> None:
+    path = write(tmp_path / "run.jtl", [line(T0 + 250 + i * 100, 10 + i, success="false" if i == 3 else "true",
+                                             code="503" if i == 3 else "200") for i in range(20)])
+    out = tmp_path / "out.csv"
+    answer = CliRunner().invoke(main, ["jtl", "aggregate", str(path), "--start-ms", str(T0), "--output", str(out)])
+    assert answer.exit_code == 0, answer.output
+    rows = list(csv.DictReader(out.open()))
+    assert list(rows[0])[:6] == ["second", "requests", "successes", "failures", "failures_4xx", "failures_5xx"]
+    assert {"elapsed_mean_ms", "elapsed_p99_ms"} <= set(rows[0])
+    assert [(r["second"], r["requests"], r["failures_5xx"]) for r in rows] == [("0", "8", "1"), ("1", "10", "0"),
+                                                                              ("2", "2", "0")]
+    assert "20 samples in 3 seconds" in answer.output
+
+
+def test_default_t0_is_the_first_sample(tmp_path: Path) -> None:
+    path = write(tmp_path / "run.jtl", [line(T0 + 250 + i * 100, 10) for i in range(20)])
+    answer = CliRunner().invoke(main, ["jtl", "aggregate", str(path)])
+    assert answer.exit_code == 0
+    lines = answer.stdout.splitlines()[1:]
+    assert [text.split(",")[:2] for text in lines] == [["0", "10"], ["1", "10"]]
+    assert f"t0_ms={T0 + 250}" in answer.stderr
+
+
+def test_malformed_file_is_refused_with_a_message(tmp_path: Path) -> None:
+    path = write(tmp_path / "bad.jtl", ["junk", "junk", line(T0, 1)])
+    answer = CliRunner().invoke(main, ["jtl", "aggregate", str(path)])
+    assert answer.exit_code == 1 and "2 of 3 lines are malformed" in answer.output
+    assert CliRunner().invoke(main, ["jtl", "aggregate", str(path), "--max-malformed-share", "0.9"]).exit_code == 0

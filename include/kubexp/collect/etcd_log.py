@@ -1,0 +1,246 @@
+"""etcd's log, read for what the paper found by hand: slow-disk warnings and leader changes.
+
+`parse` understands both log formats etcd writes:
+- zap JSON lines (etcd 3.5, and 3.4 with --logger=zap): {"level":"warn","ts":"...","msg":"...", ...}
+- capnslog text (etcd 3.4's default): `2024-05-01 12:00:00.123456 W | etcdserver: ...` and
+  raft's `raft2024/05/01 12:00:00 INFO: ...` (local time of the etcd host: pass `text_tz`),
+with any prefix before them (a journal line, a container runtime line) ignored, except that
+a journal's ISO timestamp (journalctl -o short-iso-precise) is preferred for text lines.
+
+Kinds of PlatformEvent (source "etcd-log", obj = the member's name):
+    EtcdSlowFsync      "slow fdatasync" / "sync duration of ..., expected less than 1s" (WAL fsync > 1 s)
+    EtcdSlowHeartbeat  leader failed to send out a heartbeat on time (its disk or CPU stalls)
+    EtcdSlowRequest    "... took too long ...", "request stats" (requests and applies over 100 ms)
+    EtcdSlowTrace      trace[...] lines: a request's steps when it took over 100 ms (zap only)
+    EtcdLeaderElected / EtcdLeaderLost / EtcdLeaderChanged   raft's view of the leader on this member
+t is floor(seconds from t0), so an event falls into the load second it happened in.
+
+Logs are fetched over SSH (journalctl of a unit, or the tail of a log file, per member) through
+the ssh provider's SSHHook, or read from the local platform's etcd log; the raw text is archived.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shlex
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, tzinfo
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kubexp.artifacts import archive
+from kubexp.records import Artifact, PlatformEvent
+
+if TYPE_CHECKING:
+    from kubexp.suite import Suite
+
+SOURCE = "etcd-log"
+ARTIFACT_KIND = "etcd-log"
+_DETAILS = ("took", "time spent", "duration", "expected-duration", "to", "exceeded-duration", "prefix", "request",
+            "request content", "detail")
+_MESSAGE_LIMIT = 500
+
+_JOURNAL = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2}))\s")
+_CAPNSLOG = re.compile(r"(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d+) ([CEWNID]) \| ([\w./-]+): (.*)$")
+_RAFT_TEXT = re.compile(r"raft ?(\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2}) (?:INFO|WARN|ERROR|DEBUG): (.*)$")
+_LEADER = [
+    ("EtcdLeaderChanged", re.compile(r"changed leader from \w+ to \w+ at term \d+")),
+    ("EtcdLeaderElected", re.compile(r"elected leader \w+ at term \d+")),
+    ("EtcdLeaderLost", re.compile(r"lost leader \w+ at term \d+")),
+]
+
+
+def classify(message: str) -> str | None:
+    """The event kind of one log message (zap `msg` or capnslog text), None if it is not one we keep."""
+    if message.startswith("trace["):
+        return "EtcdSlowTrace"
+    if message == "slow fdatasync" or message.startswith("sync duration of"):
+        return "EtcdSlowFsync"
+    if "failed to send out heartbeat on time" in message:
+        return "EtcdSlowHeartbeat"
+    if "took too long" in message or message == "request stats" or "timed out waiting for read index" in message:
+        return "EtcdSlowRequest"
+    for kind, pattern in _LEADER:
+        if pattern.search(message):
+            return kind
+    return None
+
+
+def parse(text: str, t0: datetime, member: str, *, start: datetime | None = None, end: datetime | None = None,
+          text_tz: tzinfo = UTC) -> list[PlatformEvent]:
+    """PlatformEvents of one member's log text, optionally only those in [start, end], in log order."""
+    events = []
+    for line in text.splitlines():
+        found = _parse_line(line, text_tz)
+        if found is None:
+            continue
+        kind, at, message = found
+        if (start is not None and at < start) or (end is not None and at > end):
+            continue
+        events.append(PlatformEvent(t=math.floor((at - t0).total_seconds()), at=at, source=SOURCE, kind=kind,
+                                    obj=member, message=message[:_MESSAGE_LIMIT]))
+    return events
+
+
+def _parse_line(line: str, text_tz: tzinfo) -> tuple[str, datetime, str] | None:
+    brace = line.find('{"')
+    if brace >= 0:
+        try:
+            record, _ = json.JSONDecoder().raw_decode(line, brace)
+        except ValueError:
+            record = None
+        if isinstance(record, dict) and "msg" in record and "ts" in record:
+            return _from_zap(record)
+    journal = _JOURNAL.match(line)
+    journal_at = _iso(journal.group(1)) if journal else None
+    if text := _CAPNSLOG.search(line):
+        stamp, fmt, message = text.group(1), "%Y-%m-%d %H:%M:%S.%f", text.group(4)
+    elif text := _RAFT_TEXT.search(line):
+        stamp, fmt, message = text.group(1), "%Y/%m/%d %H:%M:%S", text.group(2)
+    else:
+        return None
+    kind = classify(message)
+    if kind is None:
+        return None
+    at = journal_at or datetime.strptime(stamp, fmt).replace(tzinfo=text_tz).astimezone(UTC)
+    return kind, at, message.removeprefix("raft.node: ")
+
+
+def _from_zap(record: Mapping[str, Any]) -> tuple[str, datetime, str] | None:
+    message = str(record["msg"])
+    kind = classify(message)
+    if kind is None:
+        return None
+    stamp = record["ts"]
+    at = datetime.fromtimestamp(stamp, UTC) if isinstance(stamp, int | float) else _iso(str(stamp))
+    if at is None:
+        return None
+    details = [f"{key}={record[key]}" for key in _DETAILS if record.get(key) not in (None, "")]
+    return kind, at, "; ".join([message.removeprefix("raft.node: "), *details])
+
+
+def _iso(stamp: str) -> datetime | None:
+    try:
+        at = datetime.fromisoformat(stamp.replace("Z", "+00:00") if stamp.endswith("Z") else stamp)
+    except ValueError:
+        return None
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+# -- collection -------------------------------------------------------------------------------------
+
+
+class EtcdLogError(RuntimeError):
+    """A log could not be fetched; names the member, host connection and command."""
+
+
+@dataclass
+class EtcdLogs:
+    events: list[PlatformEvent] = field(default_factory=list)
+    artifacts: list[Artifact] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class EtcdLogSource:
+    """Where one member's log is: a systemd journal unit, or a log file, on a host reached over SSH."""
+
+    member: str
+    ssh_conn_id: str
+    journal_unit: str | None = "etcd"
+    log_file: str | None = None  # instead of the journal; its last `max_bytes` are read
+    sudo: bool = False
+    max_bytes: int = 64 << 20
+    text_tz: tzinfo = UTC  # time zone of capnslog text timestamps when read from a plain file
+
+    def command(self, start: datetime, end: datetime) -> list[str]:
+        """The argument list that prints the log around [start, end] (one second of margin each side)."""
+        prefix = ["sudo", "-n", "--"] if self.sudo else []
+        if self.log_file:
+            return [*prefix, "tail", "-c", str(self.max_bytes), "--", self.log_file]
+        since = (start - timedelta(seconds=1)).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        until = (end + timedelta(seconds=1)).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return [*prefix, "journalctl", "--unit", str(self.journal_unit), "--since", since, "--until", until,
+                "--output", "short-iso-precise", "--utc", "--no-pager", "--quiet"]
+
+    @classmethod
+    def from_mapping(cls, entry: Mapping[str, Any], where: str) -> EtcdLogSource:
+        unknown = sorted(set(entry) - {"member", "ssh_conn_id", "journal_unit", "log_file", "sudo", "max_bytes"})
+        if unknown or not entry.get("member") or not entry.get("ssh_conn_id"):
+            raise EtcdLogError(f"{where}: needs member and ssh_conn_id, optionally journal_unit or log_file, sudo, "
+                               f"max_bytes" + (f"; unknown key(s) {', '.join(unknown)}" if unknown else ""))
+        if entry.get("journal_unit") and entry.get("log_file"):
+            raise EtcdLogError(f"{where}: give journal_unit or log_file, not both")
+        return cls(member=str(entry["member"]), ssh_conn_id=str(entry["ssh_conn_id"]),
+                   journal_unit=None if entry.get("log_file") else str(entry.get("journal_unit") or "etcd"),
+                   log_file=str(entry["log_file"]) if entry.get("log_file") else None,
+                   sudo=bool(entry.get("sudo", False)), max_bytes=int(entry.get("max_bytes", 64 << 20)))
+
+
+def sources_from_suite(suite: Suite) -> list[EtcdLogSource]:
+    """`metrics.etcd_logs` entries, else one journal source (unit "etcd") per `kubernetes.etcd.members` entry."""
+    entries = suite.metrics.get("etcd_logs")
+    if entries is not None:
+        return [EtcdLogSource.from_mapping(entry, f"{suite.path}: metrics.etcd_logs[{i}]")
+                for i, entry in enumerate(entries)]
+    members = (suite.kubernetes.get("etcd") or {}).get("members") or []
+    return [EtcdLogSource.from_mapping({"member": m.get("name"), "ssh_conn_id": m.get("ssh_conn_id")},
+                                       f"{suite.path}: kubernetes.etcd.members[{i}]")
+            for i, m in enumerate(members)]
+
+
+def collect_remote(sources: Sequence[EtcdLogSource], start: datetime, end: datetime, t0: datetime,
+                   dest_dir: Path, timeout_s: float = 120.0) -> EtcdLogs:
+    """Fetch each member's log over SSH, archive it as etcd-<member>.log.gz and parse the window's events."""
+    collected = EtcdLogs()
+    for source in sources:
+        text = _fetch(source, start, end, timeout_s)
+        collected.artifacts.append(_archive_text(text, f"etcd-{source.member}.log", dest_dir))
+        collected.events += parse(text, t0, source.member, start=start, end=end, text_tz=source.text_tz)
+    collected.events.sort(key=lambda event: event.at)
+    return collected
+
+
+def collect_local(log_path: Path, start: datetime, end: datetime, t0: datetime, member: str,
+                  dest_dir: Path) -> EtcdLogs:
+    """The local platform's etcd log: archived whole (one log per etcd start), events of the window parsed."""
+    text = Path(log_path).read_text(errors="replace")
+    return EtcdLogs(events=parse(text, t0, member, start=start, end=end),
+                    artifacts=[archive(Path(log_path), dest_dir, kind=ARTIFACT_KIND)])
+
+
+def _fetch(source: EtcdLogSource, start: datetime, end: datetime, timeout_s: float) -> str:
+    from airflow.providers.ssh.hooks.ssh import SSHHook
+
+    line = shlex.join(source.command(start, end))
+    where = f"etcd member {source.member!r} via SSH connection {source.ssh_conn_id!r}"
+    try:
+        hook = SSHHook(ssh_conn_id=source.ssh_conn_id, cmd_timeout=timeout_s)
+        with hook.get_conn() as client:
+            status, out, err = hook.exec_ssh_client_command(client, line, get_pty=False, environment=None,
+                                                            timeout=timeout_s)
+    except Exception as exc:  # paramiko, socket and Airflow lookup errors alike
+        raise EtcdLogError(f"{where}: `{line}` could not run ({exc}); check the connection") from exc
+    if status != 0:
+        detail = " | ".join(err.decode(errors="replace").strip().splitlines()[-2:]) or "no output"
+        raise EtcdLogError(f"{where}: `{line}` exited with {status}: {detail}; check journal_unit / log_file"
+                           f"{' and sudo rights' if source.sudo else ' (or set sudo: true)'}")
+    return out.decode(errors="replace")
+
+
+def _archive_text(text: str, name: str, dest_dir: Path) -> Artifact:
+    with tempfile.TemporaryDirectory(prefix="kubexp-etcd-log-") as staging:
+        raw = Path(staging) / name
+        raw.write_text(text)
+        return archive(raw, dest_dir, kind=ARTIFACT_KIND)
+
+
+def count_by_kind(events: Iterable[PlatformEvent]) -> dict[str, int]:
+    """How many events of each kind (for a collect summary)."""
+    counts: dict[str, int] = {}
+    for event in events:
+        counts[event.kind] = counts.get(event.kind, 0) + 1
+    return counts

@@ -1,0 +1,199 @@
+"""etcd log parsing against real etcd output: a live etcd 3.5 with delayed fsyncs, logs captured from
+etcd 3.4 (text and zap) and 3.5 clusters (data/etcd/capture.sh), and collection over a real sshd."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import shutil
+import subprocess
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from collect_sshd import start_sshd
+from metrics_stack import ETCD, etcd_process
+
+from kubexp.collect import etcd_log
+from kubexp.collect.etcd_log import EtcdLogError, EtcdLogSource
+from kubexp.suite import load_suite
+
+DATA = Path(__file__).parent / "data" / "etcd"
+ETCDCTL = ETCD.parent / "etcdctl"
+CAPTURED_AT = datetime(2026, 11, 28, 17, 0, tzinfo=UTC)  # the captured logs were written after this instant
+
+EXPECTED = {
+    "etcd-3.4-text-leader-change.log": {"EtcdSlowHeartbeat": 18, "EtcdSlowRequest": 2, "EtcdLeaderElected": 2,
+                                        "EtcdLeaderLost": 1},
+    "etcd-3.4-text-slow-fsync.log": {"EtcdSlowFsync": 7, "EtcdSlowRequest": 6, "EtcdLeaderElected": 1},
+    "etcd-3.4-zap-slow-requests.log": {"EtcdSlowRequest": 9, "EtcdSlowTrace": 16, "EtcdLeaderElected": 1},
+    "etcd-3.5-leader-change.log": {"EtcdSlowHeartbeat": 16, "EtcdSlowRequest": 5, "EtcdSlowTrace": 3,
+                                   "EtcdLeaderElected": 2, "EtcdLeaderLost": 1},
+    "etcd-3.5-slow-fsync.log": {"EtcdSlowFsync": 8, "EtcdSlowRequest": 11, "EtcdSlowTrace": 7,
+                                "EtcdLeaderElected": 1},
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_captured_logs_of_both_formats(name: str) -> None:
+    events = etcd_log.parse((DATA / name).read_text(), CAPTURED_AT, "m1")
+
+    assert Counter(e.kind for e in events) == EXPECTED[name]
+    assert all(e.source == "etcd-log" and e.obj == "m1" and e.at.tzinfo is UTC for e in events)
+    assert all(e.t == int((e.at - CAPTURED_AT).total_seconds() // 1) for e in events)
+
+
+def test_text_timestamps_and_messages() -> None:
+    text = (DATA / "etcd-3.4-text-leader-change.log").read_text()
+    events = etcd_log.parse(text, CAPTURED_AT, "m1")
+    heartbeat = next(e for e in events if e.kind == "EtcdSlowHeartbeat")
+    assert heartbeat.at == datetime(2026, 11, 28, 17, 18, 32, 473768, tzinfo=UTC)
+    assert heartbeat.message == ("failed to send out heartbeat on time (exceeded the 100ms timeout for 101.473858ms, "
+                                 "to f4e67b28e8fc53f3)")
+    lost = next(e for e in events if e.kind == "EtcdLeaderLost")
+    assert lost.message == "9f40acca3696e61f lost leader 9f40acca3696e61f at term 3"
+    # capnslog writes the host's local time: a host on UTC+2 shifts every event by two hours.
+    shifted = etcd_log.parse(text, CAPTURED_AT, "m1", text_tz=timezone(timedelta(hours=2)))
+    assert [e.at for e in shifted] == [e.at - timedelta(hours=2) for e in events]
+
+
+def test_zap_details_and_window() -> None:
+    text = (DATA / "etcd-3.5-slow-fsync.log").read_text()
+    fsync = [e for e in etcd_log.parse(text, CAPTURED_AT, "m1") if e.kind == "EtcdSlowFsync"]
+    assert fsync[0].message == "slow fdatasync; took=1.10650544s; expected-duration=1s"
+    assert fsync[0].at == datetime(2026, 11, 28, 17, 19, 1, 152000, tzinfo=UTC)
+    start, end = fsync[1].at, fsync[3].at
+    windowed = etcd_log.parse(text, CAPTURED_AT, "m1", start=start, end=end)
+    assert windowed and all(start <= e.at <= end for e in windowed)
+    assert [e.at for e in windowed if e.kind == "EtcdSlowFsync"] == [e.at for e in fsync[1:4]]
+
+
+def test_journal_and_container_runtime_prefixes() -> None:
+    text_line = "2026-11-28 17:18:33.689872 W | etcdserver: read-only range request took too long (599.9ms) to execute"
+    zap_line = ('{"level":"warn","ts":"2026-11-28T17:19:01.152Z","caller":"wal/wal.go:802","msg":"slow fdatasync",'
+                '"took":"1.1s","expected-duration":"1s"}')
+    lines = [
+        f"2026-11-28T19:18:34.000001+02:00 node-1 etcd[812]: {text_line}",  # journal time wins for text lines
+        f"2026-11-28T17:19:01.152345678Z stderr F {zap_line}",  # CRI log of a static pod
+        "2026-11-28T17:19:02+0000 node-1 etcd[812]: some line etcd would never write {not json",
+    ]
+    events = etcd_log.parse("\n".join(lines), CAPTURED_AT, "node-1")
+    assert [(e.kind, e.at) for e in events] == [
+        ("EtcdSlowRequest", datetime(2026, 11, 28, 17, 18, 34, 1, tzinfo=UTC)),
+        ("EtcdSlowFsync", datetime(2026, 11, 28, 17, 19, 1, 152000, tzinfo=UTC)),
+    ]
+
+
+@pytest.fixture(scope="module")
+def slow_etcd_log() -> Iterator[tuple[Path, datetime, datetime]]:
+    """A real etcd 3.5 whose fdatasyncs take 150 ms, after a burst of concurrent puts and gets."""
+    root = Path(tempfile.mkdtemp(prefix="kubexp-etcd-log-"))
+    etcd, port = etcd_process(root, name="slow", delay_us=150_000)
+    started = datetime.now(UTC)
+    try:
+        etcd.start(timeout=60)
+        clients = [subprocess.Popen([str(ETCDCTL), f"--endpoints=127.0.0.1:{port}", *args], stdout=subprocess.DEVNULL)
+                   for i in range(4) for args in (["put", f"k{i}", "v"], ["get", "k"])]
+        for client in clients:
+            assert client.wait(timeout=60) == 0
+        time.sleep(0.5)
+    finally:
+        etcd.stop()
+    yield etcd.logfile, started, datetime.now(UTC)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_live_etcd_with_slow_fsync(slow_etcd_log: tuple[Path, datetime, datetime], tmp_path: Path) -> None:
+    log_path, started, stopped = slow_etcd_log
+    collected = etcd_log.collect_local(log_path, started, stopped, started, "slow", tmp_path)
+
+    kinds = Counter(e.kind for e in collected.events)
+    assert kinds["EtcdLeaderElected"] == 1 and kinds["EtcdSlowRequest"] >= 1
+    assert all(0 <= e.t <= (stopped - started).total_seconds() for e in collected.events)
+    slow = [e for e in collected.events if e.kind == "EtcdSlowRequest" and "took=" in e.message]
+    took_ms = [float(e.message.split("took=")[1].split("ms")[0]) for e in slow if "ms;" in e.message]
+    assert took_ms and min(took_ms) >= 100  # etcd warns from 100 ms; each fsync alone took 150 ms
+    (artifact,) = collected.artifacts
+    raw = log_path.read_bytes()
+    assert artifact.kind == "etcd-log" and artifact.size == len(raw)
+    assert hashlib.sha256(gzip.decompress(Path(artifact.path).read_bytes())).hexdigest() == artifact.sha256
+    # The window applies: from just after the election on, the election is no longer an event of it.
+    election = next(e for e in collected.events if e.kind == "EtcdLeaderElected")
+    later = etcd_log.parse(log_path.read_text(), started, "slow", start=election.at + timedelta(microseconds=1))
+    assert "EtcdLeaderElected" not in {e.kind for e in later}
+
+
+@pytest.fixture(scope="module")
+def ssh_connection() -> Iterator[str]:
+    root = Path(tempfile.mkdtemp(prefix="kubexp-collect-sshd-"))
+    sshd, connection = start_sshd(root)
+    yield connection
+    sshd.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def ssh_conn_id(ssh_connection: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("AIRFLOW_CONN_KUBEXP_ETCD_NODE", ssh_connection)
+    return "kubexp_etcd_node"
+
+
+@pytest.mark.slow
+def test_log_file_over_ssh(ssh_conn_id: str, tmp_path: Path) -> None:
+    path = DATA / "etcd-3.5-leader-change.log"
+    start, end = datetime(2026, 11, 28, 17, 18, tzinfo=UTC), datetime(2026, 11, 28, 17, 18, 10, tzinfo=UTC)
+    sources = [EtcdLogSource("m1", ssh_conn_id, journal_unit=None, log_file=str(path)),
+               EtcdLogSource("m1-again", ssh_conn_id, journal_unit=None, log_file=str(path), max_bytes=1 << 30)]
+    collected = etcd_log.collect_remote(sources, start, end, start, tmp_path)
+
+    expected = etcd_log.parse(path.read_text(), start, "m1", start=start, end=end)
+    assert expected and [e for e in collected.events if e.obj == "m1"] == expected
+    assert [a.path for a in collected.artifacts] == [str(tmp_path / "etcd-m1.log.gz"),
+                                                     str(tmp_path / "etcd-m1-again.log.gz")]
+    assert collected.artifacts[0].sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert [e.at for e in collected.events] == sorted(e.at for e in collected.events)
+
+
+@pytest.mark.slow
+def test_journal_over_ssh_runs_journalctl_for_the_window(ssh_conn_id: str, tmp_path: Path) -> None:
+    start = datetime(2026, 11, 28, 17, 18, 0, 700000, tzinfo=UTC)
+    source = EtcdLogSource("m1", ssh_conn_id, journal_unit="etcd")
+    assert source.command(start, start + timedelta(seconds=60)) == [
+        "journalctl", "--unit", "etcd", "--since", "2026-11-28 17:17:59 UTC", "--until", "2026-11-28 17:19:01 UTC",
+        "--output", "short-iso-precise", "--utc", "--no-pager", "--quiet"]
+    # This machine has journalctl but no systemd journal: the command runs and finds nothing.
+    collected = etcd_log.collect_remote([source], start, start + timedelta(seconds=60), start, tmp_path)
+    assert collected.events == [] and len(collected.artifacts) == 1
+
+
+@pytest.mark.slow
+def test_failing_remote_command_names_member_connection_and_output(ssh_conn_id: str, tmp_path: Path) -> None:
+    source = EtcdLogSource("m2", ssh_conn_id, journal_unit=None, log_file="/var/log/no such; etcd.log")
+    with pytest.raises(EtcdLogError) as failure:
+        etcd_log.collect_remote([source], CAPTURED_AT, CAPTURED_AT, CAPTURED_AT, tmp_path)
+    message = str(failure.value)
+    assert "etcd member 'm2' via SSH connection 'kubexp_etcd_node'" in message
+    assert "tail -c 67108864 -- '/var/log/no such; etcd.log'` exited with 1" in message
+    assert "No such file or directory" in message
+
+
+def test_sources_from_the_suite(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    base = "suite: s\nplatform: kubernetes\nrepetitions: 1\nmatrix: {workers: [1]}\n"
+    path.write_text(base + "kubernetes:\n  etcd:\n    members:\n      - {name: e1, ssh_conn_id: node1}\n"
+                           "      - {name: e2, ssh_conn_id: node2}\n")
+    assert etcd_log.sources_from_suite(load_suite(path)) == [EtcdLogSource("e1", "node1"), EtcdLogSource("e2", "node2")]
+
+    path.write_text(base + "metrics:\n  etcd_logs:\n    - {member: e1, ssh_conn_id: n1, log_file: /var/log/etcd.log,"
+                           " sudo: true}\n")
+    (source,) = etcd_log.sources_from_suite(load_suite(path))
+    assert source.command(CAPTURED_AT, CAPTURED_AT) == ["sudo", "-n", "--", "tail", "-c", str(64 << 20), "--",
+                                                        "/var/log/etcd.log"]
+    path.write_text(base + "metrics:\n  etcd_logs:\n    - {member: e1, ssh_conn_id: n1, unit: etcd}\n")
+    with pytest.raises(EtcdLogError, match=r"s.yaml: metrics.etcd_logs\[0\]: .*unknown key\(s\) unit"):
+        etcd_log.sources_from_suite(load_suite(path))

@@ -54,7 +54,7 @@ class EtcdNode:
                       str(self.pidfile)),
             "stop": ("sh", "-c", _STOP, "test-etcd-stop", str(self.pidfile)),
             "metrics": ("curl", "-sSf", "{endpoint}/metrics"),
-            "fingerprint_writes": 5, "health_timeout_s": 30.0, "poll_interval_s": 0.2,
+            "fingerprint_writes": 3, "health_timeout_s": 30.0, "poll_interval_s": 0.2,
         }
         values.update(overrides)
         return EtcdProfile(**values)  # type: ignore[arg-type]

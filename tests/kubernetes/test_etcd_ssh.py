@@ -51,7 +51,7 @@ def test_etcd_moves_to_ramdisk_and_back_keeping_its_data(etcd_node: EtcdNode, ss
     assert etcd_node.etcdctl("get", "kubexp-test/marker", "--print-value-only").stdout.strip() == "survives-moves"
     assert Path(facts["snapshot"]).stat().st_size > 0  # taken before the move, from the disk copy
     assert facts["version"].startswith("3.5")
-    assert facts["wal_fsync_count"] >= 5 and facts["wal_fsync_mean_ms"] is not None
+    assert facts["wal_fsync_count"] >= 3 and facts["wal_fsync_mean_ms"] is not None
     assert "other" not in etcd_node.env_file.read_text()  # env file rewritten, nothing else lost
     assert "ETCD_NAME=etcd1" in etcd_node.env_file.read_text()
 

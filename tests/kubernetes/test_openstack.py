@@ -7,6 +7,7 @@ import json
 import pytest
 from fake_openstack import FakeOpenStack
 
+from kubexp.platform.base import PlatformError
 from kubexp.platform.kubernetes.openstack import OpenStackRebooter, OpenStackSettings
 
 
@@ -51,3 +52,18 @@ def test_settings_are_checked() -> None:
         OpenStackSettings.from_mapping({"cloud": "x"})
     with pytest.raises(ValueError, match=r"placeholder \{name\} is unknown"):
         OpenStackSettings.from_mapping({"server_name_template": "{name}"})
+
+
+def test_bad_credentials_and_missing_configuration_name_the_node(openstack_cloud: FakeOpenStack,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    openstack_cloud.add_server("worker-6")
+    monkeypatch.setenv("AIRFLOW_CONN_KX_OPENSTACK_BAD", json.dumps({
+        "conn_type": "generic", "host": openstack_cloud.auth_settings()["auth"]["auth_url"], "login": "kubexp",
+        "password": "wrong-password", "extra": {"project_name": "research", "user_domain_name": "Default",
+                                                "project_domain_name": "Default"}}))
+    bad = OpenStackSettings.from_mapping({"conn_id": "kx_openstack_bad"})
+    with pytest.raises(PlatformError, match=r"node worker-6 \(OpenStack server worker-6\): OpenStack API call failed"):
+        OpenStackRebooter(bad, active_timeout_s=2, interval_s=0.05).reboot("worker-6")
+    with pytest.raises(PlatformError, match=r"node worker-6 .*OpenStack is not configured"):
+        OpenStackRebooter(OpenStackSettings()).reboot("worker-6")
+    assert openstack_cloud.compute_requests() == []  # nothing reached Nova without a token

@@ -81,12 +81,17 @@ class OpenStackRebooter:
 
     def reboot(self, node: str) -> dict[str, Any]:
         """Reboot the server behind `node` and wait (bounded) until OpenStack reports it ACTIVE again."""
+        from keystoneauth1.exceptions import ClientException
         from openstack import exceptions
 
         ref = self.settings.server_for(node)
         label = f"node {node} (OpenStack server {ref})"
         try:
-            compute = self.connect().compute
+            conn = self.connect()
+        except PlatformError as exc:
+            raise PlatformError(f"{label}: {exc}") from exc
+        try:
+            compute = conn.compute
             try:
                 server = compute.find_server(ref, ignore_missing=False)
             except exceptions.NotFoundException as exc:
@@ -110,8 +115,9 @@ class OpenStackRebooter:
         except exceptions.ResourceFailure as exc:
             raise PlatformError(f"{label}: went to ERROR during the reboot; check it in the OpenStack console") \
                 from exc
-        except exceptions.SDKException as exc:
-            raise PlatformError(f"{label}: OpenStack API call failed ({exc})") from exc
+        except (exceptions.SDKException, ClientException) as exc:  # API errors; authentication and transport
+            raise PlatformError(f"{label}: OpenStack API call failed ({exc}); check the credentials and the "
+                                f"cloud's status") from exc
         return {"node": node, "server": server.name, "server_id": server.id, "status_before": before,
                 "action": action, "status": server.status}
 

@@ -8,10 +8,10 @@ removal. Every API failure becomes a PlatformError naming the object and what to
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property, partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from kubexp.platform.base import NodeStatus, PlatformError
 from kubexp.platform.kubernetes.waiting import wait_until
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from kubernetes.dynamic import DynamicClient
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 MANAGED_LABEL = "app.kubernetes.io/part-of"  # set on every object kubexp.manifests renders
 MANAGED_VALUE = "kubexp"
 
@@ -58,7 +59,7 @@ class Cluster:
 
         return self._client(lambda hook: DynamicClient(hook.api_client))
 
-    def _client(self, make: Any) -> Any:
+    def _client(self, make: Callable[[KubernetesHook], T]) -> T:
         try:
             return make(self.hook)
         except Exception as exc:  # connection lookup, kubeconfig parsing, discovery
@@ -67,7 +68,10 @@ class Cluster:
                 f"connection with a kubeconfig (docs/cluster-setup.md, 'Airflow connections')"
             ) from exc
 
-    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    def api(self, what: str, fn: Callable[..., Any], *args: Any, tolerate: tuple[int, ...] = (),
+            **kwargs: Any) -> Any:
+        """fn(*args, **kwargs) with API and transport errors as PlatformError naming `what`;
+        an HTTP status in `tolerate` (e.g. 404) answers None."""
         from kubernetes.client.exceptions import ApiException
         from kubernetes.dynamic.exceptions import DynamicApiError
         from urllib3.exceptions import HTTPError
@@ -76,6 +80,8 @@ class Cluster:
             return fn(*args, **kwargs)
         except (ApiException, DynamicApiError) as exc:
             status = getattr(exc, "status", "?")
+            if status in tolerate:
+                return None
             reason = getattr(exc, "reason", "") or ""
             raise PlatformError(f"Kubernetes ({self.conn_id}): {what} failed: HTTP {status} {reason}".rstrip()) \
                 from exc
@@ -88,16 +94,16 @@ class Cluster:
     def server_version(self) -> str:
         from kubernetes.client import VersionApi
 
-        info = self._call("read the server version", VersionApi(self.hook.api_client).get_code)
+        info = self.api("read the server version", VersionApi(self.hook.api_client).get_code)
         return str(info.git_version)
 
     def nodes(self) -> list[NodeStatus]:
-        items = self._call("list nodes", self.core.list_node).items
+        items = self.api("list nodes", self.core.list_node).items
         return sorted((_node_status(node) for node in items), key=lambda status: status.name)
 
     def node_facts(self) -> list[dict[str, Any]]:
         facts = []
-        for node in self._call("list nodes", self.core.list_node).items:
+        for node in self.api("list nodes", self.core.list_node).items:
             info = node.status.node_info if node.status else None
             addresses = {a.type: a.address for a in (node.status.addresses or [])} if node.status else {}
             facts.append({"name": node.metadata.name, "kubelet": getattr(info, "kubelet_version", None),
@@ -106,12 +112,9 @@ class Cluster:
         return sorted(facts, key=lambda fact: str(fact["name"]))
 
     def node_ready(self, name: str) -> bool:
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            node = self.core.read_node(name)
-        except ApiException as exc:
-            raise PlatformError(f"node {name}: cannot read it from Kubernetes (HTTP {exc.status})") from exc
+        node = self.api(f"read node {name}", self.core.read_node, name, tolerate=(404,))
+        if node is None:
+            raise PlatformError(f"node {name}: not registered in Kubernetes (is the kubelet up, the name right?)")
         return _node_status(node).ready
 
     def wait_node_ready(self, name: str, timeout_s: float) -> None:
@@ -120,7 +123,7 @@ class Cluster:
 
     def first_node_address(self) -> str:
         """ExternalIP of the first Ready node (by name), else its InternalIP (where NodePorts answer)."""
-        items = self._call("list nodes", self.core.list_node).items
+        items = self.api("list nodes", self.core.list_node).items
         for node in sorted(items, key=lambda node: node.metadata.name):
             addresses = {a.type: a.address for a in (node.status.addresses or [])} if node.status else {}
             address = addresses.get("ExternalIP") or addresses.get("InternalIP")
@@ -136,10 +139,10 @@ class Cluster:
         for obj in objects:
             kind, name = obj.get("kind"), (obj.get("metadata") or {}).get("name")
             label = f"{kind}/{name}"
-            resource = self._call(f"discover {obj.get('apiVersion')} {kind} (is its CRD installed?)",
+            resource = self.api(f"discover {obj.get('apiVersion')} {kind} (is its CRD installed?)",
                                   self.dynamic.resources.get, api_version=obj["apiVersion"], kind=kind)
             namespace = (obj.get("metadata") or {}).get("namespace") if resource.namespaced else None
-            self._call(f"apply {label}" + (f" in namespace {namespace}" if namespace else ""),
+            self.api(f"apply {label}" + (f" in namespace {namespace}" if namespace else ""),
                        self.dynamic.server_side_apply, resource, body=dict(obj), name=name, namespace=namespace,
                        field_manager=self.field_manager, force_conflicts=True)
             applied.append(label)
@@ -147,14 +150,10 @@ class Cluster:
 
     def rollout(self, namespace: str, deployment: str, replicas: int) -> RolloutState:
         """Ready once the Deployment has >= `replicas` ready and updated replicas of its latest generation."""
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            dep = self.apps.read_namespaced_deployment(deployment, namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return RolloutState(False, f"deployment {namespace}/{deployment} does not exist (yet)")
-            raise PlatformError(f"deployment {namespace}/{deployment}: read failed (HTTP {exc.status})") from exc
+        dep = self.api(f"read deployment {namespace}/{deployment}", self.apps.read_namespaced_deployment,
+                       deployment, namespace, tolerate=(404,))
+        if dep is None:
+            return RolloutState(False, f"deployment {namespace}/{deployment} does not exist (yet)")
         status = dep.status
         ready = (status.ready_replicas or 0) if status else 0
         updated = (status.updated_replicas or 0) if status else 0
@@ -167,7 +166,7 @@ class Cluster:
 
     def node_port(self, namespace: str, service: str, port: int | str | None = None) -> int:
         """The NodePort of a Service port (by number or name; the first port when None)."""
-        svc = self._call(f"read service {namespace}/{service}", self.core.read_namespaced_service, service, namespace)
+        svc = self.api(f"read service {namespace}/{service}", self.core.read_namespaced_service, service, namespace)
         for entry in svc.spec.ports or []:
             if port is None or entry.port == port or entry.name == port:
                 if not entry.node_port:
@@ -179,34 +178,26 @@ class Cluster:
     # -- namespaces and teardown --
 
     def namespace(self, name: str) -> dict[str, Any] | None:
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            ns = self.core.read_namespace(name)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise PlatformError(f"namespace {name}: read failed (HTTP {exc.status})") from exc
+        ns = self.api(f"read namespace {name}", self.core.read_namespace, name, tolerate=(404,))
+        if ns is None:
+            return None
         return {"labels": dict(ns.metadata.labels or {}), "phase": ns.status.phase if ns.status else None}
 
     def managed_namespaces(self) -> list[str]:
         """Namespaces kubexp created for any earlier attempt (by their part-of label)."""
-        listed = self._call("list kubexp namespaces", self.core.list_namespace,
+        listed = self.api("list kubexp namespaces", self.core.list_namespace,
                             label_selector=f"{MANAGED_LABEL}={MANAGED_VALUE}")
         return sorted(ns.metadata.name for ns in listed.items)
 
     def delete_namespaces(self, names: Iterable[str], timeout_s: float) -> list[str]:
         """Delete the namespaces (foreground) and wait until none of them exists any more."""
         from kubernetes.client import V1DeleteOptions
-        from kubernetes.client.exceptions import ApiException
 
         names = sorted(set(names))
         for name in names:
-            try:
-                self.core.delete_namespace(name, body=V1DeleteOptions(propagation_policy="Foreground"))
-            except ApiException as exc:
-                if exc.status not in (404, 409):  # 409: already terminating, which is what we want
-                    raise PlatformError(f"namespace {name}: delete failed (HTTP {exc.status})") from exc
+            # 404: gone already; 409: already terminating, which is what we want
+            self.api(f"delete namespace {name}", self.core.delete_namespace, name,
+                     body=V1DeleteOptions(propagation_policy="Foreground"), tolerate=(404, 409))
         for name in names:
             wait_until(partial(self._namespace_gone, name), timeout_s=timeout_s, interval_s=self.poll_interval_s,
                        what=f"namespace {name}: deletion (check `kubectl get ns {name} -o yaml` for stuck finalizers)")
@@ -217,13 +208,13 @@ class Cluster:
 
     def delete_crds(self, group_suffix: str) -> list[str]:
         """Delete every CustomResourceDefinition whose group ends with `group_suffix` (e.g. 'istio.io')."""
-        crds = self._call("discover CustomResourceDefinitions", self.dynamic.resources.get,
+        crds = self.api("discover CustomResourceDefinitions", self.dynamic.resources.get,
                           api_version="apiextensions.k8s.io/v1", kind="CustomResourceDefinition")
         names = sorted(item["metadata"]["name"]
-                       for item in self._call("list CRDs", crds.get).to_dict().get("items", [])
+                       for item in self.api("list CRDs", crds.get).to_dict().get("items", [])
                        if str(item.get("spec", {}).get("group", "")).endswith(group_suffix))
         for name in names:
-            self._call(f"delete CRD {name}", crds.delete, name=name)
+            self.api(f"delete CRD {name}", crds.delete, name=name)
         return names
 
 

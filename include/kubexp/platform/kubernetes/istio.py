@@ -115,14 +115,11 @@ class Istio:
 
     def installed_version(self) -> str | None:
         """The tag of istiod's image, or None when istiod is absent."""
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            dep = self.cluster.apps.read_namespaced_deployment("istiod", self.settings.namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise PlatformError(f"istiod in {self.settings.namespace}: read failed (HTTP {exc.status})") from exc
+        dep = self.cluster.api(f"read deployment {self.settings.namespace}/istiod",
+                               self.cluster.apps.read_namespaced_deployment, "istiod", self.settings.namespace,
+                               tolerate=(404,))
+        if dep is None:
+            return None
         image = dep.spec.template.spec.containers[0].image or ""
         return image.rsplit(":", 1)[-1] if ":" in image.rsplit("/", 1)[-1] else "unknown"
 

@@ -107,7 +107,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="kubexp-bench-", dir="/dev/shm") as tmp:
         home = Path(tmp)
         os.environ["KUBEXP_HOME"] = str(home)  # targets files go to this run's own folder
-        print(f"== local platform, {os.cpu_count()} cores")
+        print(f"== local platform, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start "
+              f"(other work on this machine slows every figure)")
         startup_figures(home, args.pods)
         print(f"== 64 MiB vs 512 MiB: 2 replicas, 1000m CPU each, native, {args.workers} JMeter threads, "
               f"20 ms think time, {args.duration} s")
@@ -117,6 +118,7 @@ def main() -> None:
             cells = "".join(f"{rows[mib][key]:>12.1f}" if isinstance(rows[mib][key], float)
                             else f"{rows[mib][key]:>12}" for mib in rows)
             print(f"{key:<18}{cells}")
+        print(f"load average at end: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ def test_varying_skips_constant_and_redundant_parameters(etcd_frames: Frames) ->
     assert figures.varying(etcd_frames.experiments) == ["pods", "mesh", "etcd_storage", "workers"]
     assert "pods_max" not in figures.varying(etcd_frames.experiments)  # follows pods
     assert figures.varying(etcd_frames.experiments, exclude=("workers",)) == ["pods", "mesh", "etcd_storage"]
+    assert "pods_max" not in figures.varying(etcd_frames.experiments, exclude=("pods",))
 
 
 def test_labels_follow_value_order_not_text_order() -> None:
@@ -44,8 +45,9 @@ def test_each_figure_is_a_non_trivial_png(etcd_frames: Frames, tmp_path: Path,
     for name, figure in drawn.items():
         png_check(figures.save(figure, tmp_path / f"{name}.png"))
     # The model's dashed line and the events' markers are really drawn.
-    axes = drawn["throughput"].axes[0]
-    assert any(line.get_linestyle() == "--" for line in axes.get_lines())
+    dashed = [line for axis in drawn["throughput"].axes for line in axis.get_lines() if line.get_linestyle() == "--"]
+    assert len(dashed) == 2  # throughput and response time of the one group with a prediction
+    assert list(dashed[0].get_xdata()) == [60, 120]
     labels = [text.get_text() for text in drawn["timeline"].axes[0].get_legend().get_texts()]
     assert any(label.startswith("OOMKilled") for label in labels)
     assert "outside steady window" in labels

@@ -20,8 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 DPI = 100
@@ -39,15 +41,16 @@ def varying(frame: pd.DataFrame, candidates: Sequence[str] = GROUPING_PARAMETERS
             exclude: Sequence[str] = ()) -> list[str]:
     """The parameters among `candidates` that take more than one value in `frame`.
 
-    A parameter equal to an earlier one in every row (pods_max that follows pods) is skipped.
+    A parameter equal to an earlier one in every row (pods_max that follows pods) is skipped,
+    also when that earlier one is excluded.
     """
-    chosen: list[str] = []
+    seen: list[str] = []
     for name in candidates:
-        if name not in frame or name in exclude or frame[name].nunique(dropna=False) < 2:
+        if name not in frame or frame[name].nunique(dropna=False) < 2:
             continue
-        if not any(frame[name].equals(frame[other]) for other in chosen):
-            chosen.append(name)
-    return chosen
+        if not any(frame[name].equals(frame[other]) for other in seen):
+            seen.append(name)
+    return [name for name in seen if name not in exclude]
 
 
 def group_labels(frame: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
@@ -94,33 +97,65 @@ def _evenly_spaced(values: Sequence[object], limit: int) -> list[object]:
     return [values[i] for i in sorted(set(picks))]
 
 
+def _line_colours(count: int) -> list[tuple[float, float, float, float] | str]:
+    """Distinct colours for up to 10 lines; beyond that an ordered colormap (pods 1 -> 20 light to dark)."""
+    if count <= len(COLOURS):
+        return list(COLOURS[:count])
+    return [colormaps["viridis"](x) for x in np.linspace(0.9, 0.0, count)]
+
+
 def throughput_and_response_time(per_experiment: pd.DataFrame, prediction: pd.DataFrame | None = None) -> Figure:
-    """Fig. 3: how do successful responses/s and response time grow with the number of workers?"""
-    figure = Figure(figsize=(9, 7), layout="constrained")
-    top, bottom = figure.subplots(2, 1, sharex=True)
-    lines = varying(per_experiment, exclude=("workers",))
-    frame = per_experiment.assign(_group=group_labels(per_experiment, lines))
-    for colour, label in zip(_cycle(), ordered_labels(frame, lines), strict=False):
-        group = frame[frame["_group"] == label]
-        medians = group.groupby("workers")[["successes_median", "elapsed_mean_ms"]].median()
-        top.scatter(group["workers"], group["successes_median"], s=10, alpha=0.4, color=colour)
-        top.plot(medians.index, medians["successes_median"], marker="o", color=colour, label=f"{label} (measured)")
-        bottom.scatter(group["workers"], group["elapsed_mean_ms"], s=10, alpha=0.4, color=colour)
-        bottom.plot(medians.index, medians["elapsed_mean_ms"], marker="o", color=colour)
-        if prediction is not None and not prediction.empty:
-            model = prediction[prediction["group"] == label].sort_values("workers")
-            top.plot(model["workers"], model["successes_per_s"], linestyle="--", color=colour,
-                     label=f"{label} (queueing model)")
-            bottom.plot(model["workers"], model["response_time_ms"], linestyle="--", color=colour)
-    top.set_ylabel("successful responses/s\n(steady-state median per experiment)")
-    bottom.set_ylabel("mean response time (ms)")
-    bottom.set_xlabel("workers (closed-loop load threads)")
-    bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
-    top.set_title("Successful responses/s and response time vs workers; dashed: queueing model")
-    figure.legend(loc="outside right upper", fontsize="small")
-    for axis in (top, bottom):
-        axis.grid(alpha=0.3)
-    _floor_at_zero((top, bottom))
+    """Fig. 3: how do successful responses/s and response time grow with the number of workers?
+
+    One column of panels per categorical setting (mesh, etcd storage), one line per remaining
+    numeric setting (pods); solid: measured (dots: single experiments), dashed: queueing model.
+    """
+    every = varying(per_experiment, exclude=("workers",))
+    categorical = [p for p in every if not pd.api.types.is_numeric_dtype(per_experiment[p])]
+    numeric = [p for p in every if p not in categorical]
+    frame = per_experiment.assign(_group=group_labels(per_experiment, every),
+                                  _panel=group_labels(per_experiment, categorical),
+                                  _line=group_labels(per_experiment, numeric))
+    panels = _evenly_spaced(ordered_labels(frame, categorical), 4)
+    line_values = ordered_labels(frame, numeric)
+    colours = dict(zip(line_values, _line_colours(len(line_values)), strict=True))
+    figure = Figure(figsize=(max(9.0, 4.5 * len(panels) + 2), 7.5), layout="constrained")
+    axes = figure.subplots(2, len(panels), sharex=True, sharey="row", squeeze=False)
+    for column, panel in enumerate(panels):
+        top, bottom = axes[0][column], axes[1][column]
+        for line in line_values:
+            group = frame[(frame["_panel"] == panel) & (frame["_line"] == line)]
+            if group.empty:
+                continue
+            colour = colours[line]
+            medians = group.groupby("workers")[["successes_median", "elapsed_mean_ms"]].median()
+            top.scatter(group["workers"], group["successes_median"], s=8, alpha=0.35, color=colour)
+            top.plot(medians.index, medians["successes_median"], marker="o", markersize=3, color=colour,
+                     label=line if column == 0 else None)
+            bottom.scatter(group["workers"], group["elapsed_mean_ms"], s=8, alpha=0.35, color=colour)
+            bottom.plot(medians.index, medians["elapsed_mean_ms"], marker="o", markersize=3, color=colour)
+            model = pd.DataFrame() if prediction is None or prediction.empty else \
+                prediction[prediction["group"] == group["_group"].iloc[0]].sort_values("workers")
+            if not model.empty:
+                top.plot(model["workers"], model["successes_per_s"], linestyle="--", linewidth=1, color=colour)
+                bottom.plot(model["workers"], model["response_time_ms"], linestyle="--", linewidth=1, color=colour)
+        top.set_title(panel if categorical else "", fontsize="small")
+        bottom.set_xlabel("workers (closed-loop load threads)")
+        bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
+        for axis in (top, bottom):
+            axis.grid(alpha=0.3)
+    # The model can predict response times far beyond anything measured; keep the measurements readable.
+    measured_top = per_experiment["elapsed_mean_ms"].max()
+    if pd.notna(measured_top) and measured_top > 0:
+        axes[1][0].set_ylim(0, measured_top * 1.3)
+    _floor_at_zero(axes[0])
+    axes[0][0].set_ylabel("successful responses/s\n(steady-state median per experiment)")
+    axes[1][0].set_ylabel("mean response time (ms)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    handles += [Line2D([], [], color="0.3"), Line2D([], [], color="0.3", linestyle="--")]
+    labels += ["measured (median; dots: experiments)", "queueing model (MVA)"]
+    figure.legend(handles, labels, loc="outside right center", fontsize="small")
+    figure.suptitle("Successful responses/s and response time vs workers, with the queueing model")
     return figure
 
 

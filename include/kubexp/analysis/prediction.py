@@ -8,32 +8,25 @@ value analysis predicts throughput and response time for every number of workers
 
 from __future__ import annotations
 
-import importlib
-
-import numpy as np
 import pandas as pd
 
+from kubexp import model
 from kubexp.analysis.figures import group_labels, varying
 
 PREDICTION_COLUMNS = ["group", "workers", "successes_per_s", "response_time_ms", "service_ms"]
 
 
-def predict(per_experiment: pd.DataFrame, *, points: int = 60) -> pd.DataFrame:
-    """Model curves per group of the Fig. 3 lines (PREDICTION_COLUMNS); empty without usable data."""
-    model = importlib.import_module("kubexp.model")
-
+def predict(per_experiment: pd.DataFrame) -> pd.DataFrame:
+    """Model curves per group of the Fig. 3 lines (PREDICTION_COLUMNS), for 1..max workers measured."""
     lines = varying(per_experiment, exclude=("workers",))
     frame = per_experiment.assign(_group=group_labels(per_experiment, lines))
     rows = []
     for label, group in frame.groupby("_group", sort=False):
         measured = group["elapsed_mean_ms"].dropna()
-        if measured.empty:
+        if measured.empty or measured.min() <= 0:
             continue
         service_ms = float(measured.min())
-        think_ms = float(group["think_time_ms"].iloc[0])
-        pods = int(group["pods"].iloc[0])
-        top = int(group["workers"].max())
-        for workers in np.unique(np.linspace(1, top, min(points, top)).round().astype(int)):
-            result = model.mva(int(workers), service_s=service_ms / 1000, think_s=think_ms / 1000, servers=pods)
-            rows.append((label, int(workers), result.throughput_per_s, result.response_time_s * 1000, service_ms))
+        curve = model.mva(int(group["workers"].max()), float(group["think_time_ms"].iloc[0]), service_ms,
+                          int(group["pods"].iloc[0]))
+        rows += [(label, point.workers, point.throughput, point.response_time_ms, service_ms) for point in curve]
     return pd.DataFrame(rows, columns=PREDICTION_COLUMNS)

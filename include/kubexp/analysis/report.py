@@ -57,13 +57,9 @@ def _render_figures(conn: psycopg.Connection, data: SuiteData, out_dir: Path) ->
 
     if data.per_experiment.empty:
         return rendered
-    try:
-        curves = prediction.predict(data.per_experiment)
-    except ImportError:  # kubexp.model not merged yet
-        curves = None
     keep("throughput-vs-workers", "How do successful responses/s and response time grow with the workers, "
          "and where does the queueing model expect the knee?",
-         figures.throughput_and_response_time(data.per_experiment, curves))
+         figures.throughput_and_response_time(data.per_experiment, prediction.predict(data.per_experiment)))
     keep("throughput-vs-pods", "How many successful responses/s per initial pod count, native vs istio?",
          figures.throughput_vs_pods(data.per_experiment))
     keep("std-per-scenario", "How much do per-second successful responses vary within each scenario?",

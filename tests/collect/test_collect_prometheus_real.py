@@ -9,13 +9,18 @@ import math
 import shutil
 import tempfile
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
+import yaml
 from metrics_stack import PASSWORD, USER, MetricsStack, running_stack
 
-from kubexp.collect import prometheus, queries
+from kubexp.collect import etcd_log, prometheus, queries
 from kubexp.collect.prometheus import CollectOptions, IncompleteMetricsError, PrometheusError, PrometheusInstance
+from kubexp.store import attempts, db, ingest, migrations, suites
+from kubexp.suite import load_suite
 
 pytestmark = pytest.mark.slow
 
@@ -156,3 +161,46 @@ def test_wrong_password_is_an_error_without_the_secret(stack: MetricsStack) -> N
     message = str(failure.value)
     assert "Prometheus 'test'" in message and "query 'up'" in message and "HTTP 401" in message
     assert "credentials" in message and "not-the-password" not in message
+
+
+def test_collecting_twice_replaces_rows_in_the_store(stack: MetricsStack, database_url: str, tmp_path: Path) -> None:
+    migrations.upgrade(database_url)
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({
+        "suite": "collect-store", "platform": "local", "repetitions": 1,
+        "defaults": {"duration_s": span(stack)}, "matrix": {"workers": [1]}}))
+    suite = load_suite(tmp_path / "s.yaml")
+    with db.connect(database_url) as conn:
+        suites.sync_suite(conn, suite)
+        row = conn.execute("SELECT id::text FROM experiment").fetchone()
+        assert row is not None
+        experiment_id = row[0]
+        attempt_id = attempts.open_attempt(conn, experiment_id, "run-1", 1, "test-host")
+        counts = []
+        for _ in range(2):
+            series = prometheus.collect([stack.instance], LOCAL, stack.t0, stack.end, stack.t0)
+            logs = etcd_log.collect_local(stack.state_dir / "logs" / "etcd.log", stack.t0 - timedelta(minutes=2),
+                                          stack.end, stack.t0, "etcd", tmp_path / "artifacts")
+            ingest.store_experiment_data(conn, experiment_id, attempt_id, series=series, events=logs.events,
+                                         artifacts=logs.artifacts, t0=stack.t0)
+            counts.append(stored_counts(conn, experiment_id))
+        assert counts[0] == counts[1]
+        assert counts[0]["metric_series"] == len(series) and counts[0]["platform_event"] >= 1
+        assert counts[0]["metric_point"] == sum(len(s.points) for s in series)
+        stored = conn.execute(
+            "SELECT completeness FROM metric_series WHERE experiment_id = %s AND name = 'app_resident_memory_bytes'",
+            (experiment_id,)).fetchone()
+        assert stored is not None and 0.4 <= stored[0] <= 0.85  # the store's figure shows the exporter gap too
+        election = conn.execute("SELECT t FROM platform_event WHERE experiment_id = %s AND kind = 'EtcdLeaderElected'",
+                                (experiment_id,)).fetchone()
+        assert election is not None and election[0] < 0  # etcd started before the load: negative t
+
+
+def stored_counts(conn: psycopg.Connection, experiment_id: str) -> dict[str, int]:
+    counts = {}
+    for table in ("metric_series", "platform_event", "artifact"):
+        row = conn.execute(f"SELECT count(*) FROM {table} WHERE experiment_id = %s", (experiment_id,)).fetchone()
+        counts[table] = row[0] if row else -1
+    row = conn.execute("SELECT count(*) FROM metric_point p JOIN metric_series s ON s.id = p.series_id "
+                       "WHERE s.experiment_id = %s", (experiment_id,)).fetchone()
+    counts["metric_point"] = row[0] if row else -1
+    return counts

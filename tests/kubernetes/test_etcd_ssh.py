@@ -172,3 +172,8 @@ def test_unmanaged_etcd_is_recorded_as_not_applied(tmp_path: Path) -> None:
     data["kubernetes"] = {}
     with pytest.raises(PlatformError, match=r"kubernetes.etcd.members is empty"):
         create(parse_suite(data, tmp_path / "kx-etcd.yaml")).configure_etcd({"etcd_storage": "disk"})
+
+
+def test_an_unknown_ssh_connection_is_named() -> None:
+    with pytest.raises(PlatformError, match=r"etcd member m1: cannot open SSH via Airflow connection 'kx_no_such"):
+        EtcdReconfigurer([EtcdMember("m1", "kx_no_such_conn")], EtcdProfile()).switch("disk")

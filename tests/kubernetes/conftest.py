@@ -37,10 +37,14 @@ def ssh_conn(sshd: LoopbackSshd, monkeypatch: pytest.MonkeyPatch) -> str:
 def etcd_node(tmp_path: Path) -> Iterator[EtcdNode]:
     """A real etcd on a disk folder, with a RAM disk folder beside it (mounted by the code under test)."""
     disk_root = Path(tempfile.mkdtemp(prefix="kubexp-etcd-disk-", dir="/var/tmp"))
-    node = start_etcd_node(tmp_path / "node", disk_root)
-    yield node
-    node.stop()
-    shutil.rmtree(disk_root, ignore_errors=True)
+    try:
+        node = start_etcd_node(tmp_path / "node", disk_root)
+        try:
+            yield node
+        finally:
+            node.stop()
+    finally:
+        shutil.rmtree(disk_root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -12,11 +12,11 @@ def main() -> None:
 
 
 # Command modules register themselves on `main` when imported.
-from kubexp.cli import services  # noqa: E402,F401
-from kubexp.cli import app  # noqa: E402,F401
-from kubexp.cli import render  # noqa: E402,F401
-from kubexp.cli import trigger  # noqa: E402,F401
-from kubexp.cli import report  # noqa: E402,F401
-from kubexp.cli import demo  # noqa: E402,F401
-from kubexp.cli import db, suite  # noqa: E402,F401
-from kubexp.cli import dimension, jtl  # noqa: E402,F401
+from kubexp.cli import services
+from kubexp.cli import app
+from kubexp.cli import render
+from kubexp.cli import trigger
+from kubexp.cli import report
+from kubexp.cli import demo
+from kubexp.cli import db, suite
+from kubexp.cli import dimension, jtl

@@ -126,6 +126,13 @@ def test_missing_server_is_named(cropapp: Endpoint, ram_results: Path) -> None:
         run_load(SCENARIO, cropapp, ram_results, servers=[nobody], request_path=DEFAULT_CROP_PATH)
 
 
+def test_jmeter_exit_code_and_reason_are_reported(cropapp: Endpoint, ram_results: Path, tmp_path: Path) -> None:
+    plan = tmp_path / "broken.jmx"
+    plan.write_text("<jmeterTestPlan><hashTree><NoSuchElement/></hashTree>")
+    with pytest.raises(LoadError, match=r"JMeter exited with code 1: .*broken.jmx"):
+        run_load(SCENARIO, cropapp, ram_results, plan=plan, request_path=DEFAULT_CROP_PATH)
+
+
 def test_results_must_go_to_a_ram_disk(cropapp: Endpoint, tmp_path: Path) -> None:
     with pytest.raises(RamDiskError, match="not a RAM disk"):
         run_load(SCENARIO, cropapp, tmp_path / "results")

@@ -1,0 +1,230 @@
+"""Per-block partial aggregates keyed by absolute second, merged once into per-second rows.
+
+Rows may come in any order (batches from several servers, slow requests written late), so nothing is
+final until the end. Elapsed times are whole milliseconds: exact percentiles come from per-second
+counts of each distinct value (usually a few hundred per second), not from the samples themselves.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from kubexp.load.jtl_reader import INTEGER_COLUMNS, JtlError, booleans, integers
+from kubexp.records import LOAD_SECOND_COLUMNS
+
+PERCENTILES = (50, 90, 95, 99)
+MAX_SPAN_S = 7 * 86400  # a longer span means broken timestamps, not a load test
+ENGINE_PREFIX = re.compile(r"^(\S+:\d+)-")  # distributed mode: "host:port-<thread group> 1-7"
+_LOW32 = np.int64(0xFFFFFFFF)
+
+
+def dictionary_codes(column: pa.Array, classify: dict[str, int], rule: Callable[[str], int]) -> np.ndarray:
+    """Per-row code of a dictionary column, classifying each distinct value once (`rule(value) -> int`)."""
+    values = column.dictionary.to_pylist()
+    lookup = np.array([classify.setdefault(value, rule(value)) for value in values] or [0], dtype=np.int64)
+    indices = pc.fill_null(column.indices, 0).to_numpy(zero_copy_only=False)
+    return lookup[indices]
+
+
+def response_class(code: str) -> int:
+    """4 for 4xx, 5 for 5xx, 0 for anything else (2xx/3xx, and non-HTTP errors like timeouts)."""
+    text = (code or "").strip()
+    if len(text) == 3 and text.isdigit() and text[0] in "45":
+        return int(text[0])
+    return 0
+
+
+def _engine_of(thread_name: str) -> str:
+    match = ENGINE_PREFIX.match(thread_name)
+    return match.group(1) if match else ""
+
+
+class Accumulator:
+    """Per-block partial aggregates keyed by absolute second, merged once at the end."""
+
+    def __init__(self, t0_ms: int | None) -> None:
+        self.t0_ms = t0_ms
+        self.rows = 0
+        self.bad_values = 0
+        self.min_ts: int | None = None
+        self.columns: set[str] = set()
+        self.sums: list[tuple[np.ndarray, np.ndarray]] = []  # seconds, (k, 7) sums (see SUM_FIELDS)
+        self.hists: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # second, elapsed, count
+        self.threads: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # second, engine, max allThreads
+        self.codes: dict[str, int] = {}  # responseCode -> class (response_class)
+        self.thread_engine: dict[str, int] = {}  # threadName -> engine number
+        self.engines: dict[str, int] = {}  # engine ("host:port" prefix, "" locally) -> number
+
+    SUM_FIELDS = ("requests", "successes", "failures_4xx", "failures_5xx", "latency", "connect", "bytes")
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        cols = dict(zip(batch.schema.names, batch.columns, strict=True))
+        self.columns.update(cols)
+        parsed = {name: integers(cols[name]) for name in INTEGER_COLUMNS if name in cols}
+        success, success_ok = booleans(cols["success"])
+        valid = success_ok & parsed["elapsed"][1] & (parsed["elapsed"][0] >= 0)
+        for _values, ok in parsed.values():
+            valid &= ok
+        bad = int(len(valid) - np.count_nonzero(valid))
+        keep: np.ndarray | slice = slice(None)
+        if bad:
+            self.bad_values += bad
+            keep = np.flatnonzero(valid)
+        values = {name: array[keep] for name, (array, _ok) in parsed.items()}
+        success = success[keep]
+        if len(success) == 0:
+            return
+        self.rows += len(success)
+        ts = values["timeStamp"]
+        batch_min = int(ts.min())
+        self.min_ts = batch_min if self.min_ts is None else min(self.min_ts, batch_min)
+        if self.t0_ms is None:
+            self.t0_ms = batch_min  # provisional; aggregate() re-runs if an earlier sample turns up later
+        second = np.floor_divide(ts - self.t0_ms, 1000)
+        first = int(second.min())
+        size = int(second.max()) - first + 1
+        if size > MAX_SPAN_S:
+            raise JtlError(f"timestamps within one block span {size} s; the file's timeStamp column is broken")
+        rel = second - first
+        self._add_sums(rel, size, first, success, values, cols, keep)
+        elapsed = np.minimum(values["elapsed"], _LOW32)
+        keys, counts = np.unique((rel << 32) | elapsed, return_counts=True)
+        self.hists.append((first + (keys >> 32), keys & _LOW32, counts))
+        if "allThreads" in values:
+            self._add_threads(rel, size, first, values["allThreads"], cols.get("threadName"), keep)
+
+    def _add_sums(self, rel: np.ndarray, size: int, first: int, success: np.ndarray,
+                  values: dict[str, np.ndarray], cols: dict[str, pa.Array], keep: np.ndarray | slice) -> None:
+        requests = np.bincount(rel, minlength=size)
+        occupied = np.flatnonzero(requests)
+        sums = np.zeros((len(occupied), len(self.SUM_FIELDS)), dtype=np.int64)
+        sums[:, 0] = requests[occupied]
+        sums[:, 1] = np.bincount(rel, weights=success, minlength=size)[occupied]
+        failed = np.flatnonzero(~success)
+        if len(failed) and "responseCode" in cols:
+            code_column = cols["responseCode"].take(pa.array(_row_numbers(keep, failed)))
+            classes = dictionary_codes(code_column, self.codes, response_class)
+            for column, code in ((2, 4), (3, 5)):
+                sums[:, column] = np.bincount(rel[failed[classes == code]], minlength=size)[occupied]
+        for column, name in ((4, "Latency"), (5, "Connect"), (6, "bytes")):
+            if name in values:
+                sums[:, column] = np.bincount(rel, weights=values[name], minlength=size)[occupied]
+        self.sums.append((first + occupied, sums))
+
+    def _add_threads(self, rel: np.ndarray, size: int, first: int, threads: np.ndarray,
+                     names: pa.Array | None, keep: np.ndarray | slice) -> None:
+        if names is None:
+            engine = np.zeros(len(rel), dtype=np.int64)
+        else:
+            if not isinstance(keep, slice):
+                names = names.take(pa.array(keep))
+            engine = dictionary_codes(names, self.thread_engine,
+                                       lambda name: self.engines.setdefault(_engine_of(name), len(self.engines)))
+        width = int(engine.max()) + 1
+        peak = np.full(size * width, -1, dtype=np.int64)
+        np.maximum.at(peak, rel * width + engine, threads)
+        cells = np.flatnonzero(peak >= 0)
+        self.threads.append((first + cells // width, cells % width, peak[cells]))
+
+
+def _row_numbers(keep: np.ndarray | slice, rows: np.ndarray) -> np.ndarray:
+    """Positions in the original batch of `rows` (positions among the kept rows)."""
+    return rows if isinstance(keep, slice) else keep[rows]
+
+
+def _segments(sorted_keys: np.ndarray) -> np.ndarray:
+    """Start index of each run of equal values in a sorted array."""
+    return np.concatenate(([0], np.flatnonzero(np.diff(sorted_keys)) + 1))
+
+
+def merge(acc: Accumulator) -> pd.DataFrame:
+    seconds_all = np.concatenate([seconds for seconds, _ in acc.sums])
+    seconds, where = np.unique(seconds_all, return_inverse=True)
+    sums = np.zeros((len(seconds), len(acc.SUM_FIELDS)), dtype=np.int64)
+    np.add.at(sums, where, np.concatenate([part for _, part in acc.sums]))
+    first, last = int(seconds[0]), int(seconds[-1])
+    if last - first >= MAX_SPAN_S:
+        raise JtlError(f"samples span {last - first} s (from t={first} to t={last}); the timeStamp column or "
+                       f"the t0 given is wrong")
+    t = np.arange(first, last + 1)
+    at = seconds - first
+    frame = pd.DataFrame({"t": t})
+    for index, name in enumerate(("requests", "successes", "failures_4xx", "failures_5xx")):
+        column = np.zeros(len(t), dtype=np.int64)
+        column[at] = sums[:, index]
+        frame[name] = column
+    frame["failures"] = frame["requests"] - frame["successes"]
+    frame["failures_other"] = frame["failures"] - frame["failures_4xx"] - frame["failures_5xx"]
+    _elapsed_statistics(acc, frame, first)
+    requests = sums[:, 0].astype(float)
+    for index, name, source in ((4, "latency_mean_ms", "Latency"), (5, "connect_mean_ms", "Connect")):
+        column = np.full(len(t), np.nan)
+        if source in acc.columns:
+            column[at] = sums[:, index] / requests
+        frame[name] = column
+    frame["bytes"] = pd.array(np.zeros(len(t), dtype=np.int64), dtype="Int64")
+    if "bytes" in acc.columns:
+        frame.loc[at, "bytes"] = sums[:, 6]
+    else:
+        frame["bytes"] = pd.NA
+    frame["threads"] = pd.array([pd.NA] * len(t), dtype="Int64")
+    if acc.threads:
+        frame["threads"] = _threads(acc, first, len(t))
+    return frame[list(LOAD_SECOND_COLUMNS)]
+
+
+def _elapsed_statistics(acc: Accumulator, frame: pd.DataFrame, first: int) -> None:
+    """Mean, exact nearest-rank percentiles and max of elapsed, from per-second value counts."""
+    second = np.concatenate([part[0] for part in acc.hists])
+    elapsed = np.concatenate([part[1] for part in acc.hists])
+    counts = np.concatenate([part[2] for part in acc.hists])
+    keys = ((second - first) << 32) | elapsed
+    order = np.argsort(keys)
+    keys = keys[order]
+    starts = _segments(keys)
+    counts = np.add.reduceat(counts[order], starts)
+    keys = keys[starts]
+    value = keys & _LOW32
+    rel_second = keys >> 32
+    seg = _segments(rel_second)
+    n = np.add.reduceat(counts, seg)
+    cumulative = np.cumsum(counts)
+    before = cumulative[seg] - counts[seg]
+    at = rel_second[seg]
+    size = len(frame)
+
+    def per_second(values: np.ndarray) -> np.ndarray:
+        column = np.full(size, np.nan)
+        column[at] = values
+        return column
+
+    frame["elapsed_mean_ms"] = per_second(np.add.reduceat(value * counts, seg) / n)
+    for p in PERCENTILES:
+        rank = (p * n + 99) // 100  # nearest rank: smallest value with at least p % of samples at or below
+        frame[f"elapsed_p{p}_ms"] = per_second(value[np.searchsorted(cumulative, before + rank)].astype(float))
+    ends = np.concatenate((seg[1:], [len(value)])) - 1
+    frame["elapsed_max_ms"] = per_second(value[ends].astype(float))
+
+
+def _threads(acc: Accumulator, first: int, size: int) -> pd.arrays.IntegerArray:
+    """Per second: the sum over engines of each engine's highest allThreads (one engine per JMeter server)."""
+    second = np.concatenate([part[0] for part in acc.threads]) - first
+    engine = np.concatenate([part[1] for part in acc.threads])
+    peak = np.concatenate([part[2] for part in acc.threads])
+    width = int(engine.max()) + 1
+    keys = second * width + engine
+    order = np.argsort(keys)
+    keys = keys[order]
+    starts = _segments(keys)
+    peaks = np.maximum.reduceat(peak[order], starts)
+    total = np.bincount(keys[starts] // width, weights=peaks, minlength=size).astype(np.int64)
+    seen = np.bincount(keys[starts] // width, minlength=size) > 0
+    threads = pd.array(total, dtype="Int64")
+    threads[~seen] = pd.NA
+    return threads

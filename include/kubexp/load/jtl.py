@@ -107,7 +107,10 @@ def sample_span(path: Path | str, *, columns: Sequence[str] | None = None, block
                 cols = dict(zip(batch.schema.names, batch.columns, strict=True))
                 ts, ts_ok = integers(cols["timeStamp"])
                 elapsed, elapsed_ok = integers(cols["elapsed"])
-                valid = ts_ok & elapsed_ok & booleans(cols["success"])[1] & (elapsed >= 0)
+                valid = elapsed >= 0
+                for ok in (ts_ok, elapsed_ok, booleans(cols["success"])[1]):
+                    if ok is not None:
+                        valid &= ok
                 bad += int(len(valid) - np.count_nonzero(valid))
                 if not valid.any():
                     continue

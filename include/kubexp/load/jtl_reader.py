@@ -179,22 +179,27 @@ def _prefetched(reader: pacsv.CSVStreamingReader, depth: int = 2) -> Iterator[pa
         worker.join()
 
 
-def integers(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(values, valid) of an int64 or text column; invalid entries are 0."""
+def integers(column: pa.Array) -> tuple[np.ndarray, np.ndarray | None]:
+    """(values, valid) of an int64 or text column; invalid entries are 0, valid None when all are."""
     if pa.types.is_string(column.type):
         valid_arrow = pc.and_(pc.utf8_is_digit(column), pc.less_equal(pc.utf8_length(column), 18))
         valid_arrow = pc.fill_null(valid_arrow, False)
         values = pc.cast(pc.if_else(valid_arrow, column, "0"), pa.int64())
         return values.to_numpy(zero_copy_only=False), valid_arrow.to_numpy(zero_copy_only=False)
+    if column.null_count == 0:
+        return column.to_numpy(zero_copy_only=False), None
     valid = column.is_valid().to_numpy(zero_copy_only=False)
     return pc.fill_null(column, 0).to_numpy(zero_copy_only=False), valid
 
 
-def booleans(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+def booleans(column: pa.Array) -> tuple[np.ndarray, np.ndarray | None]:
+    """(values, valid) of a bool or text column; valid None when every entry is."""
     if pa.types.is_string(column.type):
         lower = pc.utf8_lower(column)
         valid_arrow = pc.fill_null(pc.is_in(lower, pa.array(["true", "false"])), False)
         return pc.fill_null(pc.equal(lower, "true"), False).to_numpy(zero_copy_only=False), \
             valid_arrow.to_numpy(zero_copy_only=False)
+    if column.null_count == 0:
+        return column.to_numpy(zero_copy_only=False), None
     valid = column.is_valid().to_numpy(zero_copy_only=False)
     return pc.fill_null(column, False).to_numpy(zero_copy_only=False), valid

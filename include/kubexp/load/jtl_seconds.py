@@ -68,9 +68,10 @@ class Accumulator:
         self.columns.update(cols)
         parsed = {name: integers(cols[name]) for name in INTEGER_COLUMNS if name in cols}
         success, success_ok = booleans(cols["success"])
-        valid = success_ok & parsed["elapsed"][1] & (parsed["elapsed"][0] >= 0)
-        for _values, ok in parsed.values():
-            valid &= ok
+        valid = parsed["elapsed"][0] >= 0
+        for ok in (success_ok, *(ok for _values, ok in parsed.values())):
+            if ok is not None:
+                valid &= ok
         bad = int(len(valid) - np.count_nonzero(valid))
         keep: np.ndarray | slice = slice(None)
         if bad:

@@ -11,6 +11,7 @@ plus 3 metric series of 1,200 points each per experiment, stored with the same c
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import shutil
 import tempfile
@@ -123,6 +124,7 @@ def main() -> None:
                     print(f"  {n + 1} experiments stored", flush=True)
             conn.execute("VACUUM ANALYZE")
             total = load_rows + points
+            print(f"load average (1 min)   {os.getloadavg()[0]:>12.1f}    (2 cores; other jobs share the machine)")
             print(f"experiments            {len(planned):>12,}")
             print(f"load_second rows       {load_rows:>12,}")
             print(f"metric points          {points:>12,}")

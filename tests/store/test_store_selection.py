@@ -93,6 +93,11 @@ def test_a_row_locked_by_another_transaction_is_skipped(store_url: str, suite: S
             assert selection.select_next_experiment(second, suite, "other") is None
 
 
+def age(conn: psycopg.Connection, table: str, column: str, seconds: int) -> None:
+    """Let time pass for a row: move its timestamp into the past (no sleeping on a busy machine)."""
+    conn.execute(f"UPDATE {table} SET {column} = {column} - make_interval(secs => %s)", (seconds,))
+
+
 def test_cluster_lease_excludes_others_until_released_or_expired(conn: psycopg.Connection) -> None:
     assert selection.try_lock_cluster(conn, "c1", "run-a", lease_s=60)
     assert not selection.try_lock_cluster(conn, "c1", "run-b", lease_s=60)
@@ -102,12 +107,19 @@ def test_cluster_lease_excludes_others_until_released_or_expired(conn: psycopg.C
     assert selection.cluster_lock_holder(conn, "c1") == ("run-a", True)
     selection.release_cluster(conn, "c1", "run-a")
     assert selection.cluster_lock_holder(conn, "c1") is None
-    assert selection.try_lock_cluster(conn, "c1", "run-b", lease_s=0.2)
+    assert selection.try_lock_cluster(conn, "c1", "run-b", lease_s=60)
     assert not selection.try_lock_cluster(conn, "c1", "run-c", lease_s=60)
-    time.sleep(0.4)  # the holder "died": its lease runs out
+    age(conn, "cluster_lock", "expires_at", 61)  # run-b "died": its lease ran out
     assert selection.cluster_lock_holder(conn, "c1") == ("run-b", False)
     assert selection.try_lock_cluster(conn, "c1", "run-c", lease_s=60)
     assert selection.cluster_lock_holder(conn, "c1") == ("run-c", True)
+    assert not selection.try_lock_cluster(conn, "c1", "run-b", lease_s=60)  # the old holder lost it
+
+
+def test_a_real_lease_runs_out(conn: psycopg.Connection) -> None:
+    assert selection.try_lock_cluster(conn, "c1", "run-a", lease_s=0.1)
+    time.sleep(0.3)
+    assert selection.try_lock_cluster(conn, "c1", "run-b", lease_s=60)
 
 
 def test_two_connections_racing_for_a_free_cluster_get_one_lease(store_url: str) -> None:
@@ -136,11 +148,12 @@ def test_stale_attempts_are_reclaimed_and_their_experiment_offered_again(
     dead = attempts.open_attempt(conn, chosen.experiment_id, "run-dead", 1, "host")
     claimed = selection.select_next_experiment(conn, suite, "run-2", stale_after_s=600)
     assert claimed is not None and claimed.experiment_id != chosen.experiment_id  # claimed ones are skipped
-    time.sleep(0.3)
+    age(conn, "attempt", "heartbeat_at", 601)
+    age(conn, "experiment", "claimed_at", 601)  # run-2 selected but never opened an attempt
     offered = []
-    while (next_one := selection.select_next_experiment(conn, suite, "run-3", stale_after_s=0.2)) is not None:
+    while (next_one := selection.select_next_experiment(conn, suite, "run-3", stale_after_s=600)) is not None:
         offered.append(next_one.experiment_id)
-    assert chosen.experiment_id in offered and claimed.experiment_id in offered
+    assert chosen.experiment_id in offered and claimed.experiment_id in offered and len(offered) == 6
     row = conn.execute("SELECT outcome, error, ended_at IS NOT NULL FROM attempt WHERE id = %s", (dead,)).fetchone()
     assert row is not None and row[0] == "abandoned" and "reclaimed" in row[1] and row[2]
     with pytest.raises(StoreError, match="not running any more"):
@@ -153,8 +166,14 @@ def test_heartbeats_keep_an_attempt_alive(conn: psycopg.Connection, suite: Suite
     chosen = selection.select_next_experiment(conn, suite, "run-1")
     assert chosen is not None
     alive = attempts.open_attempt(conn, chosen.experiment_id, "run-1", 1, "host")
-    time.sleep(0.3)
+    age(conn, "attempt", "heartbeat_at", 601)
+    age(conn, "experiment", "claimed_at", 601)
     attempts.heartbeat(conn, alive)
-    assert attempts.reclaim_stale(conn, "mini", stale_after_s=0.25) == []
-    time.sleep(0.3)
-    assert attempts.reclaim_stale(conn, "mini", stale_after_s=0.25) == [alive]
+    assert attempts.reclaim_stale(conn, "mini", stale_after_s=600) == []
+    assert conn.execute("SELECT claimed_by FROM experiment WHERE id = %s", (chosen.experiment_id,)).fetchone() == (
+        "run-1",)
+    age(conn, "attempt", "heartbeat_at", 601)
+    age(conn, "experiment", "claimed_at", 601)
+    assert attempts.reclaim_stale(conn, "mini", stale_after_s=600) == [alive]
+    assert conn.execute("SELECT claimed_by FROM experiment WHERE id = %s", (chosen.experiment_id,)).fetchone() == (
+        None,)

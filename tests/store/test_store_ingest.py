@@ -54,6 +54,8 @@ def test_load_rows_round_trip_with_nulls(conn: psycopg.Connection, suite: Suite)
         if column.endswith("_ms"):
             frame.loc[3, column] = np.nan
     frame.loc[5, "elapsed_p99_ms"] = 123.25
+    frame["threads"] = frame["threads"].astype(float)
+    frame.loc[7, "threads"] = np.nan  # unknown, not zero
     ingest.store_experiment_data(conn, experiment_id, attempt_id, load=frame, t0=T0)
     columns = ", ".join(LOAD_SECOND_COLUMNS)
     rows = conn.execute(f"SELECT {columns} FROM load_second WHERE experiment_id = %s ORDER BY t",

@@ -36,7 +36,7 @@ Column = tuple[str, Any]  # (pg type, numpy array of values or one scalar for ev
 
 
 def binary_copy_data(columns: dict[str, Column], rows: int) -> bytes:
-    """Encode columns (name -> (pg type, values; NaN = NULL for floats)) as one binary COPY stream.
+    """Encode columns (name -> (pg type, values; NaN = NULL)) as one binary COPY stream.
 
     Vectorised: rows are grouped by which fields are NULL, each group laid out as one numpy record
     array (a NULL field is just its length -1), so a frame is encoded in a few numpy operations.
@@ -45,8 +45,8 @@ def binary_copy_data(columns: dict[str, Column], rows: int) -> bytes:
     # one bit per NULL field; rows with the same mask share one record layout
     masks = np.zeros(rows, dtype=np.int64)
     for i, name in enumerate(names):
-        kind, values = columns[name]
-        if kind == "float8":
+        values = np.asarray(columns[name][1])
+        if values.ndim and np.issubdtype(values.dtype, np.floating):
             masks |= np.isnan(values).astype(np.int64) << i
     parts = [_COPY_HEADER]
     patterns, group = np.unique(masks, return_inverse=True)
@@ -98,13 +98,12 @@ def load_frame_columns(load: pd.DataFrame, experiment_id: str, attempt_id: int) 
         kind = LOAD_SECOND_TYPES[column]
         values = matrix[:, i]
         if kind != "float8":
-            if column in COUNT_COLUMNS and np.isnan(values).any():
+            empty = np.isnan(values)
+            if column in COUNT_COLUMNS and empty.any():
                 raise StoreError(f"load frame column {column} has empty values; counts must be whole numbers")
-            values = np.nan_to_num(values)
-            if not np.array_equal(values, np.round(values)):
+            if not np.array_equal(values[~empty], np.round(values[~empty])):
                 raise StoreError(f"load frame column {column} has fractional values; it must hold whole numbers")
-            values = values.astype(np.int64)
-        columns[column] = (kind, values)
+        columns[column] = (kind, values)  # NaN is stored as NULL (bytes, threads and latencies may be unknown)
     return columns
 
 

@@ -229,6 +229,12 @@ def test_local_suite_defaults_and_unknown_placeholders(tmp_path: Path, monkeypat
         prometheus.queries_for(load_suite(path))
 
 
+def test_naive_datetimes_are_refused() -> None:
+    naive = datetime(2024, 5, 1, 12, 0, 0)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        prometheus.collect([PrometheusInstance("x", "http://127.0.0.1:1")], {"q": "up"}, naive, naive, naive)
+
+
 def test_completeness_counts_seconds_in_the_half_open_window() -> None:
     series = [MetricSeries("prometheus:a", "q", {"pod": "p"}, [(-1, 1.0), (0, 1.0), (1, 0.0), (3, 2.0), (10, 1.0)]),
               MetricSeries("prometheus:a", "q", {"pod": "r"}, [])]

@@ -73,6 +73,8 @@ def classify(message: str) -> str | None:
 def parse(text: str, t0: datetime, member: str, *, start: datetime | None = None, end: datetime | None = None,
           text_tz: tzinfo = UTC) -> list[PlatformEvent]:
     """PlatformEvents of one member's log text, optionally only those in [start, end], in log order."""
+    if t0.tzinfo is None:
+        raise ValueError("t0 must be a timezone-aware datetime (UTC)")
     events = []
     for line in text.splitlines():
         found = _parse_line(line, text_tz)

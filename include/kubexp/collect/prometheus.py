@@ -206,6 +206,8 @@ class Collection:
 def query_all(instances: Sequence[PrometheusInstance], queries: Mapping[str, str], start: datetime, end: datetime,
               t0: datetime, options: CollectOptions | None = None) -> Collection:
     """Run every query on every instance over [start, end]; points at whole seconds t from t0."""
+    if any(moment.tzinfo is None for moment in (start, end, t0)):
+        raise ValueError("start, end and t0 must be timezone-aware datetimes (UTC)")
     options = options or CollectOptions()
     first = math.ceil(round((start - t0).total_seconds(), 6))
     last = math.floor(round((end - t0).total_seconds(), 6))

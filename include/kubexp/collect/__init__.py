@@ -1,0 +1,1 @@
+"""Collectors of an experiment's platform side: Prometheus series, Kubernetes events, etcd logs."""

@@ -51,8 +51,18 @@ class Postgres:
             name="postgres",
             argv=[*_as_postgres_user(), str(PG_BIN / "postgres"), "-D", str(self.data_dir),
                   "-p", str(self.port), "-h", "127.0.0.1", "-k", str(sockets)],
-            state_dir=self.root, ports=[self.port], stop_signal=signal.SIGINT,
+            state_dir=self.root, ports=[self.port], stop_signal=signal.SIGINT, ready=self.accepts_connections,
         )
+
+    def accepts_connections(self) -> bool:
+        """The port opens before recovery ends ("the database system is starting up"): wait for a session."""
+        import psycopg
+
+        try:
+            with psycopg.connect(self.url("postgres"), connect_timeout=2):
+                return True
+        except psycopg.OperationalError:
+            return False
 
     def init(self) -> None:
         if (self.data_dir / "PG_VERSION").exists():
@@ -214,7 +224,7 @@ class LocalServices:
         from kubexp.store import migrations  # lazily, like psycopg: other commands need no database driver
 
         applied = migrations.upgrade(pg.url("kubexp"))
-        log("results schema  " + (f"applied {', '.join(applied)}" if applied else "up to date"))
+        log("schema      " + (f"results db: applied {', '.join(applied)}" if applied else "results db up to date"))
         prom = prometheus_process(self.root, self.ports.prometheus)
         log(f"prometheus  127.0.0.1:{self.ports.prometheus}  " + ("started" if prom.start() else "already running"))
         if not with_airflow:

@@ -26,7 +26,7 @@ import math
 import re
 import shlex
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
@@ -239,10 +239,3 @@ def _archive_text(text: str, name: str, dest_dir: Path) -> Artifact:
         raw.write_text(text)
         return archive(raw, dest_dir, kind=ARTIFACT_KIND)
 
-
-def count_by_kind(events: Iterable[PlatformEvent]) -> dict[str, int]:
-    """How many events of each kind (for a collect summary)."""
-    counts: dict[str, int] = {}
-    for event in events:
-        counts[event.kind] = counts.get(event.kind, 0) + 1
-    return counts

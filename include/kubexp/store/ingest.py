@@ -129,7 +129,7 @@ def store_experiment_data(
     own_transaction = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     with conn.transaction():
         if own_transaction:
-            # The commit need not wait for its WAL flush (a third of an ingest's time here): WAL is
+            # The commit need not wait for its WAL flush (about a quarter of an ingest's time here): WAL is
             # flushed in order, so the synchronous commit of finish_experiment makes these rows
             # durable first. A server crash in between loses only unfinished data, which finish
             # then refuses for lack of load rows.

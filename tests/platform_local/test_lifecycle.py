@@ -16,7 +16,8 @@ import pytest
 import requests
 
 from kubexp.platform.local import LocalPlatform, targets, testbed
-from kubexp.processes import port_is_free
+from kubexp.processes import free_port, port_is_free
+from kubexp.services import prometheus_process
 
 INTERVAL_S = 6
 BACKOFF_S = 8  # longer than the checks' period: HAProxy sees the replica down before it is restarted
@@ -138,3 +139,38 @@ def test_without_writable_cgroup_runs_unlimited_and_says_so(make_platform: Calla
     fingerprint = platform.fingerprint()
     assert fingerprint["memory_limit_enforced"] is False and fingerprint["cpu_limit_enforced"] is False
     assert fingerprint["cgroup_version"] == "none"
+
+
+@pytest.mark.slow
+def test_local_prometheus_scrapes_replicas_haproxy_and_etcd(make_platform: Callable[..., LocalPlatform],
+                                                           kubexp_home: Path) -> None:
+    port = free_port()
+    prometheus = prometheus_process(kubexp_home, port)  # the services' Prometheus, reading our targets folder
+    prometheus.start(timeout=30)
+    try:
+        platform = make_platform({"health_check_interval_s": 1})
+        params = {"pods": 1, "memory_limit_mib": 256, "cpu_limit_millicores": 500}
+        platform.configure_etcd(params)
+        platform.deploy("scraped", params)
+        wait_ready(platform, params)
+        expected = {"app", "haproxy", "etcd"}
+        query = f"http://127.0.0.1:{port}/api/v1/query"
+        deadline, up = time.monotonic() + 30, set()
+        while up != expected and time.monotonic() < deadline:
+            result = requests.get(query, params={"query": f'up{{platform="{platform.group_name}"}} == 1'},
+                                  timeout=5).json()["data"]["result"]
+            up = {r["metric"]["component"] for r in result}
+            time.sleep(0.5)
+        assert up == expected
+        samples = requests.get(query, params={"query": "haproxy_backend_active_servers"}, timeout=5).json()
+        assert samples["data"]["result"], "HAProxy's exporter is scraped"
+
+        platform.teardown()
+        targets_api = f"http://127.0.0.1:{port}/api/v1/targets"
+        deadline, active = time.monotonic() + 30, [None]
+        while active and time.monotonic() < deadline:
+            active = requests.get(targets_api, timeout=5).json()["data"]["activeTargets"]
+            time.sleep(0.5)
+        assert active == [], "the targets file is gone, so are the targets"
+    finally:
+        prometheus.stop()

@@ -135,8 +135,10 @@ def build_dag(suite: Suite) -> DAG:
         @task(task_id="cleanup", retries=2, retry_delay=timedelta(seconds=10))
         def cleanup(dag_run=None, ti=None) -> None:
             # Pulled here rather than passed in: cleanup must also run when select failed before pushing.
+            states = ti.get_task_states(dag_id=dag_run.dag_id, run_ids=[dag_run.run_id]).get(dag_run.run_id, {})
             experiment.cleanup(ti.xcom_pull(task_ids="select", key="experiment"), suite.path,
-                               dag_run.dag_id, dag_run.run_id)
+                               dag_run.dag_id, dag_run.run_id,
+                               failed_steps=sorted(task for task, state in states.items() if state == "failed"))
 
         lock = wait_for_cluster()
         chosen = select()

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import shutil
 import socket
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -346,27 +349,26 @@ def _attempt(current: Current) -> int:
 
 
 def run_load(data: Mapping[str, Any], checked: Mapping[str, Any]) -> dict[str, Any]:
-    """Run the JMeter plan for the scenario's duration; the raw JTL is archived at once."""
+    """Run the JMeter plan for the scenario's duration; the JTL and JMeter's log are archived at once."""
     from kubexp.artifacts import archive
     from kubexp.load import jmeter
 
     current = _current(data)
     suite = current.suite()
     target = current.platform()
-    results = Path(current.results_dir)
-    results.mkdir(parents=True, exist_ok=True)
     plan = suite.load.get("plan")
     loaded = jmeter.run_load(
-        current.params, target.endpoint(), results, servers=checked.get("load_servers") or None,
+        current.params, target.endpoint(), Path(current.results_dir), servers=checked.get("load_servers") or None,
         plan=Path(plan) if plan else None, request_path=suite.load.get("request_path") or _default_path(),
-        sample_sender_mode=suite.load.get("sample_sender_mode", "StrippedBatch"),
+        sample_sender_mode=suite.load.get("sample_sender_mode", jmeter.DEFAULT_SAMPLE_SENDER_MODE),
     )
-    jtl = archive(loaded.jtl, artifacts_dir(current))
+    kept = [archive(path, artifacts_dir(current)) for path in (loaded.jtl, loaded.log, loaded.output) if path.exists()]
     with _store() as conn:
         attempts.record_provenance(conn, _attempt(current), {"load": {
-            "t0": loaded.t0.isoformat(), "ended_at": loaded.ended_at.isoformat(), "jtl": jtl.path}})
-    return {"jtl": str(loaded.jtl), "jtl_artifact": dataclasses.asdict(jtl), "t0": loaded.t0.isoformat(),
-            "t0_ms": loaded.t0_ms, "ended_at": loaded.ended_at.isoformat()}
+            "t0": loaded.t0.isoformat(), "ended_at": loaded.ended_at.isoformat(), "samples": loaded.samples,
+            "plan": str(loaded.plan), "servers": list(loaded.servers), "properties": loaded.properties}})
+    return {"jtl": str(loaded.jtl), "artifacts": [dataclasses.asdict(artifact) for artifact in kept],
+            "t0": loaded.t0.isoformat(), "t0_ms": loaded.t0_ms, "ended_at": loaded.ended_at.isoformat()}
 
 
 def _default_path() -> str:
@@ -395,32 +397,38 @@ def collect(data: Mapping[str, Any], load_run: Mapping[str, Any]) -> dict[str, A
     suite, target = current.suite(), current.platform()
     t0, end = datetime.fromisoformat(load_run["t0"]), datetime.fromisoformat(load_run["ended_at"])
     parsed = jtl.aggregate(Path(load_run["jtl"]), int(load_run["t0_ms"]))
-    series = prometheus.collect(checks.prometheus_instances(suite), prometheus.queries_for(suite), t0, end, t0)
+    metrics = prometheus.collect_for_suite(suite, t0, end, t0)
     # Events from the deploy on (rollout, readiness: negative t) to the load's end.
     with _store() as conn:
         deployed = attempts.provenance(conn, _attempt(current)).get("deploy", {}).get("started_at")
     window_start = datetime.fromisoformat(deployed) if deployed else t0
     events = list(target.events(window_start, end, t0))
-    kept = [Artifact(**load_run["jtl_artifact"])]
+    kept = [Artifact(**artifact) for artifact in load_run["artifacts"]]
     dest = artifacts_dir(current)
-    etcd_log_path = getattr(target, "etcd_log_path", None)
+    etcd_log_path = getattr(target, "etcd_log_path", None)  # the local platform's own etcd
     if etcd_log_path is not None and Path(etcd_log_path).exists():
-        parsed_log = etcd_log.parse(Path(etcd_log_path).read_text(errors="replace"), t0,
-                                    getattr(target, "etcd_member", "etcd"))
-        events += [event for event in parsed_log if window_start <= event.at <= end]
-        kept.append(archive(Path(etcd_log_path), dest))
+        member = str(getattr(target, "etcd_member", "etcd"))
+        etcd = etcd_log.collect_local(Path(etcd_log_path), window_start, end, t0, member, dest)
+    else:
+        etcd = etcd_log.collect_remote(etcd_log.sources_from_suite(suite), window_start, end, t0, dest)
+    events += etcd.events
+    kept += etcd.artifacts
     log_files: dict[str, Path] = getattr(target, "log_files", dict)()
     kept += [archive(path, dest) for path in log_files.values() if path.exists()]
     with _store() as conn:
         ingest.store_experiment_data(conn, current.experiment_id, _attempt(current), load=parsed.frame,
-                                     series=series, events=events, artifacts=kept, t0=t0)
-    completeness: dict[str, float] = {}
-    for key, share in prometheus.completeness(series, t0, end).items():
-        name = key[0] if isinstance(key, tuple) else str(key)
-        completeness[name] = min(share, completeness.get(name, 1.0))
+                                     series=metrics.series, events=events, artifacts=kept, t0=t0)
+        attempts.record_provenance(conn, _attempt(current), {"collect": {
+            "empty_queries": metrics.empty, "capped_queries": metrics.capped,
+            "non_finite_points": {str(key): count for key, count in metrics.non_finite.items()}}})
+    load_seconds = max(1, math.floor((end - t0).total_seconds()))
+    shares = prometheus.completeness(metrics.series, 0, load_seconds)
+    metric_problems = prometheus.completeness_problems(shares, suite.metrics.get("required", []),
+                                                       float(suite.metrics.get("completeness_min", 0.9)))
     return {"rows": parsed.rows, "malformed": parsed.malformed, "seconds": len(parsed.frame),
             "requests": int(parsed.frame["requests"].sum()) if len(parsed.frame) else 0,
-            "series": len(series), "events": len(events), "artifacts": len(kept), "completeness": completeness}
+            "series": len(metrics.series), "events": len(events), "artifacts": len(kept),
+            "metric_problems": metric_problems}
 
 
 def finalize(data: Mapping[str, Any], collected: Mapping[str, Any]) -> None:
@@ -450,26 +458,66 @@ def fail(data: Mapping[str, Any] | None, reason: str) -> None:
     log.warning("%s: attempt %s failed: %s", current.label, current.attempt_id, reason)
 
 
-def cleanup(data: Mapping[str, Any] | None, suite_path: str | Path, dag_id: str, run_id: str) -> None:
-    """Always runs: remove the SUT, stop local load servers, close a still-open attempt, free the cluster.
+def cleanup(data: Mapping[str, Any] | None, suite_path: str | Path, dag_id: str, run_id: str,
+            failed_steps: Sequence[str] = ()) -> None:
+    """Always runs: keep the evidence of a failed attempt, remove the SUT, stop local load servers,
+    close a still-open attempt, free the cluster.
 
     Every part is tried even if an earlier one fails; the first error is raised at the end."""
     suite = load_suite(suite_path)
     errors: list[BaseException] = []
+
+    def attempt(part: str, action: Callable[[], object]) -> None:
+        started = time.monotonic()
+        try:
+            action()
+        except Exception as exc:  # noqa: BLE001 - every cleanup part must get its chance
+            log.exception("cleanup: %s failed: %s", part, exc)
+            errors.append(exc)
+        log.info("cleanup: %s took %.1f s", part, time.monotonic() - started)
+
     current = Current.from_xcom(data) if data else None
     if current is not None and not current.dry_run:
-        for action in (lambda: current.platform().teardown(), lambda: checks.stop_load_servers(current.suite())):
-            try:
-                action()
-            except Exception as exc:  # noqa: BLE001 - every cleanup part must get its chance
-                log.exception("cleanup of %s: %s", current.label, exc)
-                errors.append(exc)
-        shutil.rmtree(current.results_dir, ignore_errors=True)  # the JTL was archived by the load step
+        attempt("stopping leftover load processes", lambda: checks.stop_leftover_load(Path(current.results_dir)))
+        if current.attempt_id is not None:
+            attempt("keeping the raw files of the attempt", lambda: keep_evidence(current))
+        # Independent, and each takes seconds (graceful stops): side by side.
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            pool.submit(attempt, "platform teardown", lambda: current.platform().teardown())
+            pool.submit(attempt, "stopping the load servers", lambda: checks.stop_load_servers(current.suite()))
+        shutil.rmtree(current.results_dir, ignore_errors=True)  # archived by load, or just now by keep_evidence
     with _store() as conn:
-        if current is not None and current.attempt_id is not None:
+        if current is not None and current.attempt_id is not None and _outcome(conn, current.attempt_id) == "running":
             # Normally closed by finalize or the failure callback; this catches a killed task.
+            where = f"{', '.join(failed_steps)} failed" if failed_steps else "the run ended before finalize"
             attempts.close_attempt(conn, current.attempt_id, "failed",
-                                   "the run ended before finalize (task killed or callback lost)")
+                                   f"{where} without closing the attempt (task process killed?)")
         selection.release_cluster(conn, suite.cluster, lock_holder(dag_id, run_id))
     if errors:
         raise errors[0]
+
+
+def _outcome(conn: psycopg.Connection, attempt_id: int) -> str | None:
+    row = conn.execute("SELECT outcome FROM attempt WHERE id = %s", (attempt_id,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def keep_evidence(current: Current) -> list[dict[str, Any]]:
+    """Archive what a failed attempt left (partial JTL, JMeter output, the SUT's logs) before it is removed.
+
+    The attempt is closed already, so the files are listed in its provenance ("evidence"), not as
+    the experiment's artifacts; nothing is archived for a succeeded attempt (collect kept its files)."""
+    from kubexp.artifacts import archive
+
+    with _store() as conn:
+        if _outcome(conn, _attempt(current)) == "succeeded":
+            return []
+    results = Path(current.results_dir)
+    files = sorted(path for path in results.rglob("*") if path.is_file()) if results.is_dir() else []
+    files += [path for path in getattr(current.platform(), "log_files", dict)().values() if path.is_file()]
+    dest = artifacts_dir(current) / "evidence"
+    kept = [dataclasses.asdict(archive(path, dest)) for path in files]
+    if kept:
+        with _store() as conn:
+            attempts.record_provenance(conn, _attempt(current), {"evidence": kept})
+    return kept

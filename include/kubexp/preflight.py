@@ -18,8 +18,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import requests
-
 from kubexp import settings
 from kubexp.store import db
 from kubexp.suite import Suite
@@ -108,27 +106,22 @@ def check_database(problems: list[str]) -> dict[str, Any]:
     return {"server_version": version[0] if version else None}
 
 
-def prometheus_instances(suite: Suite) -> list[dict[str, str]]:
-    """The suite's Prometheus instances, with URLs (conn_id entries resolved); default: the local one."""
+def check_prometheus(suite: Suite, problems: list[str]) -> list[dict[str, str]]:
+    """Every Prometheus of the suite (default: the local one) answers a query, with its credentials."""
     from kubexp.collect import prometheus
 
-    return prometheus.resolve_instances(suite)
-
-
-def check_prometheus(suite: Suite, problems: list[str]) -> list[dict[str, str]]:
-    instances = prometheus_instances(suite)
+    try:
+        instances = prometheus.resolve_instances(suite)
+    except prometheus.PrometheusError as exc:
+        problems.append(str(exc))
+        return []
     for instance in instances:
-        url = instance["url"].rstrip("/")
         try:
-            answer = requests.get(f"{url}/api/v1/query", params={"query": "vector(1)"}, timeout=5)
-            ok = answer.status_code == 200 and answer.json().get("status") == "success"
-            detail = f"HTTP {answer.status_code}"
-        except (requests.RequestException, ValueError) as exc:
-            ok, detail = False, str(exc)
-        if not ok:
-            problems.append(f"Prometheus {instance['name']} at {url} does not answer queries ({detail}); start it "
-                            f"(`kubexp services up` for the local one) or fix metrics.prometheus in {suite.path}")
-    return instances
+            prometheus.check_ready(instance)
+        except prometheus.PrometheusError as exc:
+            problems.append(f"{exc}; start it (`kubexp services up` for the local one) or fix metrics.prometheus "
+                            f"in {suite.path}")
+    return [{"name": instance.name, "url": instance.url} for instance in instances]
 
 
 def check_results_dir(results_dir: Path, problems: list[str]) -> dict[str, Any]:
@@ -157,9 +150,15 @@ def restart_load_servers(suite: Suite, problems: list[str]) -> list[str]:
             local = _local_servers(suite)
             local.stop()
             return list(local.start())
-        from kubexp.load import jmeter
+        from kubexp import platform
 
-        return list(jmeter.restart_remote_servers(suite))
+        target = platform.create(suite)
+        restart = getattr(target, "restart_load_servers", None)
+        if restart is None:
+            problems.append(f"load.servers {servers!r} in {suite.path} are remote hosts, which the {suite.platform} "
+                            f"platform cannot restart; give a number of local JMeter servers instead")
+            return []
+        return list(restart())
     except Exception as exc:  # noqa: BLE001 - reported with the other problems
         problems.append(f"load servers {servers!r} could not be restarted: {exc}")
         return []
@@ -169,6 +168,24 @@ def stop_load_servers(suite: Suite) -> None:
     """Local JMeter servers hold ~110 MB each: stop them once the experiment is over."""
     if isinstance(suite.load.get("servers", 1), int):
         _local_servers(suite).stop()
+
+
+def stop_leftover_load(results_dir: Path) -> list[int]:
+    """Kill load processes still writing into an attempt's results folder: a JMeter master whose task was
+    killed outlives it and, once its servers are gone, hangs. Returns their PIDs."""
+    import psutil
+
+    prefix = str(results_dir)
+    leftovers = [proc for proc in psutil.process_iter(["cmdline"])
+                 if any(arg.startswith(prefix) for arg in proc.info["cmdline"] or [])]
+    for proc in leftovers:
+        log.warning("killing leftover load process %s (%s)", proc.pid, " ".join(proc.info["cmdline"])[:200])
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(leftovers, timeout=10)
+    return [proc.pid for proc in leftovers]
 
 
 def load_region_warnings(suite: Suite, params: Mapping[str, Any]) -> list[str]:
@@ -206,13 +223,7 @@ def postconditions(suite: Suite, params: Mapping[str, Any], collected: Mapping[s
         problems.append(f"load rows cover {collected.get('seconds', 0)} s of {duration} s")
     if collected.get("malformed", 0) > 0.01 * max(1, collected.get("rows", 0)):
         problems.append(f"{collected['malformed']} malformed JTL lines of {collected.get('rows', 0)}")
-    minimum = float(suite.metrics.get("completeness_min", 0.9))
-    for name in suite.metrics.get("required", []):
-        share = collected.get("completeness", {}).get(name)
-        if share is None:
-            problems.append(f"required metric {name!r} has no series")
-        elif share < minimum:
-            problems.append(f"required metric {name!r} covers {share:.0%} of the load's seconds (< {minimum:.0%})")
+    problems += collected.get("metric_problems", [])
     if not collected.get("artifacts"):
         problems.append("no raw file was archived")
     return problems

@@ -15,7 +15,7 @@ from kubexp.settings import REPO_ROOT
 
 RUNNER = Path(__file__).with_name("dag_test_runner.py")
 # Short experiments: one scenario, 6 s of load from 2 workers on one local JMeter server.
-E2E_SUITES = {"e2e-dagtest": 1, "e2e-rest": 3, "e2e-fault": 1}
+E2E_SUITES = {"e2e-dagtest": 1, "e2e-rest": 3}
 
 
 def suite_document(name: str, repetitions: int, results_dir: Path) -> dict[str, Any]:
@@ -47,11 +47,34 @@ class E2E:
         with psycopg.connect(self.database_url, autocommit=True) as conn:
             return list(conn.execute(sql, args).fetchall())
 
+    def task_log(self, dag_id: str, run_id: str, task_id: str, events: int = 40) -> str:
+        """The last events of a task's log under the local services' Airflow (latest try)."""
+        folder = self.home / "airflow" / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
+        tries = sorted(folder.glob("attempt=*.log"))
+        if not tries:
+            return f"(no log in {folder})"
+        lines = []
+        for line in tries[-1].read_text().splitlines()[-events:]:
+            try:
+                entry = json.loads(line)
+                lines.append(f"{entry.get('timestamp', '')} {entry.get('level', '')} {entry.get('event', '')}"
+                             + (f"\n{entry['error_detail']}" if "error_detail" in entry else ""))
+            except ValueError:
+                lines.append(line)
+        return "\n".join(lines)
+
     def dag_test(self, dag_id: str, *slots: int, timeout: float = 300) -> list[dict[str, Any]]:
         """Run slots of a DAG with dag.test() in a fresh process; returns the runs' JSON results."""
         proc = self.start_dag_test(dag_id, *slots)
         out, _ = proc.communicate(timeout=timeout)
+        (self.home / f"dag-test-{dag_id}.log").write_text(out)  # task logs, for a failing assertion
         return parse_results(proc, out)
+
+    def failed_tasks_log(self, dag_id: str, lines: int = 80) -> str:
+        """The tail of the runner output around the first failure, to explain an assertion."""
+        text = (self.home / f"dag-test-{dag_id}.log").read_text().splitlines()
+        first = next((i for i, line in enumerate(text) if "Traceback" in line or "ERROR" in line), len(text) - lines)
+        return "\n".join(text[max(0, first - 10):first + lines])
 
     def start_dag_test(self, dag_id: str, *slots: int) -> subprocess.Popen[str]:
         airflow_home = self.home / "airflow-dag-test"

@@ -38,34 +38,6 @@ def kubexp(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]
     return subprocess.run([KUBEXP, *args], capture_output=True, text=True, timeout=timeout, env=os.environ)
 
 
-@pytest.mark.slow
-def test_rest_trigger_then_backfill_of_two_slots(e2e: E2E, airflow: AirflowClient) -> None:
-    run_id = "ci__e2e+1:00"  # '+' and ':' must survive the URL
-    triggered = kubexp("trigger", "e2e-rest", "--run-id", run_id, "--wait", "--timeout", "300")
-    assert triggered.returncode == 0, triggered.stdout + triggered.stderr
-    assert f"triggered e2e-rest run {run_id}" in triggered.stdout and "ended: success" in triggered.stdout
-    again = kubexp("trigger", "e2e-rest", "--run-id", run_id)
-    assert again.returncode == 0 and "already exists" in again.stdout  # idempotent for a retried CI job
-
-    backfill = kubexp("backfill", "e2e-rest", "--to-slot", "2", "--wait", "--timeout", "600")
-    assert backfill.returncode == 0, backfill.stdout + backfill.stderr
-    assert "slot    1" in backfill.stdout and "slot    2" in backfill.stdout
-    nothing = kubexp("backfill", "e2e-rest", "--to-slot", "2")
-    assert nothing.returncode == 0 and "nothing to backfill" in nothing.stdout
-
-    runs = airflow.dag_runs("e2e-rest")
-    assert sorted(run["run_type"] for run in runs) == ["backfill", "backfill", "manual"]  # no scheduled run
-    assert all(run["state"] == "success" for run in runs)
-    [(finished, experiments)] = e2e.query(
-        "SELECT count(*) FILTER (WHERE status = 'finished'), count(*) FROM experiment WHERE suite = 'e2e-rest'")
-    assert (finished, experiments) == (3, 3)
-
-    page = airflow.login.url + "/kubexp/"
-    assert requests.get(page, timeout=30).status_code == 401
-    shown = requests.get(page, headers={"Authorization": f"Bearer {airflow.token()}"}, timeout=30)
-    assert shown.status_code == 200 and "e2e-rest" in shown.text and "<b>3</b> of 3 finished" in shown.text
-
-
 def _load_task_process(suite: str, timeout: float = 180) -> psutil.Process:
     """The task process running `load` of a suite: the parent of the JMeter master writing its JTL."""
     deadline = time.monotonic() + timeout
@@ -80,32 +52,68 @@ def _load_task_process(suite: str, timeout: float = 180) -> psutil.Process:
     raise AssertionError(f"no JMeter master of suite {suite} appeared within {timeout:.0f} s")
 
 
+def explain(e2e: E2E, airflow: AirflowClient, dag_id: str, run_id: str) -> str:
+    """Task states of a run and the end of each failed task's log, for an assertion message."""
+    states = {ti["task_id"]: ti["state"] for ti in airflow.task_instances(dag_id, run_id)}
+    text = [str(states)]
+    for task_id, state in states.items():
+        if state == "failed":
+            text.append(f"--- {task_id}:\n" + e2e.task_log(dag_id, run_id, task_id))
+    return "\n".join(text)
+
+
 @pytest.mark.slow
-def test_killed_task_fails_the_attempt_and_the_next_run_finishes_it(e2e: E2E, airflow: AirflowClient) -> None:
-    airflow.wait_for_dag("e2e-fault")
-    airflow.trigger("e2e-fault", "fault-1")
-    _load_task_process("e2e-fault").send_signal(signal.SIGKILL)
-    killed = airflow.wait_for_run("e2e-fault", "fault-1", timeout_s=300)
-    assert killed["state"] == "failed"
-    states = {ti["task_id"]: ti["state"] for ti in airflow.task_instances("e2e-fault", "fault-1")}
-    assert states["load"] == "failed" and states["cleanup"] == "success", states
-    [(experiment_id, status, claimed_by)] = e2e.query(
-        "SELECT id::text, status, claimed_by FROM experiment WHERE suite = 'e2e-fault'")
-    assert (status, claimed_by) == ("unfinished", None)
+def test_killed_run_then_rest_trigger_then_backfill_complete_the_suite(e2e: E2E, airflow: AirflowClient) -> None:
+    # 1. A run whose load task is killed (SIGKILL to the task process, mid-load).
+    airflow.wait_for_dag("e2e-rest")
+    airflow.trigger("e2e-rest", "killed")
+    _load_task_process("e2e-rest").send_signal(signal.SIGKILL)
+    killed = airflow.wait_for_run("e2e-rest", "killed", timeout_s=300)
+    states = {ti["task_id"]: ti["state"] for ti in airflow.task_instances("e2e-rest", "killed")}
+    assert killed["state"] == "failed" and states["load"] == "failed" and states["cleanup"] == "success", \
+        explain(e2e, airflow, "e2e-rest", "killed")
+    [(experiment_id,)] = e2e.query("SELECT DISTINCT a.experiment_id::text FROM attempt a JOIN experiment e "
+                                   "ON e.id = a.experiment_id WHERE e.suite = 'e2e-rest'")
     [(outcome, error)] = e2e.query("SELECT outcome, error FROM attempt WHERE experiment_id = %s", experiment_id)
     assert outcome == "failed" and error
+    assert e2e.query("SELECT status, claimed_by FROM experiment WHERE id = %s", experiment_id) == [
+        ("unfinished", None)]
     assert e2e.query("SELECT * FROM cluster_lock") == []
 
-    airflow.trigger("e2e-fault", "fault-2")
-    assert airflow.wait_for_run("e2e-fault", "fault-2", timeout_s=300)["state"] == "success"
+    # 2. One run over REST with a token (the CLI), with an id that needs URL-encoding: it finishes that experiment.
+    run_id = "ci__e2e+1:00"
+    triggered = kubexp("trigger", "e2e-rest", "--run-id", run_id, "--wait", "--timeout", "300")
+    assert triggered.returncode == 0, triggered.stdout + triggered.stderr + explain(e2e, airflow, "e2e-rest", run_id)
+    assert f"triggered e2e-rest run {run_id}" in triggered.stdout and "ended: success" in triggered.stdout
+    again = kubexp("trigger", "e2e-rest", "--run-id", run_id)
+    assert again.returncode == 0 and "already exists" in again.stdout  # idempotent for a retried CI job
     attempts = e2e.query("SELECT id, outcome FROM attempt WHERE experiment_id = %s ORDER BY id", experiment_id)
     assert [outcome for _, outcome in attempts] == ["failed", "succeeded"]
-    [(status, finished_by)] = e2e.query("SELECT status, finished_attempt_id FROM experiment WHERE id = %s",
-                                        experiment_id)
-    assert (status, finished_by) == ("finished", attempts[1][0])
+    assert e2e.query("SELECT status, finished_attempt_id FROM experiment WHERE id = %s", experiment_id) == [
+        ("finished", attempts[1][0])]
     [(rows, seconds, attempts_in_rows)] = e2e.query(
         "SELECT count(*), count(DISTINCT t), count(DISTINCT attempt_id) FROM load_second WHERE experiment_id = %s",
         experiment_id)
     assert rows == seconds >= 5 and attempts_in_rows == 1  # no per-second row twice, none of the killed attempt
     assert e2e.query("SELECT DISTINCT attempt_id FROM metric_series WHERE experiment_id = %s",
                      experiment_id) == [(attempts[1][0],)]
+
+    # 3. A backfill of two slots runs the two experiments left.
+    backfill = kubexp("backfill", "e2e-rest", "--to-slot", "2", "--wait", "--timeout", "600")
+    backfill_runs = [run["dag_run_id"] for run in airflow.dag_runs("e2e-rest", run_type="backfill")]
+    assert backfill.returncode == 0, backfill.stdout + backfill.stderr + "".join(
+        explain(e2e, airflow, "e2e-rest", run_id) for run_id in backfill_runs)
+    assert "slot    1" in backfill.stdout and "slot    2" in backfill.stdout
+    nothing = kubexp("backfill", "e2e-rest", "--to-slot", "2")
+    assert nothing.returncode == 0 and "nothing to backfill" in nothing.stdout
+    runs = airflow.dag_runs("e2e-rest")
+    assert sorted(run["run_type"] for run in runs) == ["backfill", "backfill", "manual", "manual"]  # none scheduled
+    [(finished, experiments)] = e2e.query(
+        "SELECT count(*) FILTER (WHERE status = 'finished'), count(*) FROM experiment WHERE suite = 'e2e-rest'")
+    assert (finished, experiments) == (3, 3)
+
+    # 4. The suites page: behind Airflow's login, with the suite's counts.
+    page = airflow.login.url + "/kubexp/"
+    assert requests.get(page, timeout=30).status_code == 401
+    shown = requests.get(page, headers={"Authorization": f"Bearer {airflow.token()}"}, timeout=30)
+    assert shown.status_code == 200 and "e2e-rest" in shown.text and "<b>3</b> of 3 finished" in shown.text

@@ -9,7 +9,7 @@ from e2e_harness import E2E
 @pytest.mark.slow
 def test_dag_test_runs_a_real_experiment(e2e: E2E) -> None:
     [run] = e2e.dag_test("e2e-dagtest", 1)
-    assert run["state"] == "success", run
+    assert run["state"] == "success", (run, e2e.failed_tasks_log("e2e-dagtest"))
     tasks = run["tasks"]
     for step in ("select", "preflight", "nodes_check", "teardown", "etcd", "deploy", "deploy_wait_rollout", "load",
                  "collect", "finalize", "cleanup"):

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import StoredSuite
+from conftest import StoredSuite, store_synthetic_suite
 
 from kubexp.analysis.report import build_report
 from kubexp.cli import main
+from kubexp.services import Postgres
 from kubexp.store import db
 
 FIGURES = {"throughput-vs-workers", "throughput-vs-pods", "std-per-scenario", "densities", "timeline-1",
@@ -75,3 +76,15 @@ def test_cli_writes_the_report(report_source: StoredSuite, tmp_path: Path, monke
     missing = CliRunner().invoke(main, ["report", "no-such-suite", "--out", str(tmp_path / "x")])
     assert missing.exit_code != 0
     assert "'no-such-suite' is not in the store" in missing.output
+
+
+def test_report_of_a_suite_without_finished_experiments(postgres_server: Postgres, tmp_path: Path) -> None:
+    stored = store_synthetic_suite(postgres_server, tmp_path, "analysis-empty", {"workers": [5, 10]},
+                                   repetitions=1, duration_s=30, unfinished_every=1)
+    assert stored.finished == 0
+    with db.connect(stored.url) as conn:
+        report = build_report(conn, "analysis-empty", tmp_path / "out")
+    html = report.path.read_text()
+    assert report.figures == []
+    assert "No finished experiments with load data yet." in html
+    assert "Unfinished experiments (2)" in html and "0 / 2" in html

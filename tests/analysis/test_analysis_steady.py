@@ -109,3 +109,27 @@ def test_summarize_by_hand() -> None:
     assert row["zero_success_seconds"] == 1
     assert row["elapsed_mean_ms"] == pytest.approx((100 * 10 + 20 * 30 + 50 * 20) / 60)
     assert row["failure_share"] == pytest.approx(0.5 / 15)
+
+
+def test_trim_takes_categorical_ids_and_skips_empty_or_unknown_windows() -> None:
+    seconds = pd.DataFrame({"experiment_id": pd.Categorical(["a"] * 6 + ["b"] * 3 + ["c"] * 2),
+                            "t": [0, 1, 2, 3, 5, 6, 0, 1, 2, 0, 1], "successes": np.arange(11),
+                            "requests": np.arange(11), "elapsed_mean_ms": np.linspace(1, 2, 11)})
+    windows = pd.DataFrame({"experiment_id": ["a", "b"], "window_start_s": [2, 0], "window_end_s": [6, 0],
+                            "seconds": [4, 0], "warmup_method": "configured", "cooldown_method": "configured"})
+    kept = steady.trim(seconds, windows)
+    assert kept["experiment_id"].astype(str).tolist() == ["a"] * 4
+    assert kept["t"].tolist() == [2, 3, 4, 5]
+    assert kept["successes"].tolist() == [2, 3, 0, 4]  # t=4 had no row
+    assert kept["recorded"].tolist() == [True, True, False, True]
+    assert np.isnan(kept["elapsed_mean_ms"].iloc[2])
+
+
+def test_windows_from_categorical_ids_in_any_row_order() -> None:
+    shuffled = seconds_frame().sample(frac=1, random_state=3)
+    shuffled["experiment_id"] = shuffled["experiment_id"].astype("category")
+    windows = steady.steady_windows(shuffled, warmup_s=30, cooldown_s=5).set_index("experiment_id")
+    assert windows.loc["e2", "seconds"] == 85
+    detected = steady.steady_windows(shuffled)
+    ordered = steady.steady_windows(seconds_frame())
+    assert detected.set_index("experiment_id").sort_index().equals(ordered.set_index("experiment_id").sort_index())

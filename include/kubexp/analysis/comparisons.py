@@ -34,6 +34,7 @@ def compare_factor(per_experiment: pd.DataFrame, steady: pd.DataFrame, factor: s
                    settings: AnalysisSettings = DEFAULT_SETTINGS, pooled_row: bool = True) -> pd.DataFrame:
     """One row per combination of `within` (+ a pooled row): the comparison of `factor`'s levels."""
     levels = sorted(per_experiment[factor].dropna().unique())
+    steady = steady[[*dict.fromkeys([*within, factor, "successes"])]]  # rows are taken per table row: keep them narrow
     combos: list[tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]] = []
     if within:
         # One pass over the (large) per-second frame instead of one mask per row.

@@ -16,9 +16,11 @@ import pandas as pd
 import psycopg
 
 from kubexp.analysis import loaders, steady
-from kubexp.analysis.figures import GROUPING_PARAMETERS, varying
+from kubexp.analysis.figures import varying
 from kubexp.analysis.stats import MIN_GROUP_SIZE
 
+# Parameters the figures facet by, kept on the per-second rows even when a suite does not vary them.
+FIGURE_PARAMETERS = ("pods", "workers", "mesh", "etcd_storage")
 # Columns the analysis reads from load_second (the rest stays in the store).
 ANALYSIS_COLUMNS = ("requests", "successes", "failures", "elapsed_mean_ms")
 
@@ -77,7 +79,7 @@ class SuiteData:
     settings: AnalysisSettings
     experiments: pd.DataFrame  # every experiment, finished or not (loaders.experiments)
     windows: pd.DataFrame  # steady.WINDOW_COLUMNS per finished experiment
-    steady: pd.DataFrame  # per-second rows inside the windows + scenario_id and the varying parameters
+    steady: pd.DataFrame  # per-second rows in the windows + scenario_id and parameters (categorical columns)
     per_experiment: pd.DataFrame  # steady.summarize + parameters, one row per finished experiment
     events: pd.DataFrame  # platform events of finished experiments
     parameters: list[str]  # the parameters the suite varies
@@ -106,11 +108,12 @@ def load_suite_data(conn: psycopg.Connection, suite: str, *, settings: AnalysisS
                                     durations=durations)
     kept = steady.trim(seconds, windows)
     described = finished.set_index("experiment_id")
+    # Categoricals: 1.7 M rows carry a handful of distinct values each, mapped once per experiment.
     kept["experiment_id"] = kept["experiment_id"].astype("category")
-    for column in ["scenario_id", *[p for p in GROUPING_PARAMETERS if p in described]]:
-        kept[column] = kept["experiment_id"].map(described[column]).astype(object)
-    per_experiment = steady.summarize(kept.assign(experiment_id=kept["experiment_id"].astype(str))).merge(
-        finished, on="experiment_id", how="left")
+    for column in ["scenario_id", *dict.fromkeys([*FIGURE_PARAMETERS, *parameters])]:
+        if column in described:
+            kept[column] = kept["experiment_id"].map(described[column])
+    per_experiment = steady.summarize(kept).merge(finished, on="experiment_id", how="left")
     return SuiteData(
         suite=record,
         settings=settings,

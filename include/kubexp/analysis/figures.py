@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -165,9 +166,8 @@ def throughput_vs_pods(per_experiment: pd.DataFrame) -> Figure:
     panel_values = _evenly_spaced(ordered_labels(per_experiment, panels), MAX_FACET_COLUMNS * 2)
     frame = per_experiment.assign(_panel=group_labels(per_experiment, panels))
     columns = min(len(panel_values), 4)
-    rows = -(-len(panel_values) // columns)
-    figure = Figure(figsize=(max(6.0, 4 * columns), max(4.0, 3.4 * rows)), layout="constrained")
-    axes = np.atleast_1d(figure.subplots(rows, columns, sharex=True, sharey=True, squeeze=False)).ravel()
+    figure, grid = _grid(-(-len(panel_values) // columns), columns, width=4.0, height=3.0)
+    axes = grid.ravel()
     meshes = sorted(per_experiment["mesh"].unique()) if "mesh" in per_experiment else ["native"]
     for axis, panel in zip(axes, panel_values, strict=False):
         subset = frame[frame["_panel"] == panel]
@@ -255,41 +255,49 @@ def timeline(seconds: pd.DataFrame, events: pd.DataFrame, *, title: str, window:
 
 def densities(steady: pd.DataFrame, *, bins: int = 60) -> Figure:
     """Fig. 8: how are per-second successful responses distributed by etcd storage and mesh?"""
-    rows_by = "pods" if "pods" in steady else None
-    columns_by = "workers" if "workers" in steady else None
-    row_values = _evenly_spaced(sorted(steady[rows_by].unique()), MAX_FACET_ROWS) if rows_by else [None]
-    column_values = _evenly_spaced(sorted(steady[columns_by].unique()), MAX_FACET_COLUMNS) if columns_by else [None]
+    facets = [name for name in ("pods", "workers") if name in steady]
     lines = [name for name in ("etcd_storage", "mesh") if name in steady]
-    frame = steady.assign(_line=group_labels(steady, lines))
-    line_values = ordered_labels(frame, lines)
-    top = float(frame["successes"].max()) or 1.0
+    top = float(steady["successes"].max()) or 1.0
     edges = np.linspace(0, top, bins + 1)
     centres = (edges[:-1] + edges[1:]) / 2
-    figure = Figure(figsize=(max(6.0, 3.6 * len(column_values)), max(4.0, 2.9 * len(row_values) + 0.8)),
-                    layout="constrained")
-    axes = figure.subplots(len(row_values), len(column_values), sharex=True, sharey=True, squeeze=False)
+    # One pass over the (large) per-second frame: a histogram per facet cell and line.
+    histograms: dict[tuple[Any, ...], np.ndarray] = {}
+    for key, values in steady.groupby([*facets, *lines], observed=True, sort=True)["successes"]:
+        histograms[key if isinstance(key, tuple) else (key,)] = np.histogram(values, bins=edges, density=True)[0]
+    keys = list(histograms)
+    row_values = _evenly_spaced(sorted({k[0] for k in keys}), MAX_FACET_ROWS) if "pods" in facets else [None]
+    column_values = _evenly_spaced(sorted({k[len(facets) - 1] for k in keys}), MAX_FACET_COLUMNS) \
+        if "workers" in facets else [None]
+    line_keys = sorted({k[len(facets):] for k in keys})
+    labels = {line: ", ".join(f"{n}={v}" for n, v in zip(lines, line, strict=True)) or "all" for line in line_keys}
+    figure, axes = _grid(len(row_values), len(column_values), width=3.6, height=2.6)
     for r, row_value in enumerate(row_values):
         for c, column_value in enumerate(column_values):
             axis = axes[r][c]
-            cell = frame
-            if rows_by:
-                cell = cell[cell[rows_by] == row_value]
-            if columns_by:
-                cell = cell[cell[columns_by] == column_value]
-            for colour, line in zip(_cycle(), line_values, strict=False):
-                values = cell.loc[cell["_line"] == line, "successes"].to_numpy(dtype=float)
-                if values.size:
-                    density, _ = np.histogram(values, bins=edges, density=True)
-                    axis.plot(centres, density, color=colour, label=line)
-            axis.set_title(", ".join(part for part in (f"{row_value} pods" if rows_by else "",
-                                                       f"{column_value} workers" if columns_by else "") if part),
-                           fontsize="small")
+            cell = tuple(v for v, used in ((row_value, "pods" in facets), (column_value, "workers" in facets)) if used)
+            for colour, line in zip(_cycle(), line_keys, strict=False):
+                if (*cell, *line) in histograms:
+                    axis.plot(centres, histograms[(*cell, *line)], color=colour, label=labels[line])
+            axis.set_title(", ".join(part for part in (f"{row_value} pods" if "pods" in facets else "",
+                                                       f"{column_value} workers" if "workers" in facets else "")
+                                     if part), fontsize="small")
             axis.grid(alpha=0.3)
-    axes[0][0].legend(fontsize="x-small")
+    figure.legend(*axes[0][0].get_legend_handles_labels(), loc="upper right", fontsize="x-small")
     figure.supxlabel("successful responses per second (steady-state seconds)")
     figure.supylabel("density")
     figure.suptitle("Distribution of per-second successful responses by etcd storage and mesh")
     return figure
+
+
+def _grid(rows: int, columns: int, *, width: float, height: float) -> tuple[Figure, np.ndarray]:
+    """A figure of shared-axis panels with fixed margins (in inches): no layout engine, which for
+    dozens of panels costs more than drawing them."""
+    size = (max(6.0, width * columns + 1.0), max(4.0, height * rows + 1.4))
+    figure = Figure(figsize=size)
+    axes = figure.subplots(rows, columns, sharex=True, sharey=True, squeeze=False, gridspec_kw={
+        "left": 0.75 / size[0], "right": 1 - 0.2 / size[0], "bottom": 0.65 / size[1], "top": 1 - 0.75 / size[1],
+        "wspace": 0.12, "hspace": 0.35})
+    return figure, axes
 
 
 def _cycle() -> list[str]:

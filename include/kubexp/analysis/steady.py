@@ -88,14 +88,21 @@ WINDOW_COLUMNS = ["experiment_id", "window_start_s", "window_end_s", "seconds", 
 def steady_windows(seconds: pd.DataFrame, *, warmup_s: int | None = None, cooldown_s: int | None = None,
                    durations: pd.Series | None = None, column: str = "successes") -> pd.DataFrame:
     """One window per experiment (WINDOW_COLUMNS); `durations` maps experiment_id to duration_s."""
+    codes, experiment_ids = pd.factorize(seconds["experiment_id"])
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(experiment_ids) + 1))
+    times = seconds["t"].to_numpy()[order]
+    values = seconds[column].to_numpy(dtype=float)[order]
     rows = []
-    for experiment_id, frame in seconds.groupby("experiment_id", sort=False):
+    for i, experiment_id in enumerate(map(str, experiment_ids)):
+        part = slice(bounds[i], bounds[i + 1])
         duration = None if durations is None else int(durations[experiment_id])
-        window = steady_window(frame["t"].to_numpy(), frame[column].to_numpy(), warmup_s=warmup_s,
-                               cooldown_s=cooldown_s, duration_s=duration)
+        window = steady_window(times[part], values[part], warmup_s=warmup_s, cooldown_s=cooldown_s,
+                               duration_s=duration)
         rows.append((experiment_id, window.start_s, window.end_s, window.seconds,
                      window.warmup_method, window.cooldown_method))
-    return pd.DataFrame(rows, columns=WINDOW_COLUMNS)
+    return pd.DataFrame(rows, columns=WINDOW_COLUMNS).astype(
+        {"window_start_s": np.int64, "window_end_s": np.int64, "seconds": np.int64})
 
 
 def trim(seconds: pd.DataFrame, windows: pd.DataFrame) -> pd.DataFrame:
@@ -103,20 +110,36 @@ def trim(seconds: pd.DataFrame, windows: pd.DataFrame) -> pd.DataFrame:
 
     A second without a row is a second in which no request completed: an outage, which
     must count as 0 successful responses rather than vanish from the distribution. Column
-    `recorded` tells which seconds had a row.
+    `recorded` tells which seconds had a row; experiment_id comes back categorical.
     """
-    usable = windows[windows["seconds"] > 0]
-    lengths = usable["seconds"].to_numpy()
+    present, distinct = pd.factorize(seconds["experiment_id"])
+    distinct_ids = [str(e) for e in distinct]
+    usable = windows[(windows["seconds"] > 0) & windows["experiment_id"].astype(str).isin(distinct_ids)]
+    experiment_ids = usable["experiment_id"].astype(str).tolist()
+    lengths = usable["seconds"].to_numpy(dtype=np.int64)
     offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    grid = pd.DataFrame({
-        "experiment_id": np.repeat(usable["experiment_id"].to_numpy(), lengths),
-        "t": np.repeat(usable["window_start_s"].to_numpy(), lengths) + offsets,
-    })
-    kept = grid.merge(seconds, on=["experiment_id", "t"], how="left")
-    kept["recorded"] = kept["successes"].notna()
-    for column in COUNT_COLUMNS:
-        if column in kept:
-            kept[column] = kept[column].fillna(0)
+    grid_codes = np.repeat(np.arange(len(usable)), lengths)
+    grid_t = np.repeat(usable["window_start_s"].to_numpy(dtype=np.int64), lengths) + offsets
+    # Look every grid second up among the rows by one integer key (experiment code, t).
+    row_codes = pd.Index(experiment_ids).get_indexer(distinct_ids)[present]  # -1: no window
+    row_t = seconds["t"].to_numpy()
+    inside = np.flatnonzero(row_codes >= 0)
+    low = min(int(grid_t.min(initial=0)), int(row_t.min(initial=0)))
+    span = max(int(grid_t.max(initial=0)), int(row_t.max(initial=0))) - low + 1
+    row_keys = row_codes[inside].astype(np.int64) * span + (row_t[inside] - low)
+    by_key = np.argsort(row_keys)
+    sorted_keys = row_keys[by_key]
+    grid_keys = grid_codes.astype(np.int64) * span + (grid_t - low)
+    # Every usable window has rows, so sorted_keys is empty only when the grid is.
+    position = np.minimum(np.searchsorted(sorted_keys, grid_keys), max(len(sorted_keys) - 1, 0))
+    found = sorted_keys[position] == grid_keys
+    source = inside[by_key][position]
+    kept = pd.DataFrame({"experiment_id": pd.Categorical.from_codes(grid_codes, categories=experiment_ids),
+                         "t": grid_t})
+    for column in seconds.columns.drop(["experiment_id", "t"]):
+        values = seconds[column].iloc[source].reset_index(drop=True)
+        kept[column] = values.where(found, 0) if column in COUNT_COLUMNS else values.where(found)
+    kept["recorded"] = found
     return kept
 
 
@@ -129,7 +152,7 @@ def summarize(steady: pd.DataFrame) -> pd.DataFrame:
     weighted = steady.assign(_elapsed_weight=steady["elapsed_mean_ms"] * steady["requests"],
                              _weight=steady["requests"].where(steady["elapsed_mean_ms"].notna(), 0),
                              _zero=steady["successes"] == 0)
-    grouped = weighted.groupby("experiment_id", sort=False)
+    grouped = weighted.groupby("experiment_id", sort=False, observed=True)
     summary = grouped.agg(
         seconds=("t", "size"),
         seconds_recorded=("recorded", "sum"),
@@ -144,4 +167,6 @@ def summarize(steady: pd.DataFrame) -> pd.DataFrame:
     )
     summary["elapsed_mean_ms"] = summary["elapsed_weight"] / summary["weight"].where(summary["weight"] > 0)
     summary["failure_share"] = summary["failures_mean"] / summary["requests_mean"].where(summary["requests_mean"] > 0)
-    return summary.drop(columns=["elapsed_weight", "weight"]).reset_index()
+    summary = summary.drop(columns=["elapsed_weight", "weight"]).reset_index()
+    summary["experiment_id"] = summary["experiment_id"].astype(str)
+    return summary

@@ -122,12 +122,18 @@ def stored_suite(postgres_server: Postgres, tmp_path_factory: pytest.TempPathFac
 
 
 @pytest.fixture(scope="module")
-def report_source(postgres_server: Postgres, tmp_path_factory: pytest.TempPathFactory) -> StoredSuite:
-    """The stored suite the report and notebook tests read (synthetic until a real-run fixture replaces it).
-
-    No analysis window configured, so the report detects it with MSER-5.
-    """
+def synthetic_report_suite(postgres_server: Postgres, tmp_path_factory: pytest.TempPathFactory) -> StoredSuite:
+    """16 scenarios x 3 repetitions of 150 s, every 11th unfinished, no window configured (MSER-5)."""
     return store_synthetic_suite(postgres_server, tmp_path_factory.mktemp("report"), "analysis-report",
                                  {"pods": [1, 2], "workers": [10, 30], "mesh": ["native", "istio"],
                                   "etcd_storage": ["ramdisk", "disk"]},
                                  repetitions=3, duration_s=150, unfinished_every=11)
+
+
+@pytest.fixture(scope="module")
+def report_source(synthetic_report_suite: StoredSuite) -> StoredSuite:
+    """The stored suite the report and notebook tests read: any StoredSuite whose suite varies a parameter.
+
+    Synthetic for now; a fixture of real local experiments (url, suite, finished count) can take its place.
+    """
+    return synthetic_report_suite

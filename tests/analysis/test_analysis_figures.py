@@ -30,7 +30,8 @@ def test_each_figure_is_a_non_trivial_png(etcd_frames: Frames, tmp_path: Path,
     per_experiment, kept = etcd_frames.per_experiment, etcd_frames.steady
     prediction = pd.DataFrame({"group": "pods=10, mesh=native, etcd_storage=ramdisk", "workers": [60, 120],
                                "successes_per_s": [150.0, 160.0], "response_time_ms": [300.0, 700.0]})
-    experiment_id = etcd_frames.events["experiment_id"].iloc[0]
+    events = etcd_frames.events
+    experiment_id = events.loc[events["kind"] == "OOMKilled", "experiment_id"].iloc[0]
     window = etcd_frames.windows.set_index("experiment_id").loc[experiment_id]
     drawn = {
         "throughput": figures.throughput_and_response_time(per_experiment, prediction),

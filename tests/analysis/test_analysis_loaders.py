@@ -66,7 +66,8 @@ def test_views_events_metrics_and_attempts(stored_suite: StoredSuite) -> None:
         attempts = loaders.attempts(conn, "analysis-store")
     assert len(summary) == 14 and "etcd_storage" in summary and "params" not in summary
     assert len(scenarios) == 4 and scenarios["experiments"].sum() == 14
-    assert set(events["kind"]) <= {"OOMKilled", "Restarted", "EtcdSlowRequest"}
+    assert set(events["kind"]) <= {"Started", "Ready", "OOMKilled", "Restarted", "EtcdSlowRequest"}
+    assert (events.loc[events["kind"] == "Ready", "t"] < 0).all()  # the rollout, before t = 0
     assert set(points["name"]) == {"replicas"} and points["labels"].iloc[0] == {"deployment": "app"}
     assert len(completeness) == 14 and completeness["completeness_min"].between(0.85, 1).all()
     assert len(attempts) == 16 and attempts["counted"].sum() == 14

@@ -122,3 +122,17 @@ def test_report_of_a_suite_without_finished_experiments(postgres_server: Postgre
     assert report.figures == []
     assert "No finished experiments with load data yet." in html
     assert "Unfinished experiments (2)" in html and "0 / 2" in html
+
+
+def test_report_of_a_single_scenario_suite(postgres_server: Postgres, tmp_path: Path,
+                                           png_check: Callable[[Path], tuple[int, int]]) -> None:
+    stored = store_synthetic_suite(postgres_server, tmp_path, "analysis-single", {"workers": [8]},
+                                   repetitions=3, duration_s=90, analysis={"warmup_s": 5, "cooldown_s": 2})
+    with db.connect(stored.url) as conn:
+        report = build_report(conn, "analysis-single", tmp_path / "out")
+    html = report.path.read_text()
+    assert "The suite varies no parameter" in html
+    assert "warm-up 5 s (suite analysis.warmup_s)" in html
+    assert "3 / 3" in html and "Unfinished experiments (0)" in html
+    for figure in report.figures:
+        png_check(figure.path)

@@ -103,7 +103,7 @@ def build_report(conn: psycopg.Connection, suite: str, out_dir: Path, *,
     sections = [
         html.summary(data),
         html.figures_section([(f.name, f.question, base64.b64encode(f.path.read_bytes()).decode()) for f in rendered]),
-        html.statistics(tables, data.settings),
+        html.statistics(tables, data.settings, finished=len(data.per_experiment)),
         html.repetitions(repetitions, data.parameters, data.settings),
         html.completeness(data, loaders.metric_completeness(conn, suite)),
         html.provenance(loaders.attempts(conn, suite)),

@@ -97,7 +97,7 @@ def figures_section(rendered: Sequence[tuple[str, str, str]]) -> str:
     return "<h2>Figures</h2>" + "".join(parts)
 
 
-def statistics(tables: dict[str, pd.DataFrame], settings: AnalysisSettings) -> str:
+def statistics(tables: dict[str, pd.DataFrame], settings: AnalysisSettings, *, finished: int) -> str:
     intro = (f"<h2>Statistics (Table 1 style)</h2><p>Outcome: each experiment's steady-state median successful "
              f"responses/s. For each parameter, every row holds the other varying parameters fixed; the last row "
              f"pools them (as the paper's section 6.1 did). <b>p (experiments)</b>: Kruskal-Wallis H-test with "
@@ -105,8 +105,10 @@ def statistics(tables: dict[str, pd.DataFrame], settings: AnalysisSettings) -> s
              f"p &lt; {settings.alpha:g}. <b>p (seconds)</b>: the paper's variant, {escape(UNIT_LABELS['second'])}. "
              f"Medians with {settings.confidence:.0%} bootstrap CIs (seed {settings.seed}). Effect size: Cliff's "
              f"delta (first level vs second) for two levels, Dunn tests with Holm correction for more.</p>")
-    if not tables:
+    if not finished:
         return intro + "<p>No finished experiments yet.</p>"
+    if not tables:
+        return intro + "<p>The suite varies no parameter: there are no scenario groups to compare.</p>"
     return intro + "".join(_factor_table(factor, frame) for factor, frame in tables.items())
 
 

@@ -43,8 +43,10 @@ def load_seconds(params: dict[str, Any], *, seconds: int, rng: np.random.Generat
     noise_scale = 1.0 + 0.02 * params["workers"] * (1.6 if params.get("mesh") == "istio" else 1.0)
     successes = np.maximum(0.0, level + rng.normal(0, np.sqrt(np.maximum(level, 1.0)) * noise_scale))
     failures = rng.poisson(0.02, seconds).astype(float)
-    events: list[PlatformEvent] = []
     at = start or datetime(2026, 1, 1, tzinfo=UTC)
+    # The rollout happens before the load starts, so its events have negative t (as on the local platform).
+    events = [PlatformEvent(-8, at - timedelta(seconds=8), "local-supervisor", "Started", "app-0"),
+              PlatformEvent(-3, at - timedelta(seconds=3), "local-supervisor", "Ready", "app-0")]
     if seconds > 60 and rng.random() < EPISODE_PROBABILITY.get(str(params.get("etcd_storage")), 0.05):
         begin = int(rng.integers(30, seconds - 30))
         end = min(seconds - 1, begin + int(rng.integers(10, max(11, seconds // 4))))

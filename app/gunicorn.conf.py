@@ -23,6 +23,8 @@ keepalive = 5
 accesslog = os.environ.get("CROPAPP_ACCESS_LOG") or None
 errorlog = "-"
 loglevel = os.environ.get("CROPAPP_LOG_LEVEL", "info")
+# gunicorn 23+ opens a control socket at one shared path per user; replicas must not share it.
+control_socket_disable = True
 
 # Metrics of several workers are merged through files in PROMETHEUS_MULTIPROC_DIR. The
 # variable must be set before any worker imports prometheus_client; this file runs in the

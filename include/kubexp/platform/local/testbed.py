@@ -210,8 +210,7 @@ class LocalPlatform(Platform):
             metrics_dir = self.state_dir / "app-metrics" / name
             env = appserver.gunicorn_env(metrics_dir, threads=self.settings.app_threads)
             specs.append(ReplicaSpec(
-                name=name, port=port, argv=[*appserver.gunicorn_argv("127.0.0.1", port, self.settings.app_workers),
-                                             "--no-control-socket"],  # gunicorn's default is one shared path
+                name=name, port=port, argv=appserver.gunicorn_argv("127.0.0.1", port, self.settings.app_workers),
                 env=env, cwd=str(settings.APP_DIR), metrics_dir=str(metrics_dir), cgroup_version=group.version,
                 memory_dir=str(group.memory_dir) if group.memory_dir else None,
                 cpu_dir=str(group.cpu_dir) if group.cpu_dir else None))

@@ -6,10 +6,12 @@ import math
 import random
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from jtl_reference import assert_matches_reference, nearest_rank
 
 from kubexp.load.jtl import JMETER_DEFAULT_COLUMNS, JtlError, aggregate, response_class, sample_span
+from kubexp.load.jtl_reader import layout_of, record_ranges
 from kubexp.records import LOAD_SECOND_COLUMNS
 
 T0 = 1_700_000_000_000
@@ -195,3 +197,34 @@ def test_missing_required_column_is_named(tmp_path: Path) -> None:
 def test_response_classes() -> None:
     assert [response_class(c) for c in ("200", "302", "404", "499", "500", "503", "Non HTTP response code: x", "")] \
         == [0, 0, 4, 4, 5, 5, 0, 0]
+
+
+def test_parallel_parts_give_the_same_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kubexp.load import jtl
+
+    monkeypatch.setattr(jtl, "PARALLEL_MIN_BYTES", 0)  # split even this small file
+    path = random_jtl(tmp_path / "random.jtl", 20_000, seed=2)
+    single = aggregate(path, T0, parts=1, block_size=16 << 10)
+    for parts in (2, 3, 4):
+        split = aggregate(path, T0, parts=parts, block_size=16 << 10)
+        assert (split.rows, split.malformed) == (single.rows, single.malformed)
+        pd.testing.assert_frame_equal(split.frame, single.frame)
+    assert aggregate(path, parts=4).t0_ms == aggregate(path, parts=1).t0_ms
+    assert sample_span(path, parts=3) == sample_span(path, parts=1)
+
+
+def test_a_cut_never_falls_inside_a_quoted_newline(tmp_path: Path) -> None:
+    # The middle record's failure message spans many lines that look like CSV (some with 17 fields, like a
+    # stack trace with commas); the cut must skip them all.
+    fake = "\n".join(f"{i},{i},{i},{i}" if i % 2 else "at org.x(A.java:1)" + ",x" * 16 for i in range(200))
+    lines = [line(T0 + i, 5) for i in range(100)]
+    lines.insert(50, line(T0 + 50, 6, success="false", failure=f'"{fake}"'))
+    path = write(tmp_path / "multiline.jtl", lines)
+    layout = layout_of(path, None)
+    middle = record_ranges(path, layout, 2)
+    assert len(middle) == 2
+    text = path.read_bytes()
+    cut = middle[1][0]
+    assert text[cut - 1:cut] == b"\n" and text[cut:].startswith(f"{T0 + 50},5,".encode())
+    result = aggregate(path, T0, parts=2)
+    assert (result.rows, result.malformed) == (101, 0)

@@ -1,16 +1,20 @@
 """JMeter CSV results (JTL) -> one row per second of load, streamed.
 
 A sample belongs to second `t = floor((timeStamp - t0_ms) / 1000)`, with timeStamp as JMeter wrote it
-(the sample's start, `sampleresult.timestamp.start=true`). The file is read in blocks
+(the sample's start, `sampleresult.timestamp.start=true`). A large file is cut into
+record-aligned byte ranges parsed in parallel (one per core); each is read in blocks
 (`kubexp.load.jtl_reader`) and reduced per block (`kubexp.load.jtl_seconds`), so memory stays bounded
 whatever the file size, and rows may come in any order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -23,10 +27,12 @@ from kubexp.load.jtl_reader import (
     Layout,
     batches,
     booleans,
+    first_timestamp,
     integers,
     layout_of,
+    record_ranges,
 )
-from kubexp.load.jtl_seconds import Accumulator, merge, response_class
+from kubexp.load.jtl_seconds import Accumulator, Classifier, merge, response_class
 from kubexp.records import LOAD_SECOND_COLUMNS
 
 __all__ = ["JMETER_DEFAULT_COLUMNS", "JtlError", "JtlResult", "SampleSpan", "aggregate", "response_class",
@@ -41,38 +47,94 @@ class JtlResult:
     t0_ms: int | None  # the t0 used (None only for a file without samples and no t0 given)
 
 
-def _read(path: Path, layout: Layout, t0_ms: int | None, block_size: int) -> tuple[Accumulator, int]:
-    """One pass: typed columns, or (when a value does not parse) every number read as text and validated."""
-    wanted = ("timeStamp", "elapsed", "success", "responseCode", "bytes", "allThreads", "Latency", "Connect",
-              "threadName")
+WANTED = ("timeStamp", "elapsed", "success", "responseCode", "bytes", "allThreads", "Latency", "Connect", "threadName")
+PARALLEL_MIN_BYTES = 32 << 20  # below this, one reader is as fast
+
+
+class _Part(Protocol):
+    invalid: list[int]  # lines pyarrow skipped (wrong field count)
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        ...
+
+
+P = TypeVar("P", bound=_Part)
+
+
+def default_parts() -> int:
+    """Parallel readers: one per usable core, at most 2 (each holds ~200 MB of pyarrow read-ahead)."""
+    return max(1, min(2, len(os.sched_getaffinity(0))))
+
+
+def _scan(path: Path, layout: Layout, wanted: Sequence[str], make: Callable[[], P], *, block_size: int,
+                    parts: int) -> list[P]:
+    """Feed each part of the file (record-aligned byte ranges, parsed in parallel) to its own consumer.
+
+    First pass with typed columns; if a value does not parse, everything is read again as text and
+    validated row by row (see jtl_reader).
+    """
+    if layout.data_end - layout.data_start < PARALLEL_MIN_BYTES:
+        parts = 1
+    ranges = record_ranges(path, layout, parts)
+    if not ranges:
+        return [make()]
     for tolerant in (False, True):
-        invalid = [0]
-        acc = Accumulator(t0_ms)
+        consumers = [make() for _ in ranges]
+
+        def feed(byte_range: tuple[int, int], consumer: P, tolerant: bool = tolerant) -> None:
+            for batch in batches(path, layout, wanted, byte_range, tolerant=tolerant, block_size=block_size,
+                                 invalid=consumer.invalid):
+                consumer.add(batch)
+
         try:
-            for batch in batches(path, layout, wanted, tolerant=tolerant, block_size=block_size, invalid=invalid):
-                acc.add(batch)
+            if len(ranges) == 1:
+                feed(ranges[0], consumers[0])
+            else:
+                with ThreadPoolExecutor(len(ranges), thread_name_prefix="jtl-part") as pool:
+                    for done in [pool.submit(feed, r, c) for r, c in zip(ranges, consumers, strict=True)]:
+                        done.result()
         except pa.ArrowInvalid as exc:
             if tolerant or "conversion error" not in str(exc):
                 raise JtlError(f"{path}: {exc}") from exc
             continue
-        return acc, invalid[0]
+        return consumers
     raise AssertionError("unreachable")
 
 
+class _SecondsPart(Accumulator):
+    def __init__(self, t0_ms: int | None, classifier: Classifier) -> None:
+        super().__init__(t0_ms, classifier)
+        self.invalid = [0]
+
+
+def _read(path: Path, layout: Layout, t0_ms: int | None, block_size: int, parts: int) -> tuple[Accumulator, int]:
+    """All parts' partial aggregates in one accumulator, and the count of lines pyarrow skipped."""
+    if t0_ms is None:  # parts must share t0: a provisional one from the first records (checked by the caller)
+        t0_ms = first_timestamp(path, layout)
+        parts = parts if t0_ms is not None else 1
+    classifier = Classifier()
+    done = _scan(path, layout, WANTED, lambda: _SecondsPart(t0_ms, classifier), block_size=block_size, parts=parts)
+    for other in done[1:]:
+        done[0].absorb(other)
+    return done[0], sum(part.invalid[0] for part in done)
+
+
 def aggregate(path: Path | str, t0_ms: int | None = None, *, max_malformed_share: float = 0.01,
-              columns: Sequence[str] | None = None, block_size: int = 4 << 20) -> JtlResult:
+              columns: Sequence[str] | None = None, block_size: int = 4 << 20, parts: int | None = None) -> JtlResult:
     """Per-second load rows of a JMeter CSV result file.
 
     t0_ms: the experiment's load start (epoch ms); None takes the smallest timeStamp in the file.
     max_malformed_share: above this share of malformed lines the file is refused (JtlError); a single malformed
         line (typically the last one, cut off when JMeter was stopped) never is.
     columns: field names in file order, for a file without a header row that is not JMeter's default.
+    parts: parallel readers for a large file (default: one per core, at most 2).
     """
     path = Path(path)
     layout = layout_of(path, columns)
-    acc, invalid_lines = _read(path, layout, t0_ms, block_size)
+    parts = parts or default_parts()
+    acc, invalid_lines = _read(path, layout, t0_ms, block_size, parts)
     if t0_ms is None and acc.min_ts is not None and acc.t0_ms is not None and acc.min_ts < acc.t0_ms:
-        acc, invalid_lines = _read(path, layout, acc.min_ts, block_size)  # an earlier sample came late
+        acc, invalid_lines = _read(path, layout, acc.min_ts, block_size, parts)  # an earlier sample came late
     malformed = invalid_lines + acc.bad_values + int(layout.truncated_tail)
     total = acc.rows + malformed
     if malformed > 1 and malformed > max_malformed_share * total:  # one cut-off last line is always tolerated
@@ -92,35 +154,38 @@ class SampleSpan:
     malformed: int
 
 
-def sample_span(path: Path | str, *, columns: Sequence[str] | None = None, block_size: int = 4 << 20) -> SampleSpan:
+class _SpanPart:
+    def __init__(self) -> None:
+        self.invalid = [0]
+        self.first: int | None = None
+        self.last: int | None = None
+        self.rows = self.bad = 0
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        cols = dict(zip(batch.schema.names, batch.columns, strict=True))
+        stamps, stamps_ok = integers(cols["timeStamp"])
+        elapsed, elapsed_ok = integers(cols["elapsed"])
+        valid = elapsed >= 0
+        for ok in (stamps_ok, elapsed_ok, booleans(cols["success"])[1]):
+            if ok is not None:
+                valid &= ok
+        kept = int(np.count_nonzero(valid))
+        self.bad += len(valid) - kept
+        if kept:
+            self.rows += kept
+            starts, ends = stamps[valid], stamps[valid] + elapsed[valid]
+            self.first = min(int(starts.min()), self.first if self.first is not None else int(starts.min()))
+            self.last = max(int(ends.max()), self.last if self.last is not None else int(ends.max()))
+
+
+def sample_span(path: Path | str, *, columns: Sequence[str] | None = None, block_size: int = 4 << 20,
+                parts: int | None = None) -> SampleSpan:
     """When the samples of a JTL start and end, reading only the columns that says (same row rules as aggregate)."""
     path = Path(path)
     layout = layout_of(path, columns)
-    for tolerant in (False, True):
-        invalid = [0]
-        first: int | None = None
-        last: int | None = None
-        rows = bad = 0
-        try:
-            for batch in batches(path, layout, REQUIRED_COLUMNS, tolerant=tolerant, block_size=block_size,
-                                  invalid=invalid):
-                cols = dict(zip(batch.schema.names, batch.columns, strict=True))
-                ts, ts_ok = integers(cols["timeStamp"])
-                elapsed, elapsed_ok = integers(cols["elapsed"])
-                valid = elapsed >= 0
-                for ok in (ts_ok, elapsed_ok, booleans(cols["success"])[1]):
-                    if ok is not None:
-                        valid &= ok
-                bad += int(len(valid) - np.count_nonzero(valid))
-                if not valid.any():
-                    continue
-                rows += int(np.count_nonzero(valid))
-                starts, ends = ts[valid], ts[valid] + elapsed[valid]
-                first = int(starts.min()) if first is None else min(first, int(starts.min()))
-                last = int(ends.max()) if last is None else max(last, int(ends.max()))
-        except pa.ArrowInvalid as exc:
-            if tolerant or "conversion error" not in str(exc):
-                raise JtlError(f"{path}: {exc}") from exc
-            continue
-        return SampleSpan(first, last, rows, invalid[0] + bad + int(layout.truncated_tail))
-    raise AssertionError("unreachable")
+    done = _scan(path, layout, REQUIRED_COLUMNS, _SpanPart, block_size=block_size, parts=parts or default_parts())
+    firsts = [part.first for part in done if part.first is not None]
+    lasts = [part.last for part in done if part.last is not None]
+    return SampleSpan(min(firsts) if firsts else None, max(lasts) if lasts else None,
+                      sum(part.rows for part in done),
+                      sum(part.invalid[0] + part.bad for part in done) + int(layout.truncated_tail))

@@ -35,39 +35,40 @@ class JtlError(ValueError):
 
 @dataclass(frozen=True)
 class Layout:
-    names: tuple[str, ...] | None  # None: the file's own header row names the columns
-    present: frozenset[str]
+    names: tuple[str, ...]  # column names in file order: the header row's, JMeter's default, or given
+    data_start: int  # byte offset of the first record (after the header row, if any)
     data_end: int  # bytes to read: up to the last newline (a truncated last line is dropped)
     truncated_tail: bool
+
+    @property
+    def present(self) -> frozenset[str]:
+        return frozenset(self.names)
 
 
 def layout_of(path: Path, columns: Sequence[str] | None) -> Layout:
     size = path.stat().st_size
     with open(path, "rb") as raw:
-        head = raw.readline(1 << 20).decode("utf-8", errors="replace")
+        head_bytes = raw.readline(1 << 20)
         raw.seek(max(0, size - 1))
         ends_with_newline = size == 0 or raw.read(1) == b"\n"
-        data_end = size
-        if not ends_with_newline:
-            data_end = _last_newline_end(raw, size)
-    first = next(csv.reader([head]), [])
+        data_end = size if ends_with_newline else _last_newline_end(raw, size)
+    first = next(csv.reader([head_bytes.decode("utf-8", errors="replace")]), [])
+    data_start = 0
     if "timeStamp" in first and "elapsed" in first:
-        names = None
-        present = frozenset(first)
+        names = tuple(first)
+        data_start = min(len(head_bytes), data_end)
     elif columns is not None:
         names = tuple(columns)
-        present = frozenset(names)
     elif not first or len(first) == len(JMETER_DEFAULT_COLUMNS):
         names = JMETER_DEFAULT_COLUMNS
-        present = frozenset(names)
     else:
         raise JtlError(f"{path}: no header row and {len(first)} fields per line, not JMeter's default "
                        f"{len(JMETER_DEFAULT_COLUMNS)}; pass the column names (--columns / columns=) in file order")
-    missing = [name for name in REQUIRED_COLUMNS if name not in present]
+    missing = [name for name in REQUIRED_COLUMNS if name not in names]
     if missing:
-        raise JtlError(f"{path}: columns {missing} missing (found {sorted(present)}); JMeter must save "
+        raise JtlError(f"{path}: columns {missing} missing (found {sorted(names)}); JMeter must save "
                        f"timeStamp, elapsed and success (jmeter.save.saveservice.* properties)")
-    return Layout(names, present, data_end, truncated_tail=data_end < size and bool(_tail_text(path, data_end)))
+    return Layout(names, data_start, data_end, truncated_tail=data_end < size and bool(_tail_text(path, data_end)))
 
 
 def _last_newline_end(raw: io.BufferedReader, size: int) -> int:
@@ -89,12 +90,51 @@ def _tail_text(path: Path, data_end: int) -> str:
         return raw.read().decode("utf-8", errors="replace").strip()
 
 
-class _Prefix(io.RawIOBase):
-    """The first `limit` bytes of a file (to leave out a truncated last line)."""
+def _is_record(line: bytes, layout: Layout) -> bool:
+    fields = next(csv.reader([line.decode("utf-8", errors="replace")]), [])
+    return len(fields) == len(layout.names) and fields[layout.names.index("timeStamp")].isdigit()
 
-    def __init__(self, path: Path, limit: int) -> None:
+
+def _record_start_after(raw: io.BufferedReader, offset: int, layout: Layout) -> int | None:
+    """The first line start after `offset` whose line is a whole record.
+
+    A line inside a quoted field (a failure message with a newline) is not: its first field is not a
+    time stamp or its field count is off, so a cut there is never chosen.
+    """
+    raw.seek(offset)
+    window = raw.read(min(1 << 20, layout.data_end - offset))
+    begin = window.find(b"\n") + 1
+    while begin > 0:
+        finish = window.find(b"\n", begin)
+        if finish < 0:
+            return None
+        if _is_record(window[begin:finish], layout):
+            return offset + begin
+        begin = finish + 1
+    return None
+
+
+def record_ranges(path: Path, layout: Layout, parts: int) -> list[tuple[int, int]]:
+    """Up to `parts` byte ranges of the data, each starting at a record, to be parsed in parallel."""
+    start, end = layout.data_start, layout.data_end
+    cuts = [start]
+    if parts > 1:
+        with open(path, "rb") as raw:
+            for part in range(1, parts):
+                cut = _record_start_after(raw, start + (end - start) * part // parts, layout)
+                if cut is not None and cuts[-1] < cut < end:
+                    cuts.append(cut)
+    cuts.append(end)
+    return [(first, last) for first, last in zip(cuts, cuts[1:], strict=False) if last > first]
+
+
+class _Range(io.RawIOBase):
+    """Bytes [start, end) of a file."""
+
+    def __init__(self, path: Path, start: int, end: int) -> None:
         self._file = open(path, "rb")  # closed by close()
-        self._left = limit
+        self._file.seek(start)
+        self._left = end - start
 
     def readable(self) -> bool:
         return True
@@ -110,9 +150,9 @@ class _Prefix(io.RawIOBase):
         super().close()
 
 
-def batches(path: Path, layout: Layout, wanted: Sequence[str], *, tolerant: bool, block_size: int,
-             invalid: list[int]) -> Iterator[pa.RecordBatch]:
-    """Record batches of the wanted columns. `tolerant` reads numbers as text, validated later."""
+def batches(path: Path, layout: Layout, wanted: Sequence[str], byte_range: tuple[int, int], *, tolerant: bool,
+            block_size: int, invalid: list[int]) -> Iterator[pa.RecordBatch]:
+    """Record batches of the wanted columns from records in byte_range. `tolerant` reads numbers as text."""
     dictionary = pa.dictionary(pa.int32(), pa.string())
     types: dict[str, pa.DataType] = {name: (pa.string() if tolerant else pa.int64()) for name in INTEGER_COLUMNS}
     types.update(success=pa.string() if tolerant else pa.bool_(), responseCode=dictionary, threadName=dictionary)
@@ -121,27 +161,37 @@ def batches(path: Path, layout: Layout, wanted: Sequence[str], *, tolerant: bool
         invalid[0] += 1
         return "skip"
 
-    if layout.data_end == 0:
+    if byte_range[1] <= byte_range[0]:
         return
-    source: object = str(path)
-    if layout.data_end < path.stat().st_size:
-        source = io.BufferedReader(_Prefix(path, layout.data_end), buffer_size=1 << 20)
-    reader = pacsv.open_csv(
-        source,
-        read_options=pacsv.ReadOptions(block_size=block_size, column_names=layout.names),
-        parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=skip),
-        convert_options=pacsv.ConvertOptions(
-            include_columns=[name for name in wanted if name in layout.present],
-            column_types={name: kind for name, kind in types.items() if name in wanted},
-            true_values=["true", "TRUE", "True"], false_values=["false", "FALSE", "False"],
-        ),
-    )
+    source = io.BufferedReader(_Range(path, *byte_range), buffer_size=1 << 20)
     try:
-        yield from _prefetched(reader)
+        reader = pacsv.open_csv(
+            source,
+            read_options=pacsv.ReadOptions(block_size=block_size, column_names=layout.names),
+            parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=skip),
+            convert_options=pacsv.ConvertOptions(
+                include_columns=[name for name in wanted if name in layout.present],
+                column_types={name: kind for name, kind in types.items() if name in wanted},
+                true_values=["true", "TRUE", "True"], false_values=["false", "FALSE", "False"],
+            ),
+        )
+        try:
+            yield from _prefetched(reader)
+        finally:
+            reader.close()
     finally:
-        reader.close()
-        if isinstance(source, io.BufferedReader):
-            source.close()
+        source.close()
+
+
+def first_timestamp(path: Path, layout: Layout) -> int | None:
+    """The smallest timeStamp among the first 64 kB of records (a provisional t0), None if none parses."""
+    with open(path, "rb") as raw:
+        raw.seek(layout.data_start)
+        text = raw.read(min(1 << 16, layout.data_end - layout.data_start)).decode("utf-8", errors="replace")
+    column = layout.names.index("timeStamp")
+    stamps = [int(fields[column]) for fields in csv.reader(text.splitlines()[:-1])
+              if len(fields) == len(layout.names) and fields[column].isdigit()]
+    return min(stamps) if stamps else None
 
 
 def _prefetched(reader: pacsv.CSVStreamingReader, depth: int = 2) -> Iterator[pa.RecordBatch]:

@@ -8,6 +8,7 @@ counts of each distinct value (usually a few hundred per second), not from the s
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable
 
 import numpy as np
@@ -45,10 +46,24 @@ def _engine_of(thread_name: str) -> str:
     return match.group(1) if match else ""
 
 
+class Classifier:
+    """Response-code classes and engine numbers, shared by the accumulators of one file's parts."""
+
+    def __init__(self) -> None:
+        self.codes: dict[str, int] = {}  # responseCode -> class (response_class)
+        self.thread_engine: dict[str, int] = {}  # threadName -> engine number
+        self._engines: dict[str, int] = {}  # engine ("host:port" prefix, "" locally) -> number
+        self._lock = threading.Lock()
+
+    def engine_number(self, thread_name: str) -> int:
+        with self._lock:  # parts run in threads: one engine must get one number
+            return self._engines.setdefault(_engine_of(thread_name), len(self._engines))
+
+
 class Accumulator:
     """Per-block partial aggregates keyed by absolute second, merged once at the end."""
 
-    def __init__(self, t0_ms: int | None) -> None:
+    def __init__(self, t0_ms: int | None, classifier: Classifier) -> None:
         self.t0_ms = t0_ms
         self.rows = 0
         self.bad_values = 0
@@ -57,11 +72,20 @@ class Accumulator:
         self.sums: list[tuple[np.ndarray, np.ndarray]] = []  # seconds, (k, 7) sums (see SUM_FIELDS)
         self.hists: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # second, elapsed, count
         self.threads: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # second, engine, max allThreads
-        self.codes: dict[str, int] = {}  # responseCode -> class (response_class)
-        self.thread_engine: dict[str, int] = {}  # threadName -> engine number
-        self.engines: dict[str, int] = {}  # engine ("host:port" prefix, "" locally) -> number
+        self.classifier = classifier
 
     SUM_FIELDS = ("requests", "successes", "failures_4xx", "failures_5xx", "latency", "connect", "bytes")
+
+    def absorb(self, other: Accumulator) -> None:
+        """Take over another part's partial results (same t0)."""
+        self.rows += other.rows
+        self.bad_values += other.bad_values
+        if other.min_ts is not None:
+            self.min_ts = other.min_ts if self.min_ts is None else min(self.min_ts, other.min_ts)
+        self.columns |= other.columns
+        self.sums += other.sums
+        self.hists += other.hists
+        self.threads += other.threads
 
     def add(self, batch: pa.RecordBatch) -> None:
         cols = dict(zip(batch.schema.names, batch.columns, strict=True))
@@ -110,7 +134,7 @@ class Accumulator:
         failed = np.flatnonzero(~success)
         if len(failed) and "responseCode" in cols:
             code_column = cols["responseCode"].take(pa.array(_row_numbers(keep, failed)))
-            classes = dictionary_codes(code_column, self.codes, response_class)
+            classes = dictionary_codes(code_column, self.classifier.codes, response_class)
             for column, code in ((2, 4), (3, 5)):
                 sums[:, column] = np.bincount(rel[failed[classes == code]], minlength=size)[occupied]
         for column, name in ((4, "Latency"), (5, "Connect"), (6, "bytes")):
@@ -125,8 +149,7 @@ class Accumulator:
         else:
             if not isinstance(keep, slice):
                 names = names.take(pa.array(keep))
-            engine = dictionary_codes(names, self.thread_engine,
-                                       lambda name: self.engines.setdefault(_engine_of(name), len(self.engines)))
+            engine = dictionary_codes(names, self.classifier.thread_engine, self.classifier.engine_number)
         width = int(engine.max()) + 1
         peak = np.full(size * width, -1, dtype=np.int64)
         np.maximum.at(peak, rel * width + engine, threads)

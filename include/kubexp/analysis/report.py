@@ -43,8 +43,9 @@ def timeline_experiments(data: SuiteData, count: int = TIMELINES) -> list[str]:
     if not data.per_experiment.empty:
         chosen += data.per_experiment.sort_values("failures_mean", ascending=False)["experiment_id"].head(1).tolist()
     if not data.events.empty:
+        analysed = set(data.per_experiment["experiment_id"])
         by_events = data.events["experiment_id"].value_counts().index.tolist()
-        chosen += [e for e in by_events if e not in chosen][:1]
+        chosen += [e for e in by_events if e in analysed and e not in chosen][:1]
     return chosen[:count]
 
 

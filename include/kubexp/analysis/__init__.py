@@ -1,0 +1,1 @@
+"""Analysis of stored experiments: loaders, steady-state windows, statistics, figures, the HTML report."""

@@ -177,9 +177,13 @@ class AirflowClient:
                         max_active_runs: int = 1, conf: dict[str, Any] | None = None) -> dict[str, Any] | None:
         """POST /backfills. reprocess: none (missing slots only) | failed | completed.
 
-        Returns None when Airflow has nothing to create (every slot in range already ran)."""
+        Returns None when there is nothing to run: Airflow would otherwise record an empty backfill,
+        so its dry run is asked first."""
         body = {"dag_id": dag_id, "from_date": from_date.isoformat(), "to_date": to_date.isoformat(),
                 "reprocess_behavior": reprocess, "max_active_runs": max_active_runs, "dag_run_conf": conf or {}}
+        planned = self.request("POST", "/backfills/dry_run", ok=(200, 422), json=body)
+        if planned.status_code == 200 and not planned.json()["backfills"]:
+            return None
         response = self.request("POST", "/backfills", ok=(200, 422), json=body)
         if response.status_code == 422:
             if "No runs to create" in response.text:

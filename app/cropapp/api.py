@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from flask import Flask, Response, g, jsonify, request
@@ -20,6 +22,14 @@ from cropapp import metrics
 from cropapp.crop import Rectangle, RectangleError, crop_base64_png
 from cropapp.folder import ImageFolder
 from cropapp.images import ensure_images, image_dir_from_env
+
+
+class ImageRefused(Exception):
+    """Raised inside a route when the named image cannot be served; carries the answer to give."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status)
+        self.response = response
 
 
 def create_app(image_dir: Path | str | None = None) -> Flask:
@@ -35,11 +45,22 @@ def create_app(image_dir: Path | str | None = None) -> Flask:
     def text(body: str | bytes, status: int = 200) -> Response:
         return Response(body, status=status, mimetype="text/plain")
 
-    def not_found(name: str) -> Response:
-        return text(f"no image {name[:80]!r}; GET /images lists them\n", 404)
+    @contextmanager
+    def opened(name: str) -> Iterator[Image.Image]:
+        """The named image, open while the block runs; a 404 answer when there is none or it is no image."""
+        fd = folder.open(name)
+        if fd is None:
+            raise ImageRefused(text(f"no image {name[:80]!r}; GET /images lists them\n", 404))
+        with os.fdopen(fd, "rb") as file:
+            try:
+                picture = Image.open(file)
+            except (UnidentifiedImageError, Image.DecompressionBombError):
+                raise ImageRefused(text(f"{name[:80]!r} is not a readable image\n", 404)) from None
+            yield picture
 
-    def not_image(name: str) -> Response:
-        return text(f"{name[:80]!r} is not a readable image\n", 404)
+    @app.errorhandler(ImageRefused)
+    def refused(exc: ImageRefused) -> Response:
+        return exc.response
 
     @app.before_request
     def start_timer() -> None:
@@ -75,26 +96,12 @@ def create_app(image_dir: Path | str | None = None) -> Flask:
 
     @app.get("/dimensions/<image>")
     def dimensions(image: str) -> Response:
-        fd = folder.open(image)
-        if fd is None:
-            return not_found(image)
-        with os.fdopen(fd, "rb") as file:
-            try:
-                picture = Image.open(file)
-            except (UnidentifiedImageError, Image.DecompressionBombError):
-                return not_image(image)
+        with opened(image) as picture:
             return jsonify({"width": picture.width, "height": picture.height})
 
     @app.get("/<image>")
     def crop(image: str) -> Response:
-        fd = folder.open(image)
-        if fd is None:
-            return not_found(image)
-        with os.fdopen(fd, "rb") as file:
-            try:
-                picture = Image.open(file)
-            except (UnidentifiedImageError, Image.DecompressionBombError):
-                return not_image(image)
+        with opened(image) as picture:
             try:
                 box = Rectangle.from_query(request.args, picture.width, picture.height)
             except RectangleError as exc:

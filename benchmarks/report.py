@@ -13,56 +13,19 @@ from __future__ import annotations
 
 import argparse
 import resource
-import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import psycopg
+from scratch_postgres import database
 
 from kubexp.analysis import synthetic
 from kubexp.analysis.report import build_report
-from kubexp.processes import free_port
-from kubexp.services import Postgres
 from kubexp.store import db, migrations
 from kubexp.suite import parse_suite
 
 MATRIX = {"pods": [1, 2, 3, 4, 5, 10, 15, 20], "workers": list(range(6, 121, 6)), "mesh": ["native", "istio"]}
-
-
-def wait_until_accepting(server: Postgres, timeout_s: float = 60) -> None:
-    """The port opens before PostgreSQL accepts connections ("the database system is starting up")."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            psycopg.connect(server.url("postgres"), connect_timeout=5).close()
-            return
-        except psycopg.OperationalError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
-@contextmanager
-def database(url: str | None) -> Iterator[str]:
-    if url:
-        yield url
-        return
-    root = Path(tempfile.mkdtemp(prefix="kubexp-bench-report-", dir="/tmp"))
-    root.chmod(0o755)
-    server = Postgres(root=root, port=free_port(), password=secrets.token_urlsafe(12))
-    try:
-        server.init()
-        server.process().start(timeout=60)
-        wait_until_accepting(server)
-        server.create_databases("kubexp")
-        yield server.url("kubexp")
-    finally:
-        server.process().stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def main() -> None:
@@ -76,7 +39,7 @@ def main() -> None:
     document = synthetic.suite_document(name, MATRIX, repetitions=args.repetitions, duration_s=args.seconds)
     suite = parse_suite(document, Path(f"{name}.yaml"))
     out = args.out or Path(tempfile.mkdtemp(prefix="kubexp-report-"))
-    with database(args.url) as url:
+    with database(args.url, "kubexp-bench-report-") as url:
         migrations.upgrade(url)
         with db.connect(url) as conn:
             stored = conn.execute("SELECT count(*) FROM experiment WHERE suite = %s AND status = 'finished'",

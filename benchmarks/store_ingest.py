@@ -12,41 +12,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
-import shutil
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scratch_postgres import database
 
-from kubexp.processes import free_port
 from kubexp.records import LOAD_SECOND_COLUMNS, MetricSeries
-from kubexp.services import Postgres
 from kubexp.store import attempts, db, experiments, ingest, migrations, suites
 from kubexp.suite import Suite, parse_suite
 
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
-
-
-@contextmanager
-def database(url: str | None) -> Iterator[str]:
-    if url:
-        yield url
-        return
-    root = Path(tempfile.mkdtemp(prefix="kubexp-bench-pg-", dir="/tmp"))
-    root.chmod(0o755)
-    server = Postgres(root=root, port=free_port(), password=secrets.token_urlsafe(12))
-    try:
-        server.start()
-        yield server.url("kubexp")
-    finally:
-        server.process().stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def bench_suite(experiments_wanted: int, seconds: int) -> Suite:
@@ -97,7 +74,7 @@ def main() -> None:
     parser.add_argument("--url", help="an empty database to use instead of a throwaway server")
     args = parser.parse_args()
     rng = np.random.default_rng(7)
-    with database(args.url) as url:
+    with database(args.url, "kubexp-bench-pg-") as url:
         migrations.upgrade(url)
         with db.connect(url) as conn:
             suite = bench_suite(args.experiments, args.seconds)

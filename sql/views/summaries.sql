@@ -5,6 +5,17 @@
 DROP VIEW IF EXISTS scenario_summary;
 DROP VIEW IF EXISTS experiment_summary;
 DROP FUNCTION IF EXISTS refresh_experiment_aggregate(uuid[]);
+DROP FUNCTION IF EXISTS scenario_columns(jsonb);
+
+-- A scenario's main parameters as typed columns (both summaries show them beside `params`).
+CREATE FUNCTION scenario_columns(params jsonb)
+RETURNS TABLE (pods integer, pods_max integer, workers integer, think_time_ms double precision, duration_s integer,
+               mesh text, etcd_storage text, memory_limit_mib integer)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT (params ->> 'pods')::integer, (params ->> 'pods_max')::integer, (params ->> 'workers')::integer,
+           (params ->> 'think_time_ms')::double precision, (params ->> 'duration_s')::integer,
+           params ->> 'mesh', params ->> 'etcd_storage', (params ->> 'memory_limit_mib')::integer
+$$;
 
 -- (Re)compute experiment_aggregate for the given finished experiments; returns how many rows it wrote.
 CREATE FUNCTION refresh_experiment_aggregate(ids uuid[]) RETURNS integer
@@ -65,15 +76,7 @@ $$;
 CREATE VIEW experiment_summary AS
 SELECT e.id AS experiment_id, e.suite, e.scenario_id, ss.position AS scenario_index, e.repetition,
        e.finished_at, e.finished_attempt_id AS attempt_id, at.load_started_at AS t0, at.host,
-       sc.params,
-       (sc.params ->> 'pods')::integer AS pods,
-       (sc.params ->> 'pods_max')::integer AS pods_max,
-       (sc.params ->> 'workers')::integer AS workers,
-       (sc.params ->> 'think_time_ms')::double precision AS think_time_ms,
-       (sc.params ->> 'duration_s')::integer AS duration_s,
-       sc.params ->> 'mesh' AS mesh,
-       sc.params ->> 'etcd_storage' AS etcd_storage,
-       (sc.params ->> 'memory_limit_mib')::integer AS memory_limit_mib,
+       sc.params, p.*,
        a.window_start_s, a.window_end_s, a.seconds, a.seconds_with_load,
        a.requests, a.successes, a.failures, a.failures_4xx, a.failures_5xx, a.failures_other,
        a.failures::double precision / nullif(a.requests, 0) AS failure_share,
@@ -83,6 +86,7 @@ SELECT e.id AS experiment_id, e.suite, e.scenario_id, ss.position AS scenario_in
 FROM experiment e
 JOIN suite_scenario ss ON ss.suite = e.suite AND ss.scenario_id = e.scenario_id
 JOIN scenario sc ON sc.id = e.scenario_id
+CROSS JOIN LATERAL scenario_columns(sc.params) p
 JOIN attempt at ON at.id = e.finished_attempt_id
 LEFT JOIN experiment_aggregate a ON a.experiment_id = e.id
 WHERE e.status = 'finished';
@@ -92,32 +96,29 @@ WHERE e.status = 'finished';
 -- successes_per_s_mean/std pool every steady-state second of every finished experiment (the paper's
 -- Figure 5); experiment_mean_std is the spread between the experiments' means.
 CREATE VIEW scenario_summary AS
-SELECT ss.suite, ss.scenario_id, ss.position AS scenario_index, ss.active, sc.params,
-       (sc.params ->> 'pods')::integer AS pods,
-       (sc.params ->> 'pods_max')::integer AS pods_max,
-       (sc.params ->> 'workers')::integer AS workers,
-       (sc.params ->> 'think_time_ms')::double precision AS think_time_ms,
-       (sc.params ->> 'duration_s')::integer AS duration_s,
-       sc.params ->> 'mesh' AS mesh,
-       sc.params ->> 'etcd_storage' AS etcd_storage,
-       (sc.params ->> 'memory_limit_mib')::integer AS memory_limit_mib,
-       count(a.experiment_id)::integer AS experiments,
-       coalesce(sum(a.seconds), 0)::bigint AS seconds,
-       coalesce(sum(a.requests), 0)::bigint AS requests,
-       coalesce(sum(a.successes), 0)::bigint AS successes,
-       coalesce(sum(a.failures), 0)::bigint AS failures,
-       sum(a.failures)::double precision / nullif(sum(a.requests), 0) AS failure_share,
-       sum(a.successes)::double precision / nullif(sum(a.seconds), 0) AS successes_per_s_mean,
-       sqrt(greatest(0, (sum(a.successes_sq) - sum(a.successes)::double precision ^ 2 / nullif(sum(a.seconds), 0))
-                        / nullif(sum(a.seconds) - 1, 0))) AS successes_per_s_std,
-       stddev_samp(a.successes_per_s_mean) AS experiment_mean_std,
-       percentile_cont(0.5) WITHIN GROUP (ORDER BY a.successes_per_s_median) AS successes_per_s_median_of_experiments,
-       sum(a.elapsed_mean_ms * a.requests) / nullif(sum(a.requests) FILTER (WHERE a.elapsed_mean_ms IS NOT NULL), 0)
-           AS elapsed_mean_ms,
-       percentile_cont(0.5) WITHIN GROUP (ORDER BY a.elapsed_p95_median_ms) AS elapsed_p95_median_ms,
-       percentile_cont(0.5) WITHIN GROUP (ORDER BY a.elapsed_p99_median_ms) AS elapsed_p99_median_ms
+SELECT ss.suite, ss.scenario_id, ss.position AS scenario_index, ss.active, sc.params, p.*, totals.*
 FROM suite_scenario ss
 JOIN scenario sc ON sc.id = ss.scenario_id
-LEFT JOIN experiment e ON e.suite = ss.suite AND e.scenario_id = ss.scenario_id AND e.status = 'finished'
-LEFT JOIN experiment_aggregate a ON a.experiment_id = e.id
-GROUP BY ss.suite, ss.scenario_id, ss.position, ss.active, sc.params;
+CROSS JOIN LATERAL scenario_columns(sc.params) p
+CROSS JOIN LATERAL (
+    SELECT count(a.experiment_id)::integer AS experiments,
+           coalesce(sum(a.seconds), 0)::bigint AS seconds,
+           coalesce(sum(a.requests), 0)::bigint AS requests,
+           coalesce(sum(a.successes), 0)::bigint AS successes,
+           coalesce(sum(a.failures), 0)::bigint AS failures,
+           sum(a.failures)::double precision / nullif(sum(a.requests), 0) AS failure_share,
+           sum(a.successes)::double precision / nullif(sum(a.seconds), 0) AS successes_per_s_mean,
+           sqrt(greatest(0, (sum(a.successes_sq)
+                             - sum(a.successes)::double precision ^ 2 / nullif(sum(a.seconds), 0))
+                            / nullif(sum(a.seconds) - 1, 0))) AS successes_per_s_std,
+           stddev_samp(a.successes_per_s_mean) AS experiment_mean_std,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY a.successes_per_s_median)
+               AS successes_per_s_median_of_experiments,
+           sum(a.elapsed_mean_ms * a.requests) / nullif(sum(a.requests) FILTER (WHERE a.elapsed_mean_ms IS NOT NULL), 0)
+               AS elapsed_mean_ms,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY a.elapsed_p95_median_ms) AS elapsed_p95_median_ms,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY a.elapsed_p99_median_ms) AS elapsed_p99_median_ms
+    FROM experiment e
+    JOIN experiment_aggregate a ON a.experiment_id = e.id
+    WHERE e.suite = ss.suite AND e.scenario_id = ss.scenario_id AND e.status = 'finished'
+) totals;

@@ -170,6 +170,9 @@ def airflow_env(root: Path, ports: settings.Ports, pg: Postgres, secrets: dict[s
         "AIRFLOW__API_AUTH__JWT_SECRET": secrets["airflow_jwt_secret"],
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "10",
+        # An idle scheduler loop sleeps 1 s by default: ~0.6 s between one task's end and the next's
+        # start, 8 s per experiment run. 0.25 s cuts that to ~2 s for a few % of one core.
+        "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.25",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
         "AIRFLOW_CONN_KUBEXP_RESULTS": pg.url("kubexp"),
         "KUBEXP_DATABASE_URL": pg.url("kubexp"),

@@ -1,0 +1,106 @@
+"""Orchestration overhead per experiment: DAG run wall time minus load duration, on the local platform.
+
+Starts the local services (PostgreSQL, Prometheus, the four Airflow components) on free ports in a
+temporary KUBEXP_HOME, writes a one-scenario suite, triggers runs one after the other over the
+REST API and prints, per run and on average, the run's wall time, the load duration, the
+overhead, each task's duration and the scheduler's gaps between tasks. Everything it started is
+stopped at the end.
+
+    .venv/bin/python benchmarks/orchestration_overhead.py [--runs 3] [--duration 10] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import tempfile
+from datetime import datetime
+from pathlib import Path
+
+import yaml
+
+from kubexp.processes import free_port
+
+SUITE = "bench-overhead"
+
+
+def suite_document(duration_s: int, runs: int, results_dir: Path) -> dict:
+    return {"suite": SUITE, "description": "orchestration overhead benchmark", "platform": "local",
+            "cluster": "bench-local", "repetitions": runs, "seed": 1, "allow_dirty": True,
+            "defaults": {"pods": 1, "duration_s": duration_s, "think_time_ms": 50, "memory_limit_mib": 256,
+                         "cpu_limit_millicores": 1000},
+            "matrix": {"workers": [2]}, "load": {"servers": 1, "results_dir": str(results_dir)},
+            "local": {"health_check_interval_s": 1, "fingerprint_puts": 50, "fingerprint_max_s": 5}}
+
+
+def seconds(start: str | None, end: str | None) -> float:
+    if not start or not end:
+        return 0.0
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
+def measure(runs: int, duration_s: int, keep: bool = False) -> None:
+    from kubexp.airflow_api import AirflowClient
+    from kubexp.services import LocalServices
+
+    root = Path(tempfile.mkdtemp(prefix="kubexp-bench-", dir="/tmp"))
+    root.chmod(0o755)
+    results_dir = Path("/dev/shm") / root.name
+    (root / "suites").mkdir()
+    (root / "suites" / f"{SUITE}.yaml").write_text(yaml.safe_dump(suite_document(duration_s, runs, results_dir)))
+    os.environ.update({"KUBEXP_HOME": str(root / "home"), "KUBEXP_SUITES_DIR": str(root / "suites"),
+                       "KUBEXP_POSTGRES_PORT": str(free_port()), "KUBEXP_AIRFLOW_PORT": str(free_port()),
+                       "KUBEXP_PROMETHEUS_PORT": str(free_port())})
+    services = LocalServices.from_env()
+    try:
+        services.up(log=lambda line: None)
+        client = AirflowClient.from_env()
+        client.wait_for_dag(SUITE, timeout_s=180)
+        rows = []
+        for number in range(1, runs + 1):
+            run_id = f"bench-{number}"
+            client.trigger(SUITE, run_id)
+            run = client.wait_for_run(SUITE, run_id, timeout_s=900, poll_s=1)
+            tasks = [ti for ti in client.task_instances(SUITE, run_id) if ti["start_date"]]
+            tasks.sort(key=lambda ti: ti["start_date"])
+            wall = seconds(run["start_date"], run["end_date"])
+            busy = {ti["task_id"]: float(ti["duration"] or 0) for ti in tasks}
+            gaps = sum(max(0.0, seconds(a["end_date"], b["start_date"])) for a, b in zip(tasks, tasks[1:],
+                                                                                        strict=False))
+            rows.append((run["state"], wall, busy, gaps))
+            print(f"run {number}: {run['state']}, wall {wall:.1f} s, load duration {duration_s} s, overhead "
+                  f"{wall - duration_s:.1f} s (scheduler gaps between tasks {gaps:.1f} s)")
+        good = [row for row in rows if row[0] == "success"]
+        if not good:
+            print("no successful run")
+            return
+        walls = [row[1] for row in good]
+        print(f"\noverhead per experiment (wall - {duration_s} s load), {len(good)} runs: "
+              f"mean {statistics.mean(walls) - duration_s:.1f} s, min {min(walls) - duration_s:.1f} s, "
+              f"max {max(walls) - duration_s:.1f} s; goal <= 20 s")
+        print("mean seconds per task (the load task includes JMeter's start-up and tear-down):")
+        for task_id in good[0][2]:
+            print(f"  {task_id:<25} {statistics.mean(row[2].get(task_id, 0.0) for row in good):6.1f}")
+        print(f"  {'(gaps between tasks)':<25} {statistics.mean(row[3] for row in good):6.1f}")
+    finally:
+        services.down(log=lambda line: None)
+        shutil.rmtree(results_dir, ignore_errors=True)
+        if keep:
+            print(f"task logs kept in {root / 'home' / 'airflow' / 'logs'}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=10, help="load duration per experiment, seconds")
+    parser.add_argument("--keep", action="store_true", help="keep the run folder (task logs) for a closer look")
+    args = parser.parse_args()
+    measure(args.runs, args.duration, args.keep)
+
+
+if __name__ == "__main__":
+    main()

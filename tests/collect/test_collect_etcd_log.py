@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from collect_sshd import start_sshd
+from loopback_sshd import running_sshd
 from metrics_stack import ETCD, etcd_process
 
 from kubexp.collect import etcd_log
@@ -130,11 +130,8 @@ def test_live_etcd_with_slow_fsync(slow_etcd_log: tuple[Path, datetime, datetime
 
 @pytest.fixture(scope="module")
 def ssh_connection() -> Iterator[str]:
-    root = Path(tempfile.mkdtemp(prefix="kubexp-collect-sshd-"))
-    sshd, connection = start_sshd(root)
-    yield connection
-    sshd.stop()
-    shutil.rmtree(root, ignore_errors=True)
+    with running_sshd("kubexp-collect-sshd-") as sshd:
+        yield sshd.connection_json()
 
 
 @pytest.fixture

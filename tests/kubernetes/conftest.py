@@ -14,16 +14,13 @@ from etcd_node import EtcdNode, start_etcd_node
 from fake_kube import FakeKubernetes
 from fake_openstack import FakeOpenStack
 from fake_tools import KUBE_CONN_ID, SSH_CONN_ID, FakeTool, SanityServer
-from loopback_sshd import LoopbackSshd, start_sshd
+from loopback_sshd import LoopbackSshd, running_sshd
 
 
 @pytest.fixture(scope="session")
 def sshd() -> Iterator[LoopbackSshd]:
-    root = Path(tempfile.mkdtemp(prefix="kubexp-sshd-"))
-    server = start_sshd(root)
-    yield server
-    server.process.stop()
-    shutil.rmtree(root, ignore_errors=True)
+    with running_sshd() as server:
+        yield server
 
 
 @pytest.fixture

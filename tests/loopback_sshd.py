@@ -1,9 +1,16 @@
-"""A real OpenSSH server on 127.0.0.1 with a generated host key and client key (test stand-in for a node)."""
+"""A real OpenSSH server on 127.0.0.1 with a generated host key and client key (test stand-in for a node).
+
+Shared by the tests that reach a "node" over SSH (tests/kubernetes, tests/collect).
+"""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,3 +57,17 @@ def start_sshd(root: Path) -> LoopbackSshd:
     public = Path(f"{host_key}.pub").read_text().split()
     return LoopbackSshd(root=root, port=port, process=process, client_key=client_key,
                         host_public_key=f"{public[0]} {public[1]}")
+
+
+@contextmanager
+def running_sshd(prefix: str = "kubexp-sshd-") -> Iterator[LoopbackSshd]:
+    """An sshd in a fresh temp folder; stopped and the folder removed afterwards."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        server = start_sshd(root)
+        try:
+            yield server
+        finally:
+            server.process.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

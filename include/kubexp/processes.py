@@ -8,6 +8,7 @@ exactly what was started, process group included.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -53,6 +54,16 @@ def tail(path: Path, lines: int = 15) -> str:
         return "(no log written)"
     text = path.read_text(errors="replace").splitlines()
     return "\n".join(text[-lines:])
+
+
+def tool_version(argv: Sequence[str], pattern: str) -> str:
+    """The version a tool prints on stdout (group 1 of `pattern`), or "unknown" when it cannot say."""
+    try:
+        out = subprocess.run(list(argv), capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    match = re.search(pattern, out)
+    return match.group(1) if match else "unknown"
 
 
 @dataclass

@@ -11,9 +11,7 @@ import base64
 import json
 import math
 import os
-import re
 import shutil
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kubexp.platform.base import PlatformError
 from kubexp.platform.local.config import LocalSettings
-from kubexp.processes import ManagedProcess, ProcessError, free_port
+from kubexp.processes import ManagedProcess, ProcessError, free_port, tool_version
 
 MEMBER = "kubexp-local"
 WAL_FSYNC = "etcd_disk_wal_fsync_duration_seconds"
@@ -225,9 +223,4 @@ def _metrics(session: requests.Session, url: str) -> str:
 
 
 def version(binary: str) -> str:
-    try:
-        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    match = re.search(r"etcd Version: (\S+)", out)
-    return match.group(1) if match else "unknown"
+    return tool_version([binary, "--version"], r"etcd Version: (\S+)")

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import csv
 import io
-import re
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 
-from kubexp.processes import ManagedProcess
+from kubexp.processes import ManagedProcess, tool_version
 
 BACKEND = "replicas"
 NATIVE_SERVER_TIMEOUT_S = 60  # kube-proxy has none; the load's own response timeout ends a request first
@@ -117,9 +115,4 @@ def server_states(stats_port: int, timeout: float = 1.0) -> list[ServerState] | 
 
 
 def version(binary: str) -> str:
-    try:
-        out = subprocess.run([binary, "-v"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    match = re.search(r"version (\S+)", out)
-    return match.group(1) if match else "unknown"
+    return tool_version([binary, "-v"], r"version (\S+)")

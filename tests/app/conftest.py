@@ -10,9 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cropapp_server import running_app
 
-from kubexp import appserver
-from kubexp.processes import free_port
 from kubexp.settings import APP_DIR
 
 # cropapp is its own package under app/, not installed into the venv.
@@ -52,12 +51,10 @@ def served(bundled_images: Path, pytestconfig: pytest.Config) -> Iterator[Served
     (images / "alias.png").symlink_to(images / "small.png")
     (images / "broken.png").write_text("not a PNG at all")
     (images / "notes.txt").write_text("not an image name")
-    port = free_port()
-    process = appserver.app_process("cropapp-test", root / "state", "127.0.0.1", port, workers=2, image_dir=images)
-    process.env = {**(process.env or {}), "CROPAPP_MAX_CROP_PIXELS": str(MAX_CROP_PIXELS)}
-    process.start(timeout=60)
     try:
-        yield Served(f"http://127.0.0.1:{port}", port, root, images)
+        with running_app("cropapp-test", root / "state", workers=2, image_dir=images,
+                         env={"CROPAPP_MAX_CROP_PIXELS": str(MAX_CROP_PIXELS)}) as app:
+            port = app.ports[0]
+            yield Served(f"http://127.0.0.1:{port}", port, root, images)
     finally:
-        process.stop()
         shutil.rmtree(root, ignore_errors=True)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import bcrypt
 import requests
+from cropapp_server import running_app
 
-from kubexp.appserver import app_process
 from kubexp.collect.prometheus import PrometheusInstance
 from kubexp.platform.local import haproxy
 from kubexp.processes import ManagedProcess, free_port
@@ -120,10 +120,9 @@ def _light_load(url: str, until: threading.Event) -> None:
 @contextmanager
 def running_stack(state_dir: Path, before_s: float = 5, gap_s: float = 5, after_s: float = 6) -> Iterator[MetricsStack]:
     with ExitStack() as stack:
-        app_port, front, stats, prom_port = free_port(), free_port(), free_port(), free_port()
-        app = app_process("app", state_dir, "127.0.0.1", app_port)
-        app.start(timeout=60)
-        stack.callback(app.stop)
+        front, stats, prom_port = free_port(), free_port(), free_port()
+        app = stack.enter_context(running_app("app", state_dir))
+        app_port = app.ports[0]
         etcd, etcd_port = etcd_process(state_dir)
         etcd.start(timeout=30)
         stack.callback(etcd.stop)

@@ -8,12 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cropapp_server import running_app
 
 from kubexp import appserver
 from kubexp.load.home import jmeter_home
 from kubexp.load.jmeter import LocalJMeterServers
 from kubexp.platform.base import Endpoint
-from kubexp.processes import free_port
 
 
 @pytest.fixture(scope="session")
@@ -33,13 +33,10 @@ def jmeter_home_dir() -> Iterator[Path]:
 def cropapp() -> Iterator[Endpoint]:
     """The app under test (gunicorn, 2 workers) on a free loopback port."""
     state = Path(tempfile.mkdtemp(prefix="kubexp-load-app-"))
-    port = free_port()
-    process = appserver.app_process("cropapp-load", state, "127.0.0.1", port, workers=2)
-    process.start(timeout=60)
     try:
-        yield Endpoint("127.0.0.1", port, appserver.DEFAULT_CROP_PATH)
+        with running_app("cropapp-load", state, workers=2) as app:
+            yield Endpoint("127.0.0.1", app.ports[0], appserver.DEFAULT_CROP_PATH)
     finally:
-        process.stop()
         shutil.rmtree(state, ignore_errors=True)
 
 

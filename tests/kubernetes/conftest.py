@@ -24,6 +24,14 @@ def sshd() -> Iterator[LoopbackSshd]:
 
 
 @pytest.fixture
+def trap(tmp_path: Path) -> Path:
+    """An empty folder: the injection tests hide `touch <trap>/...` in values and expect it to stay empty."""
+    folder = tmp_path / "trap"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
 def ssh_conn(sshd: LoopbackSshd, monkeypatch: pytest.MonkeyPatch) -> str:
     """Id of an Airflow SSH connection (from the environment) to the loopback sshd."""
     monkeypatch.setenv(f"AIRFLOW_CONN_{SSH_CONN_ID.upper()}", sshd.connection_json())

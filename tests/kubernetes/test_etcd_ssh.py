@@ -81,10 +81,7 @@ def test_failed_snapshot_stops_before_touching_etcd(etcd_node: EtcdNode, ssh_con
 
 
 @pytest.mark.slow
-def test_injection_through_paths_and_member_names_is_inert(etcd_node: EtcdNode, ssh_conn: str,
-                                                           tmp_path: Path) -> None:
-    trap = tmp_path / "trap"
-    trap.mkdir()
+def test_injection_through_paths_and_member_names_is_inert(etcd_node: EtcdNode, ssh_conn: str, trap: Path) -> None:
     evil_dir = f"{etcd_node.root}/ram;touch {trap}/p1;$(touch {trap}/p2)`touch {trap}/p3` && echo >{trap}/p4 |x"
     evil_member = "etcd1;touch p5;$(touch p6)`touch p7`"
     profile = etcd_node.profile(ramdisk_path=evil_dir)

@@ -59,9 +59,7 @@ def test_servers_are_restarted_and_reachable(ssh_conn: str, standin: ManagedProc
 
 @pytest.mark.slow
 def test_host_value_reaches_the_command_as_one_inert_argument(ssh_conn: str, standin: ManagedProcess,
-                                                              tmp_path: Path) -> None:
-    trap = tmp_path / "trap"
-    trap.mkdir()
+                                                              trap: Path) -> None:
     host = f"$(touch${{IFS}}{trap}/a);touch${{IFS}}{trap}/b`touch${{IFS}}{trap}/c`|tee${{IFS}}{trap}/d"
     hosts = [LoadHost(address=f"{host}:{free_port()}", ssh_conn_id=ssh_conn)]
 

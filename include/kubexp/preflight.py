@@ -188,11 +188,16 @@ def stop_leftover_load(results_dir: Path) -> list[int]:
     return [proc.pid for proc in leftovers]
 
 
-def load_region_warnings(suite: Suite, params: Mapping[str, Any]) -> list[str]:
-    """What the queueing model says about the offered load (saturation, too little load)."""
-    from kubexp.load import model
+def load_region_warnings(suite: Suite, params: Mapping[str, Any], problems: list[str]) -> list[str]:
+    """What the queueing model (kubexp.model) says about the scenario's load region, from the suite's
+    `load` settings (region, expected_response_time_ms, ...): warnings, recorded, that never stop a run."""
+    from kubexp import model
 
-    return list(model.region_warnings(params, suite))
+    try:
+        return model.load_region_warnings(params, suite.load)
+    except model.ModelError as exc:
+        problems.append(f"{suite.path}: {exc}")
+        return []
 
 
 def run_all(suite: Suite, results_dir: Path, params: Mapping[str, Any], *, restart_load: bool) -> dict[str, Any]:
@@ -204,7 +209,7 @@ def run_all(suite: Suite, results_dir: Path, params: Mapping[str, Any], *, resta
         "database": check_database(problems),
         "prometheus": check_prometheus(suite, problems),
         "results_dir": check_results_dir(results_dir, problems),
-        "warnings": load_region_warnings(suite, params),
+        "warnings": load_region_warnings(suite, params, problems),
     }
     if restart_load and not problems:
         facts["load_servers"] = restart_load_servers(suite, problems)

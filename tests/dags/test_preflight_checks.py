@@ -1,0 +1,92 @@
+"""Preflight names every problem at once (uncommitted code, database, Prometheus, RAM disk, load model)."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from kubexp import preflight, services, settings
+from kubexp.processes import free_port
+from kubexp.suite import load_suite
+
+SUITE = settings.SUITES_DIR / "demo.yaml"
+
+
+@pytest.fixture
+def checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A git checkout with a framework file and app/, standing in for the repository."""
+    repo = tmp_path / "repo"
+    (repo / "app").mkdir(parents=True)
+    (repo / "include.py").write_text("framework\n")
+    (repo / "app" / "wsgi.py").write_text("app\n")
+    for argv in (["init", "-q"], ["add", "."], ["-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qm", "x"]):
+        subprocess.run(["git", "-C", str(repo), *argv], check=True)
+    monkeypatch.setattr(settings, "REPO_ROOT", repo)
+    return repo
+
+
+def test_uncommitted_app_change_is_refused_unless_allowed(checkout: Path) -> None:
+    suite = load_suite(SUITE)
+    problems: list[str] = []
+    facts = preflight.check_git(suite, problems)
+    assert problems == [] and facts["framework"]["dirty"] is False and len(facts["commit"]) == 40
+    (checkout / "app" / "wsgi.py").write_text("changed\n")
+    facts = preflight.check_git(suite, problems)
+    assert len(problems) == 1 and "uncommitted changes in the app (app/wsgi.py)" in problems[0]
+    assert "allow_dirty: true" in problems[0] and facts["framework"]["dirty"] is False
+    allowed: list[str] = []
+    facts = preflight.check_git(dataclasses.replace(suite, allow_dirty=True), allowed)
+    assert allowed == [] and facts["app"]["uncommitted"] == ["app/wsgi.py"]  # recorded, not refused
+
+
+def test_every_problem_is_reported_in_one_error(checkout: Path, database_url: str, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUBEXP_DATABASE_URL", database_url)
+    (checkout / "include.py").write_text("changed\n")
+    dead = f"http://127.0.0.1:{free_port()}"
+    suite = dataclasses.replace(load_suite(SUITE), load={"servers": 1, "region": "sideways"},
+                                metrics={"prometheus": [{"name": "gone", "url": dead}], "retries": 1})
+    with pytest.raises(preflight.PreflightError) as raised:
+        preflight.run_all(suite, tmp_path / "results", suite.scenarios()[0].params, restart_load=True)
+    message = str(raised.value)
+    assert "uncommitted changes in the framework (include.py)" in message
+    assert "Prometheus 'gone'" in message and dead in message
+    assert f"load results folder {tmp_path / 'results'} is on ext4" in message
+    assert "load.region='sideways'" in message
+    assert "results database" not in message  # the database is fine
+
+
+def test_facts_when_all_is_well(checkout: Path, database_url: str, monkeypatch: pytest.MonkeyPatch,
+                                tmp_path: Path) -> None:
+    monkeypatch.setenv("KUBEXP_DATABASE_URL", database_url)
+    port = free_port()
+    prometheus = services.prometheus_process(tmp_path / "prometheus", port)
+    prometheus.start(timeout=30)
+    suite = dataclasses.replace(load_suite(SUITE), metrics={"prometheus": [{"name": "p", "url": f"http://127.0.0.1:{port}"}]},
+                                load={"servers": 1, "region": "underload", "expected_response_time_ms": 50})
+    results = Path("/dev/shm") / tmp_path.name
+    try:
+        facts = preflight.run_all(suite, results, suite.scenarios()[0].params, restart_load=False)
+    finally:
+        prometheus.stop()
+        results.rmdir()
+    assert facts["results_dir"]["fstype"] == "tmpfs" and facts["database"]["server_version"].startswith("15")
+    assert facts["git"]["framework"]["dirty"] is False and facts["prometheus"] == [
+        {"name": "p", "url": f"http://127.0.0.1:{port}"}]
+    [warning] = facts["warnings"]  # 4 workers with 50 ms think time fill 2 pods of 50 ms: rho = 1
+    assert "suite claims underload" in warning and "rho = 1.00" in warning
+
+
+def test_postconditions_name_what_is_missing() -> None:
+    suite = load_suite(SUITE)
+    params = suite.scenarios()[0].params
+    good = {"requests": 100, "seconds": params["duration_s"], "rows": 100, "malformed": 0, "artifacts": 3,
+            "metric_problems": []}
+    assert preflight.postconditions(suite, params, good) == []
+    bad = {**good, "seconds": 5, "malformed": 10, "metric_problems": ["required metric 'x' returned no series"]}
+    problems = preflight.postconditions(suite, params, bad)
+    assert problems == [f"load rows cover 5 s of {params['duration_s']} s", "10 malformed JTL lines of 100",
+                        "required metric 'x' returned no series"]

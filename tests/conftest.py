@@ -4,21 +4,14 @@ from __future__ import annotations
 
 import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from scratch_dirs import reachable_tmpdir
 
 from kubexp.processes import free_port
 from kubexp.services import Postgres
-
-
-def reachable_tmpdir(prefix: str) -> Path:
-    """A temp dir the `postgres` user can reach too (pytest's tmp_path is 0700 for root)."""
-    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
-    path.chmod(0o755)
-    return path
 
 
 @pytest.fixture(scope="session")

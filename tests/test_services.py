@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import reachable_tmpdir
+from scratch_dirs import reachable_tmpdir
 
 from kubexp.processes import ManagedProcess, ProcessError, free_port, port_is_free
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import PAPER_ETCD_MATRIX, Frames, build_frames
+from analysis_data import PAPER_ETCD_MATRIX, Frames, build_frames
 from scipy import stats as scipy_stats
 
 from kubexp.analysis.comparisons import POOLED, compare_factor, comparisons, repetition_table

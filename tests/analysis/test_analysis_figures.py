@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
-from conftest import Frames, build_frames
+from analysis_data import Frames, build_frames
 
 from kubexp.analysis import figures
 

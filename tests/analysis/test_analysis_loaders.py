@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import StoredSuite
+from analysis_data import StoredSuite
 
 from kubexp.analysis import loaders
 from kubexp.analysis.dataset import AnalysisSettings, load_suite_data

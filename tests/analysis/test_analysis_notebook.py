@@ -11,7 +11,7 @@ from pathlib import Path
 import nbformat
 import numpy as np
 import pytest
-from conftest import StoredSuite
+from analysis_data import StoredSuite
 from nbclient import NotebookClient
 from PIL import Image
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from analysis_data import StoredSuite, store_synthetic_suite
 from click.testing import CliRunner
-from conftest import StoredSuite, store_synthetic_suite
 
 from kubexp.analysis import loaders
 from kubexp.analysis.dataset import load_suite_data

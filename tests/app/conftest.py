@@ -6,10 +6,10 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from app_served import MAX_CROP_PIXELS, SECRET, Served
 from cropapp_server import running_app
 
 from kubexp.settings import APP_DIR
@@ -19,17 +19,6 @@ if str(APP_DIR) not in sys.path:
     sys.path.insert(0, str(APP_DIR))
 
 from cropapp.images import DEFAULT_IMAGE_DIR, ensure_images  # noqa: E402
-
-SECRET = "TOP-SECRET-OUTSIDE-THE-IMAGE-FOLDER"
-MAX_CROP_PIXELS = 1_000_000  # below the large image's 3 MP, so the area bound is testable
-
-
-@dataclass(frozen=True)
-class Served:
-    base: str
-    port: int
-    root: Path  # holds images/ and the secret files beside it
-    images: Path
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import json
 import re
 
 import pytest
-from conftest import MAX_CROP_PIXELS, SECRET, Served
+from app_served import MAX_CROP_PIXELS, SECRET, Served
 from PIL import Image
 
 from kubexp.appserver import DEFAULT_CROP_PATH, LARGE_IMAGE, LARGE_IMAGE_SIZE

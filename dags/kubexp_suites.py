@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from airflow.providers.standard.operators.empty import EmptyOperator
-from airflow.sdk import DAG, PokeReturnValue, TriggerRule, chain, task
+from airflow.sdk import DAG, ExceptionRetryPolicy, PokeReturnValue, RetryAction, RetryRule, TriggerRule, chain, task
 from airflow.sdk.exceptions import AirflowSkipException
 
 from kubexp import experiment, suite_dag
@@ -25,6 +25,11 @@ log = logging.getLogger(__name__)
 # Poke mode everywhere: reschedule mode with short intervals fails at random in Airflow 3.3.2
 # (apache/airflow#71172), and a deferrable sensor would need the triggerer for waits of seconds.
 LOCK_WAIT = timedelta(hours=6)
+# Errors that name something for the user to fix (uncommitted code, a finished forced experiment, a lost
+# lease) fail at once; a service that did not answer (preflight.ServiceUnavailable) gets the retries.
+NEEDS_A_FIX = ExceptionRetryPolicy(rules=[RetryRule(
+    exception=["kubexp.preflight.PreflightError", "kubexp.experiment.ExperimentError"],
+    action=RetryAction.FAIL, match_subclasses=False, reason="needs a fix, not a retry")])
 NODES_READY_WAIT = timedelta(minutes=15)
 ROLLOUT_WAIT = timedelta(minutes=10)
 
@@ -58,6 +63,7 @@ def build_dag(suite: Suite) -> DAG:
             "retry_delay": timedelta(seconds=15),
             "execution_timeout": timedelta(minutes=30),
             "on_failure_callback": _close_attempt_on_failure,
+            "retry_policy": NEEDS_A_FIX,
         },
     ) as dag:
 

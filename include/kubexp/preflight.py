@@ -28,7 +28,11 @@ VERSIONED = ("kubexp", "apache-airflow", "apache-airflow-task-sdk", "pandas", "p
 
 
 class PreflightError(RuntimeError):
-    """One or more preflight checks failed; the message lists each with what to fix."""
+    """One or more preflight checks failed; the message lists each with what to fix. Not worth a retry."""
+
+
+class ServiceUnavailable(PreflightError):
+    """Only services that did not answer (database, Prometheus, load servers): a retry may find them back."""
 
 
 def suite_facts(suite: Suite) -> dict[str, Any]:
@@ -74,19 +78,20 @@ def check_git(suite: Suite, problems: list[str]) -> dict[str, Any]:
     if suite.allow_dirty:
         return facts
     if "error" in facts:
-        problems.append(f"cannot prove the code is committed ({facts['error']}); run from a git checkout or set "
-                        f"allow_dirty: true in {suite.path} (recorded in provenance)")
+        problems.append(f"cannot prove the code is committed ({facts['error']}); run from a git checkout, or allow "
+                        f"it (recorded in provenance): allow_dirty: true in {suite.path}")
         return facts
     for part in ("framework", "app"):
         changed = facts[part]["uncommitted"]
         if changed:
             paths = ", ".join(changed[:5]) + (" ..." if len(changed) > 5 else "")
-            problems.append(f"uncommitted changes in the {part} ({paths}); commit them, or set "
-                            f"allow_dirty: true in {suite.path} (recorded in provenance)")
+            problems.append(f"uncommitted changes in the {part} ({paths}); commit them, or allow them (recorded "
+                            f"in provenance): allow_dirty: true in {suite.path}, or this run's params "
+                            f'{{"overrides": {{"allow_dirty": true}}}}')
     return facts
 
 
-def check_database(problems: list[str]) -> dict[str, Any]:
+def check_database(problems: list[str], unavailable: list[str]) -> dict[str, Any]:
     """The results database answers and accepts writes (not a read-only replica, not out of space)."""
     try:
         with db.connect() as conn:
@@ -98,7 +103,7 @@ def check_database(problems: list[str]) -> dict[str, Any]:
                 conn.execute("INSERT INTO kubexp_preflight VALUES (1)")
             version = conn.execute("SHOW server_version").fetchone()
     except Exception as exc:  # noqa: BLE001 - any failure is reported with the others
-        problems.append(f"results database not writable: {exc}")
+        unavailable.append(f"results database not writable: {exc}")
         return {}
     if recovery or read_only == "on":
         problems.append("results database is read-only (a replica, or default_transaction_read_only); "
@@ -106,7 +111,7 @@ def check_database(problems: list[str]) -> dict[str, Any]:
     return {"server_version": version[0] if version else None}
 
 
-def check_prometheus(suite: Suite, problems: list[str]) -> list[dict[str, str]]:
+def check_prometheus(suite: Suite, problems: list[str], unavailable: list[str]) -> list[dict[str, str]]:
     """Every Prometheus of the suite (default: the local one) answers a query, with its credentials."""
     from kubexp.collect import prometheus
 
@@ -119,7 +124,7 @@ def check_prometheus(suite: Suite, problems: list[str]) -> list[dict[str, str]]:
         try:
             prometheus.check_ready(instance)
         except prometheus.PrometheusError as exc:
-            problems.append(f"{exc}; start it (`kubexp services up` for the local one) or fix metrics.prometheus "
+            unavailable.append(f"{exc}; start it (`kubexp services up` for the local one) or fix metrics.prometheus "
                             f"in {suite.path}")
     return [{"name": instance.name, "url": instance.url} for instance in instances]
 
@@ -142,7 +147,7 @@ def _local_servers(suite: Suite) -> Any:
     return jmeter.LocalJMeterServers(int(count), settings.run_dir() / "jmeter-servers" / suite.cluster)
 
 
-def restart_load_servers(suite: Suite, problems: list[str]) -> list[str]:
+def restart_load_servers(suite: Suite, problems: list[str], unavailable: list[str]) -> list[str]:
     """Stop and start the load servers so no state of an earlier experiment carries over."""
     servers = suite.load.get("servers", 1)
     try:
@@ -160,7 +165,7 @@ def restart_load_servers(suite: Suite, problems: list[str]) -> list[str]:
             return []
         return list(restart())
     except Exception as exc:  # noqa: BLE001 - reported with the other problems
-        problems.append(f"load servers {servers!r} could not be restarted: {exc}")
+        unavailable.append(f"load servers {servers!r} could not be restarted: {exc}")
         return []
 
 
@@ -201,20 +206,22 @@ def load_region_warnings(suite: Suite, params: Mapping[str, Any], problems: list
 
 
 def run_all(suite: Suite, results_dir: Path, params: Mapping[str, Any], *, restart_load: bool) -> dict[str, Any]:
-    """Every check; raises PreflightError listing all problems. Returns the facts for provenance."""
+    """Every check; raises PreflightError (or ServiceUnavailable) listing all problems. Returns the facts."""
     problems: list[str] = []
+    unavailable: list[str] = []
     facts: dict[str, Any] = {
         "git": check_git(suite, problems),
         "allow_dirty": suite.allow_dirty,
-        "database": check_database(problems),
-        "prometheus": check_prometheus(suite, problems),
+        "database": check_database(problems, unavailable),
+        "prometheus": check_prometheus(suite, problems, unavailable),
         "results_dir": check_results_dir(results_dir, problems),
         "warnings": load_region_warnings(suite, params, problems),
     }
-    if restart_load and not problems:
-        facts["load_servers"] = restart_load_servers(suite, problems)
-    if problems:
-        raise PreflightError(f"preflight of suite {suite.name} failed:\n- " + "\n- ".join(problems))
+    if restart_load and not problems and not unavailable:
+        facts["load_servers"] = restart_load_servers(suite, problems, unavailable)
+    if problems or unavailable:
+        error = PreflightError if problems else ServiceUnavailable
+        raise error(f"preflight of suite {suite.name} failed:\n- " + "\n- ".join(problems + unavailable))
     return facts
 
 

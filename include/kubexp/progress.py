@@ -27,6 +27,7 @@ class SuiteProgress:
     planned: int  # scenarios x repetitions
     matrix_keys: list[str]
     status: dict[str, Any] | None = None  # store.status.suite_status, None before the first run
+    recent_failures: list[dict[str, Any]] = field(default_factory=list)  # newest failed attempts
     error: str | None = None
     report: Path | None = None
     path: str = ""
@@ -36,7 +37,8 @@ class SuiteProgress:
         return {"suite": self.name, "dag_id": self.dag_id, "description": self.description,
                 "platform": self.platform, "cluster": self.cluster, "planned": self.planned, "path": self.path,
                 "status": json.loads(json.dumps(self.status, default=str)) if self.status else None,
-                "error": self.error, "report": str(self.report) if self.report else None}
+                "error": self.error, "report": str(self.report) if self.report else None,
+                "recent_failures": self.recent_failures}
 
 
 def reports_dir() -> Path:
@@ -60,6 +62,16 @@ def build_report(suite_name: str) -> Path:
         raise LookupError(f"no suite named {suite_name!r} in {suite_dag.suites_dir()}")
     with db.connect() as conn:
         return build(conn, suite_name, reports_dir() / suite_name).path
+
+
+def recent_failures(conn: Any, suite_name: str, limit: int = 3) -> list[dict[str, Any]]:
+    """The newest failed or abandoned attempts of a suite, with their run and error."""
+    rows = conn.execute(
+        "SELECT a.id, a.run_id, a.ended_at, a.outcome, a.error FROM attempt a JOIN experiment e "
+        "ON e.id = a.experiment_id WHERE e.suite = %s AND a.outcome IN ('failed', 'abandoned') "
+        "ORDER BY a.id DESC LIMIT %s", (suite_name, limit)).fetchall()
+    return [{"attempt": row[0], "run_id": row[1], "ended_at": str(row[2]), "outcome": row[3], "error": row[4] or ""}
+            for row in rows]
 
 
 def _entry(suite: Suite) -> SuiteProgress:
@@ -95,8 +107,9 @@ def all_suites(with_status: bool = True) -> list[SuiteProgress]:
             try:
                 found = status.suite_status(conn, entry.name)
             except StoreError:
-                found = None  # never run: the first run loads it into the store
-            result.append(dataclasses.replace(entry, status=found))
+                result.append(entry)  # never run: the first run loads it into the store
+                continue
+            result.append(dataclasses.replace(entry, status=found, recent_failures=recent_failures(conn, entry.name)))
         return result
 
 
@@ -133,8 +146,9 @@ def _suite_section(entry: SuiteProgress) -> str:
     links = f"<a href='../dags/{html.escape(entry.dag_id)}' target=_top>DAG</a>"
     if entry.report:
         links += f" &middot; <a href='reports/{name}' target=_blank>report</a>"
-    links += (f" <form method=post action='reports/{name}' style='display:inline'>"
-              f"<button type=submit>{'rebuild' if entry.report else 'build'} report</button></form>")
+    if entry.status is not None:
+        links += (f" <form method=post action='reports/{name}' style='display:inline'>"
+                  f"<button type=submit>{'rebuild' if entry.report else 'build'} report</button></form>")
     summary = (f"<p class=muted>{html.escape(entry.description)}<br>platform {html.escape(entry.platform)}, "
                f"cluster {html.escape(entry.cluster)}, {entry.planned} experiments planned &middot; {links}</p>")
     status = entry.status
@@ -147,7 +161,11 @@ def _suite_section(entry: SuiteProgress) -> str:
     table = ("<table><tr><th>#</th><th class=l>scenario</th><th class=l>parameters</th><th>finished</th>"
              "<th>unfinished</th><th>running</th><th>failed attempts</th><th class=l>progress</th></tr>"
              + _scenario_rows(entry) + "</table>")
-    return head + summary + totals + table
+    failures = "".join(
+        f"<li>attempt {failure['attempt']} ({html.escape(failure['outcome'])}, run "
+        f"<code>{html.escape(failure['run_id'])}</code>, {html.escape(failure['ended_at'][:19])}): "
+        f"<span class=err>{html.escape(failure['error'][:600])}</span></li>" for failure in entry.recent_failures)
+    return head + summary + totals + table + (f"<p>Latest failed attempts:</p><ul>{failures}</ul>" if failures else "")
 
 
 def render_page(entries: list[SuiteProgress]) -> str:

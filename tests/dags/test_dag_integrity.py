@@ -43,6 +43,11 @@ def test_steps_retries_and_sensors(dagbag, name: str) -> None:
             assert task.mode == "poke", f"{task.task_id}: reschedule mode is unreliable in Airflow 3.3.2"
             assert task.timeout and task.timeout < timedelta(days=1).total_seconds()
     assert dag.get_task("load").retries == 0  # a broken-off load is never repeated on the same SUT
+    from kubexp.preflight import PreflightError, ServiceUnavailable
+
+    policy = dag.get_task("preflight").retry_policy
+    assert policy.evaluate(PreflightError("dirty"), 1, 2).action.value == "fail"
+    assert policy.evaluate(ServiceUnavailable("down"), 1, 2).action.value != "fail"
     assert dag.get_task("collect").retries >= 2  # storing is idempotent
     assert all(dag.get_task(t).retry_delay > timedelta(0) for t in ("select", "teardown", "etcd", "deploy"))
 

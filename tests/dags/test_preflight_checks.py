@@ -52,11 +52,25 @@ def test_every_problem_is_reported_in_one_error(checkout: Path, database_url: st
     with pytest.raises(preflight.PreflightError) as raised:
         preflight.run_all(suite, tmp_path / "results", suite.scenarios()[0].params, restart_load=True)
     message = str(raised.value)
+    assert type(raised.value) is preflight.PreflightError  # something to fix: the DAG does not retry it
     assert "uncommitted changes in the framework (include.py)" in message
     assert "Prometheus 'gone'" in message and dead in message
     assert f"load results folder {tmp_path / 'results'} is on ext4" in message
     assert "load.region='sideways'" in message
     assert "results database" not in message  # the database is fine
+
+
+def test_only_services_that_did_not_answer_are_worth_a_retry(checkout: Path, database_url: str, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUBEXP_DATABASE_URL", database_url)
+    suite = dataclasses.replace(load_suite(SUITE), metrics={
+        "prometheus": [{"name": "down", "url": f"http://127.0.0.1:{free_port()}"}], "retries": 1})
+    results = Path("/dev/shm") / tmp_path.name
+    try:
+        with pytest.raises(preflight.ServiceUnavailable, match="Prometheus 'down'"):
+            preflight.run_all(suite, results, suite.scenarios()[0].params, restart_load=True)
+    finally:
+        results.rmdir()
 
 
 def test_facts_when_all_is_well(checkout: Path, database_url: str, monkeypatch: pytest.MonkeyPatch,

@@ -29,13 +29,14 @@ def load_into_store(suite_name: str) -> tuple[int, int]:
         return suites.sync_suite(conn, suite_dag.find_suite(suite_name))
 
 
-def run_all_slots(client: AirflowClient, dag_id: str, echo: Any = click.echo, timeout_s: float = 3600) -> list[dict]:
+def run_all_slots(client: AirflowClient, dag_id: str, conf: dict[str, Any] | None = None, echo: Any = click.echo,
+                  timeout_s: float = 3600) -> list[dict]:
     """Backfill every slot (missing, and failed ones again); returns the runs of the window."""
     client.wait_for_dag(dag_id, timeout_s=180)
     details = client.dag_details(dag_id)
     start, end = details["start_date"], details["end_date"]
     created = client.create_backfill(dag_id, datetime.fromisoformat(start), datetime.fromisoformat(end),
-                                     reprocess="failed")
+                                     reprocess="failed", conf=conf)
     if created is None:
         echo(f"every slot of {dag_id} has already run")
     else:
@@ -57,7 +58,9 @@ def run_all_slots(client: AirflowClient, dag_id: str, echo: Any = click.echo, ti
 @main.command()
 @click.option("--suite", "suite_name", default=DEMO_SUITE, show_default=True, help="Suite to run.")
 @click.option("--timeout", default=3600.0, show_default=True, help="Seconds to wait for the runs.")
-def demo(suite_name: str, timeout: float) -> None:
+@click.option("--allow-dirty", is_flag=True, help="Run even with uncommitted changes in the checkout (recorded in "
+              "each attempt's provenance); without it, preflight refuses them.")
+def demo(suite_name: str, timeout: float, allow_dirty: bool) -> None:
     """Run the demo suite on the local platform through Airflow and print where the results are."""
     from kubexp.store import db, status
 
@@ -72,7 +75,8 @@ def demo(suite_name: str, timeout: float) -> None:
                f"the store")
     dag_id = suite_dag.dag_id(suite_name)
     try:
-        runs = run_all_slots(client, dag_id, timeout_s=timeout)
+        conf = {"overrides": {"allow_dirty": True}} if allow_dirty else None
+        runs = run_all_slots(client, dag_id, conf, timeout_s=timeout)
     except AirflowApiError as exc:
         raise click.ClickException(str(exc)) from exc
     with db.connect() as conn:
@@ -84,7 +88,8 @@ def demo(suite_name: str, timeout: float) -> None:
                + (f" ({progress['failed_attempts']} failed attempts, reattempted)" if progress["failed_attempts"]
                   else ""))
     if failed:
-        click.echo(f"failed runs           {', '.join(failed)} (task logs in the UI; rerun: kubexp demo)")
+        click.echo(f"failed runs           {', '.join(failed)}: see the failed task's log in the UI, or the "
+                   f"attempts' errors on the suites page; then rerun `kubexp demo` (it reruns failed slots)")
     password_hint = "KUBEXP_AIRFLOW_PASSWORD" if os.environ.get("KUBEXP_AIRFLOW_PASSWORD") else (
         f"{settings.run_dir() / 'airflow' / 'passwords.json'}")
     click.echo(f"Airflow UI            {login.url}/dags/{dag_id}  (user {login.username}, password in "

@@ -15,7 +15,7 @@ from kubexp.settings import REPO_ROOT
 
 RUNNER = Path(__file__).with_name("dag_test_runner.py")
 # Short experiments: one scenario, 6 s of load from 2 workers on one local JMeter server.
-E2E_SUITES = {"e2e-dagtest": 1, "e2e-rest": 3}
+E2E_SUITES = {"e2e-dagtest": 2, "e2e-rest": 3}  # e2e-dagtest: a dry run and a real one
 
 
 def suite_document(name: str, repetitions: int, results_dir: Path) -> dict[str, Any]:
@@ -63,8 +63,8 @@ class E2E:
                 lines.append(line)
         return "\n".join(lines)
 
-    def dag_test(self, dag_id: str, *slots: int, timeout: float = 300) -> list[dict[str, Any]]:
-        """Run slots of a DAG with dag.test() in a fresh process; returns the runs' JSON results."""
+    def dag_test(self, dag_id: str, *slots: int | str, timeout: float = 300) -> list[dict[str, Any]]:
+        """Run slots ("N" or "N:{conf json}") of a DAG with dag.test() in a fresh process; the runs' results."""
         proc = self.start_dag_test(dag_id, *slots)
         out, _ = proc.communicate(timeout=timeout)
         (self.home / f"dag-test-{dag_id}.log").write_text(out)  # task logs, for a failing assertion
@@ -76,7 +76,7 @@ class E2E:
         first = next((i for i, line in enumerate(text) if "Traceback" in line or "ERROR" in line), len(text) - lines)
         return "\n".join(text[max(0, first - 10):first + lines])
 
-    def start_dag_test(self, dag_id: str, *slots: int) -> subprocess.Popen[str]:
+    def start_dag_test(self, dag_id: str, *slots: int | str) -> subprocess.Popen[str]:
         airflow_home = self.home / "airflow-dag-test"
         airflow_home.mkdir(exist_ok=True)
         env = {**os.environ, **self.env, "AIRFLOW_HOME": str(airflow_home),

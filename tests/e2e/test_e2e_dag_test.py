@@ -8,7 +8,13 @@ from e2e_harness import E2E
 
 @pytest.mark.slow
 def test_dag_test_runs_a_real_experiment(e2e: E2E) -> None:
-    [run] = e2e.dag_test("e2e-dagtest", 1)
+    dry, run = e2e.dag_test("e2e-dagtest", '1:{"dry_run": true}', 2)
+
+    # The dry run picks the experiment and runs preflight, then touches nothing and records nothing.
+    assert dry["state"] == "success", (dry, e2e.failed_tasks_log("e2e-dagtest"))
+    assert dry["tasks"]["select"] == dry["tasks"]["cleanup"] == "success"
+    assert {dry["tasks"][step] for step in ("preflight", "teardown", "deploy", "load", "finalize")} == {"skipped"}
+
     assert run["state"] == "success", (run, e2e.failed_tasks_log("e2e-dagtest"))
     tasks = run["tasks"]
     for step in ("select", "preflight", "nodes_check", "teardown", "etcd", "deploy", "deploy_wait_rollout", "load",
@@ -18,7 +24,7 @@ def test_dag_test_runs_a_real_experiment(e2e: E2E) -> None:
 
     [(experiment_id, attempt_id)] = e2e.query(
         "SELECT id::text, finished_attempt_id FROM experiment WHERE suite = 'e2e-dagtest' AND status = 'finished'")
-    [(outcome, error)] = e2e.query("SELECT outcome, error FROM attempt WHERE id = %s", attempt_id)
+    [(outcome, error)] = e2e.query("SELECT outcome, error FROM attempt WHERE experiment_id = %s", experiment_id)
     assert (outcome, error) == ("succeeded", None)
     [(seconds, requests)] = e2e.query(
         "SELECT count(*), sum(requests) FROM load_second WHERE experiment_id = %s AND attempt_id = %s",

@@ -157,14 +157,35 @@ class ManagedProcess:
             os.killpg(pid, self.stop_signal)
         except ProcessLookupError:
             pass
-        _, alive = psutil.wait_procs(group, timeout=timeout)
+        alive = _wait_gone(group, timeout)
         for proc in alive:
             try:
                 proc.kill()
             except psutil.NoSuchProcess:
                 pass
-        psutil.wait_procs(alive, timeout=5)
+        _wait_gone(alive, 5)
         return True
+
+
+def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait until every process has exited; returns those still running after `timeout`."""
+    deadline = time.monotonic() + timeout
+    alive = [p for p in procs if _running(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+        alive = [p for p in alive if _running(p)]
+    return alive
+
+
+def _running(proc: psutil.Process) -> bool:
+    """False once exited. A zombie has exited: reap it if it is ours; else its parent (or PID 1) will."""
+    try:
+        if proc.status() != psutil.STATUS_ZOMBIE:
+            return True
+        proc.wait(timeout=0)
+    except (psutil.NoSuchProcess, psutil.TimeoutExpired, ChildProcessError):
+        pass
+    return False
 
 
 def _group_members(pid: int) -> list[psutil.Process]:

@@ -41,7 +41,7 @@ test: setup lint
 
 demo: setup
 	@$(VENV)/bin/kubexp services up
-	@$(VENV)/bin/kubexp services info
+	@$(VENV)/bin/kubexp demo
 
 down:
 	@test -x $(VENV)/bin/kubexp && $(VENV)/bin/kubexp services down || true

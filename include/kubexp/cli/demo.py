@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from kubexp import progress as progress_page
 from kubexp import settings, suite_dag
 from kubexp.airflow_api import AirflowApiError, AirflowClient, AirflowLogin
 from kubexp.cli import main
@@ -81,7 +82,7 @@ def demo(suite_name: str, timeout: float, allow_dirty: bool) -> None:
         raise click.ClickException(str(exc)) from exc
     with db.connect() as conn:
         progress = status.suite_status(conn, suite_name)
-    report = _build_report(suite_name)
+    report = progress_page.build_report(suite_name)
     failed = [run["dag_run_id"] for run in runs if run["state"] == "failed"]
     click.echo("")
     click.echo(f"finished experiments  {progress['finished']} of {progress['experiments']}"
@@ -95,16 +96,7 @@ def demo(suite_name: str, timeout: float, allow_dirty: bool) -> None:
     click.echo(f"Airflow UI            {login.url}/dags/{dag_id}  (user {login.username}, password in "
                f"{password_hint})")
     click.echo(f"suite progress page   {login.url}/kubexp/")
-    click.echo(f"report                {report}" if report else
-               "report                not built (the analysis part is missing); data are in the store")
+    click.echo(f"report                {report}")
     if progress["finished"] < progress["experiments"]:
         raise SystemExit(1)
 
-
-def _build_report(suite_name: str) -> str | None:
-    from kubexp import progress
-
-    try:
-        return str(progress.build_report(suite_name))
-    except ImportError:
-        return None

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
 from analysis_data import PAPER_ETCD_MATRIX, Frames, StoredSuite, build_frames, store_synthetic_suite
-from PIL import Image
+from figure_checks import assert_nontrivial_png
 
 from kubexp.services import Postgres
 
@@ -22,22 +21,7 @@ def etcd_frames() -> Frames:
 @pytest.fixture
 def png_check() -> Callable[[Path], tuple[int, int]]:
     """Asserts a PNG exists and is not trivial (size, dimensions, many distinct pixels); returns its size."""
-
-    def check(path: Path) -> tuple[int, int]:
-        assert path.is_file(), f"{path} was not written"
-        assert path.stat().st_size > 10_000, f"{path} is only {path.stat().st_size} bytes"
-        with Image.open(path) as image:
-            assert image.format == "PNG"
-            width, height = image.size
-            assert width >= 400 and height >= 300, f"{path} is {width}x{height}"
-            rgb = image.convert("RGB")
-            colours = rgb.getcolors(maxcolors=4096)  # None: more than 4096 distinct colours
-            pixels = np.asarray(rgb)
-        assert colours is None or len(colours) > 20, f"{path} is nearly uniform"
-        assert (pixels < 200).any(axis=2).mean() > 0.01, f"{path} has almost nothing drawn on it"
-        return width, height
-
-    return check
+    return assert_nontrivial_png
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from e2e_harness import E2E, E2E_SUITES, reachable_tmpdir, suite_document
+from e2e_harness import E2E, E2E_SUITES, suite_document
+from scratch_dirs import reachable_tmpdir
 
 from kubexp.processes import free_port
 

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,8 +13,10 @@ from typing import Any
 from kubexp.settings import REPO_ROOT
 
 RUNNER = Path(__file__).with_name("dag_test_runner.py")
-# Short experiments: one scenario, 6 s of load from 2 workers on one local JMeter server.
-E2E_SUITES = {"e2e-dagtest": 2, "e2e-rest": 3}  # e2e-dagtest: a dry run and a real one
+# Short experiments: 6 s of load from 2 workers on one local JMeter server.
+E2E_SUITES = {"e2e-dagtest": 2, "e2e-rest": 3, "e2e-report": 1}  # e2e-dagtest: a dry run and a real one
+# e2e-report varies the workers, so that its report and notebook have scenarios to compare.
+E2E_MATRICES = {"e2e-report": {"workers": [2, 4]}}
 
 
 def suite_document(name: str, repetitions: int, results_dir: Path) -> dict[str, Any]:
@@ -25,7 +26,7 @@ def suite_document(name: str, repetitions: int, results_dir: Path) -> dict[str, 
         "allow_dirty": True,  # the test runs in a working tree others are editing
         "defaults": {"pods": 1, "duration_s": 6, "think_time_ms": 50, "memory_limit_mib": 256,
                      "cpu_limit_millicores": 1000},
-        "matrix": {"workers": [2]},
+        "matrix": E2E_MATRICES.get(name, {"workers": [2]}),
         "load": {"servers": 1, "results_dir": str(results_dir)},
         "local": {"health_check_interval_s": 1, "fingerprint_puts": 50, "fingerprint_max_s": 5},
     }
@@ -93,9 +94,3 @@ def parse_results(proc: subprocess.Popen[str], out: str) -> list[dict[str, Any]]
     assert proc.returncode == 0, out[-6000:]
     return results
 
-
-def reachable_tmpdir(prefix: str) -> Path:
-    """A temp dir the `postgres` user can reach (PostgreSQL runs as that user under root)."""
-    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
-    path.chmod(0o755)
-    return path

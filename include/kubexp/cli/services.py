@@ -50,11 +50,8 @@ def status(as_json: bool) -> None:
 def info() -> None:
     """Where to look: Airflow UI address and login, database, run folder."""
     svc = LocalServices.from_env()
-    from kubexp import settings
-
-    secrets = settings.local_secrets()
-    click.echo(f"Airflow UI   http://127.0.0.1:{svc.ports.airflow}  (user admin, password "
-               f"{secrets['airflow_admin_password']}, also in {svc.root}/airflow/passwords.json)")
+    click.echo(f"Airflow UI   http://127.0.0.1:{svc.ports.airflow}  (user admin, password in "
+               f"{svc.root}/airflow/passwords.json)")
     click.echo(f"Prometheus   http://127.0.0.1:{svc.ports.prometheus}")
     click.echo(f"Results DB   postgresql://kubexp@127.0.0.1:{svc.ports.postgres}/kubexp "
                f"(password in {svc.root}/secrets.json)")

@@ -67,6 +67,14 @@ def test_taken_port_is_named(tmp_path: Path) -> None:
     assert port_is_free(port)
 
 
+def test_free_ports_are_distinct_and_outside_the_ephemeral_range() -> None:
+    low, high = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    ports = [free_port() for _ in range(300)]
+    assert len(set(ports)) == len(ports)
+    assert all(not low <= port <= high for port in ports)
+    assert all(port_is_free(port) for port in ports)
+
+
 def test_process_that_dies_while_starting_reports_its_log(tmp_path: Path) -> None:
     proc = ManagedProcess("dies", [sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"], tmp_path,
                           ready=lambda: False)

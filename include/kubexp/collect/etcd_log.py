@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from kubexp.artifacts import archive
 from kubexp.records import Artifact, PlatformEvent
+from kubexp.remote_exec import exec_to_end
 
 if TYPE_CHECKING:
     from kubexp.suite import Suite
@@ -222,8 +223,7 @@ def _fetch(source: EtcdLogSource, start: datetime, end: datetime, timeout_s: flo
     try:
         hook = SSHHook(ssh_conn_id=source.ssh_conn_id, cmd_timeout=timeout_s)
         with hook.get_conn() as client:
-            status, out, err = hook.exec_ssh_client_command(client, line, get_pty=False, environment=None,
-                                                            timeout=timeout_s)
+            status, out, err = exec_to_end(client, line, timeout_s)
     except Exception as exc:  # paramiko, socket and Airflow lookup errors alike
         raise EtcdLogError(f"{where}: `{line}` could not run ({exc}); check the connection") from exc
     if status != 0:

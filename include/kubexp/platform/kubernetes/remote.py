@@ -1,4 +1,4 @@
-"""Argument lists run on another machine over SSH, through the Airflow SSH provider's SSHHook.
+"""Argument lists run on another machine over SSH, connected through the Airflow SSH provider's SSHHook.
 
 The connection (host, user, key, host key) comes from an Airflow connection id; nothing here
 builds a shell string from its input except `commands.shell_line`, which quotes every
@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 
 from kubexp.platform.base import PlatformError
 from kubexp.platform.kubernetes.commands import shell_line
+from kubexp.remote_exec import exec_to_end
 
 if TYPE_CHECKING:
     import paramiko
-    from airflow.providers.ssh.hooks.ssh import SSHHook
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,6 @@ class RemoteHost:
         self.dry_run = dry_run
         self.timeout_s = timeout_s
         self.echo = echo
-        self._hook: SSHHook | None = None
         self._client: paramiko.SSHClient | None = None
 
     def __enter__(self) -> RemoteHost:
@@ -74,19 +73,18 @@ class RemoteHost:
             self._client.close()
             self._client = None
 
-    def _connect(self) -> tuple[SSHHook, paramiko.SSHClient]:
-        if self._hook is None or self._client is None:
+    def _connect(self) -> paramiko.SSHClient:
+        if self._client is None:
             from airflow.providers.ssh.hooks.ssh import SSHHook
 
             try:
-                self._hook = SSHHook(ssh_conn_id=self.ssh_conn_id, cmd_timeout=self.timeout_s)
-                self._client = self._hook.get_conn()
+                self._client = SSHHook(ssh_conn_id=self.ssh_conn_id, cmd_timeout=self.timeout_s).get_conn()
             except Exception as exc:  # paramiko, socket and Airflow lookup errors alike
                 raise PlatformError(
                     f"{self.label}: cannot open SSH via Airflow connection {self.ssh_conn_id!r} ({exc}); "
                     f"check the connection's host, port, login, key_file and host_key"
                 ) from exc
-        return self._hook, self._client
+        return self._client
 
     def command_line(self, argv: Sequence[str]) -> str:
         return shell_line([*(["sudo", "-n", "--"] if self.sudo else []), *argv])
@@ -98,11 +96,9 @@ class RemoteHost:
         if self.dry_run:
             self.echo(f"[dry-run] {self.label}: {line}")
             return CommandResult(tuple(argv), 0, "", "")
-        hook, client = self._connect()
+        client = self._connect()
         try:
-            status, out, err = hook.exec_ssh_client_command(
-                client, line, get_pty=False, environment=None, timeout=timeout_s or self.timeout_s,
-            )
+            status, out, err = exec_to_end(client, line, timeout_s or self.timeout_s)
         except Exception as exc:
             raise PlatformError(f"{self.label}: `{line}` did not finish ({exc})") from exc
         result = CommandResult(tuple(argv), status, out.decode(errors="replace"), err.decode(errors="replace"))

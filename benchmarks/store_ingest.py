@@ -2,8 +2,10 @@
 
 Default: 1,400 experiments x 1,200 s (the paper's section 6 volume: about 1.7 M load_second rows)
 plus 3 metric series of 1,200 points each per experiment, stored with the same calls the DAG makes
-(open_attempt, store_experiment_data, finish_experiment). Starts a throwaway PostgreSQL 15 unless
---url is given. Prints figures; asserts nothing (goals: ingest >= 500k rows/s, scenario_summary < 1 s).
+(open_attempt, store_experiment_data, finish_experiment). Rows/s counts load rows plus metric points;
+a series' points are stored as two arrays on its row (sql/0002_metric_points_as_arrays.sql).
+Starts a throwaway PostgreSQL 15 unless --url is given. Prints figures; asserts nothing
+(goals: ingest >= 500k rows/s, scenario_summary < 1 s).
 
     .venv/bin/python benchmarks/store_ingest.py [--experiments 1400] [--seconds 1200] [--series 3] [--url URL]
 """
@@ -105,8 +107,8 @@ def main() -> None:
             print(f"experiments            {len(planned):>12,}")
             print(f"load_second rows       {load_rows:>12,}")
             print(f"metric points          {points:>12,}")
-            print(f"store_experiment_data  {store_s:>12.1f} s  = {total / store_s:,.0f} rows/s "
-                  f"({store_s / len(planned) * 1000:.1f} ms per experiment, COPY, one transaction each)")
+            print(f"store_experiment_data  {store_s:>12.1f} s  = {total / store_s:,.0f} rows/s, load rows + metric "
+                  f"points ({store_s / len(planned) * 1000:.1f} ms per experiment, COPY, one transaction each)")
             print(f"finish_experiment      {finish_s:>12.1f} s  ({finish_s / len(planned) * 1000:.1f} ms per "
                   f"experiment, incl. its steady-state aggregate)")
             for label, query in [

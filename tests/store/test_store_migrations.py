@@ -6,10 +6,12 @@ import shutil
 import threading
 from pathlib import Path
 
+import psycopg
 import pytest
+from store_fixtures import make_suite
 
 from kubexp import settings
-from kubexp.store import db, migrations
+from kubexp.store import attempts, db, migrations, suites
 
 
 def test_upgrade_applies_everything_once_and_records_it(database_url: str) -> None:
@@ -21,9 +23,9 @@ def test_upgrade_applies_everything_once_and_records_it(database_url: str) -> No
     with db.connect(database_url) as conn:
         tables = {row[0] for row in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
         views = {row[0] for row in conn.execute("SELECT viewname FROM pg_views WHERE schemaname = 'public'")}
-    assert {"scenario", "experiment", "attempt", "provenance", "load_second", "metric_series", "metric_point",
+    assert {"scenario", "experiment", "attempt", "provenance", "load_second", "metric_series",
             "platform_event", "artifact", "cluster_lock", "selection", "schema_migration"} <= tables
-    assert {"experiment_summary", "scenario_summary"} <= views
+    assert {"experiment_summary", "scenario_summary", "metric_point"} <= views
 
 
 def test_concurrent_upgraders_queue_instead_of_racing(database_url: str) -> None:
@@ -77,3 +79,29 @@ def test_unreachable_database_names_the_fix_without_the_password() -> None:
     with pytest.raises(db.StoreError) as raised:
         db.connect("postgresql://kubexp:secret@127.0.0.1:1/kubexp")
     assert "KUBEXP_DATABASE_URL" in str(raised.value) and "secret" not in str(raised.value)
+
+
+def test_points_stored_as_rows_move_into_arrays_unchanged(database_url: str, tmp_path: Path) -> None:
+    sql_dir = tmp_path / "sql"
+    shutil.copytree(settings.SQL_DIR, sql_dir)
+    (sql_dir / "0002_metric_points_as_arrays.sql").unlink()
+    migrations.upgrade(database_url, sql_dir)
+    with db.connect(database_url) as conn:
+        suites.sync_suite(conn, make_suite(tmp_path))
+        experiment = conn.execute("SELECT id FROM experiment LIMIT 1").fetchone()[0]
+        attempt = attempts.open_attempt(conn, str(experiment), "run", 1, "host")
+        ids = [conn.execute("INSERT INTO metric_series (experiment_id, attempt_id, source, name, points) "
+                            "VALUES (%s, %s, 'p', %s, %s) RETURNING id", (experiment, attempt, name, n)).fetchone()[0]
+               for name, n in (("cpu", 3), ("idle", 0))]
+        for t, value in ((2, 0.5), (0, 1.5), (1, -2.0)):  # stored out of order
+            conn.execute("INSERT INTO metric_point (series_id, t, value) VALUES (%s, %s, %s)", (ids[0], t, value))
+    assert migrations.upgrade(database_url) == ["0002_metric_points_as_arrays", "views/summaries"]
+    with db.connect(database_url) as conn:
+        rows = conn.execute("SELECT name, points, t, value FROM metric_series ORDER BY name").fetchall()
+        assert rows == [("cpu", 3, [0, 1, 2], [1.5, -2.0, 0.5]), ("idle", 0, [], [])]
+        assert conn.execute("SELECT t, value FROM metric_point WHERE series_id = %s ORDER BY t",
+                            (ids[0],)).fetchall() == [(0, 1.5), (1, -2.0), (2, 0.5)]
+        for t, value in (([0, 0], [1.0, 2.0]), ([1, 0], [1.0, 2.0]), ([0, 1], [1.0]), ([0, 1], [1.0, None])):
+            with pytest.raises(psycopg.errors.CheckViolation), conn.transaction():
+                conn.execute("UPDATE metric_series SET t = %s, value = %s, points = 2 WHERE id = %s",
+                             (t, value, ids[0]))

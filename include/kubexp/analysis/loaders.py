@@ -175,7 +175,7 @@ def metric_points(conn: psycopg.Connection, suite: str, *, name: str | None = No
         SELECT s.experiment_id::text AS experiment_id, s.id AS series_id, s.source, s.name, s.labels, p.t, p.value
         FROM metric_series s
         JOIN experiment e ON e.id = s.experiment_id AND e.finished_attempt_id = s.attempt_id
-        JOIN metric_point p ON p.series_id = s.id
+        CROSS JOIN LATERAL unnest(s.t, s.value) AS p (t, value)
         WHERE e.status = 'finished' AND {where}
         ORDER BY s.experiment_id, s.id, p.t
     """).format(where=where)

@@ -182,35 +182,24 @@ def _copy_rows(conn: psycopg.Connection, table: str, columns: list[str], rows: l
 def _store_series(
     conn: psycopg.Connection, experiment_id: str, attempt_id: int, series: list[MetricSeries], span_s: int | None
 ) -> None:
-    conn.execute("DELETE FROM metric_series WHERE experiment_id = %s", (experiment_id,))  # trigger drops points
+    """One row per series, its points as arrays t (ascending) and value (sql/0002_metric_points_as_arrays.sql)."""
+    conn.execute("DELETE FROM metric_series WHERE experiment_id = %s", (experiment_id,))
     if not series:
         return
-    ids = [row[0] for row in conn.execute(
-        "SELECT nextval('metric_series_id_seq') FROM generate_series(1, %s)", (len(series),)
-    )]
-    point_ids, point_t, point_values, rows = [], [], [], []
-    for series_id, one in zip(ids, series, strict=True):
-        t = np.fromiter((p[0] for p in one.points), dtype=np.int64, count=len(one.points))
-        values = np.fromiter((p[1] for p in one.points), dtype=float, count=len(one.points))
-        kept = ~np.isnan(values)  # Prometheus NaN (e.g. 0/0) is no measurement: stored as a missing point
-        t, values = t[kept], values[kept]
-        if len(np.unique(t)) != len(t):
-            raise StoreError(f"metric series {one.name} {one.labels} has several points for the same second")
-        completeness = None
-        if span_s:
-            completeness = min(1.0, float(np.count_nonzero((t >= 0) & (t < span_s))) / span_s)
-        rows.append((series_id, experiment_id, attempt_id, one.source, one.name, Jsonb(one.labels), len(t),
-                     completeness))
-        point_ids.append(np.full(len(t), series_id, dtype=np.int64))
-        point_t.append(t)
-        point_values.append(values)
-    _copy_rows(conn, "metric_series", ["id", "experiment_id", "attempt_id", "source", "name", "labels", "points",
-                                       "completeness"], rows)
-    count = sum(len(t) for t in point_t)
-    if count:
-        data = binary_copy_data({
-            "series_id": ("int8", np.concatenate(point_ids)),
-            "t": ("int4", np.concatenate(point_t)),
-            "value": ("float8", np.concatenate(point_values)),
-        }, count)
-        _copy(conn, "metric_point", ["series_id", "t", "value"], data)
+    statement = ("COPY metric_series (experiment_id, attempt_id, source, name, labels, points, completeness, t, value) "
+                 "FROM STDIN (FORMAT binary)")
+    with conn.cursor() as cur, cur.copy(statement) as copy:
+        copy.set_types(["uuid", "int8", "text", "text", "jsonb", "int4", "float8", "int4[]", "float8[]"])
+        experiment_uuid = uuid.UUID(experiment_id)
+        for one in series:
+            points = np.array(one.points, dtype=float).reshape(-1, 2)
+            points = points[~np.isnan(points[:, 1])]  # Prometheus NaN (e.g. 0/0) is no measurement: a missing point
+            points = points[np.argsort(points[:, 0], kind="stable")]
+            t = points[:, 0].astype(np.int64)
+            if np.any(t[1:] == t[:-1]):
+                raise StoreError(f"metric series {one.name} {one.labels} has several points for the same second")
+            completeness = None
+            if span_s:
+                completeness = min(1.0, float(np.count_nonzero((t >= 0) & (t < span_s))) / span_s)
+            copy.write_row((experiment_uuid, attempt_id, one.source, one.name, Jsonb(one.labels), len(t), completeness,
+                            t.tolist(), points[:, 1].tolist()))

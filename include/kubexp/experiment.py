@@ -180,7 +180,12 @@ def select(suite_path: str | Path, run: RunRef, params: Mapping[str, Any]) -> Cu
         with conn.transaction(force_rollback=dry_run):
             chosen: selection.Selection | None
             if params.get("experiment") or params.get("scenario"):
-                chosen = forced_selection(conn, suite, run.holder, params.get("scenario"), params.get("experiment"))
+                try:
+                    chosen = selection.claim_experiment(conn, suite, run.holder, scenario_id=params.get("scenario"),
+                                                        experiment_id=params.get("experiment"),
+                                                        stale_after_s=lease_s(suite))
+                except selection.SelectionError as exc:  # the user's choice: retrying cannot help
+                    raise ExperimentError(str(exc)) from exc
             else:
                 chosen = selection.select_next_experiment(conn, suite, run.holder)
         if chosen is None:
@@ -212,45 +217,6 @@ def select(suite_path: str | Path, run: RunRef, params: Mapping[str, Any]) -> Cu
             raise
     log.info("running %s as attempt %s: %s", current.label, attempt_id, current.params)
     return current
-
-
-def forced_selection(conn: psycopg.Connection, suite: Suite, holder: str, scenario_id: str | None,
-                     experiment_id: str | None) -> selection.Selection:
-    """The experiment a user forced (by id, or the first free one of a scenario), claimed for `holder`.
-
-    Refuses, naming the id, what is not an unfinished, unclaimed experiment of this suite."""
-    by_id = {scenario.id: scenario for scenario in suite.scenarios()}
-    attempts.reclaim_stale(conn, suite.name, lease_s(suite))
-    if scenario_id is not None and scenario_id not in by_id:
-        raise ExperimentError(f"scenario {scenario_id} is not in suite {suite.name} ({suite.path}); "
-                              f"pick one from the trigger form's list")
-    row = conn.execute(
-        """
-        SELECT id::text, scenario_id, repetition, status, claimed_by FROM experiment
-        WHERE suite = %s AND (%s::uuid IS NULL OR id = %s::uuid) AND (%s::text IS NULL OR scenario_id = %s)
-          AND repetition <= %s
-        ORDER BY status = 'unfinished' DESC, claimed_by IS NULL DESC, repetition
-        LIMIT 1 FOR UPDATE
-        """,
-        (suite.name, experiment_id, experiment_id, scenario_id, scenario_id, suite.repetitions),
-    ).fetchone()
-    what = f"experiment {experiment_id}" if experiment_id else f"scenario {scenario_id}"
-    if row is None:
-        raise ExperimentError(f"{what} has no experiment in suite {suite.name}")
-    found_id, found_scenario, repetition, status, claimed_by = row
-    if status == "finished":
-        raise ExperimentError(f"{what}: experiment {found_id} is already finished; nothing to force")
-    if claimed_by is not None:
-        raise ExperimentError(f"{what}: experiment {found_id} is claimed by run {claimed_by}; wait until that run "
-                              f"ends (or its claim is reclaimed as stale)")
-    if found_scenario not in by_id:
-        raise ExperimentError(f"experiment {found_id} belongs to scenario {found_scenario}, which suite "
-                              f"{suite.name} no longer holds")
-    conn.execute("UPDATE experiment SET claimed_by = %s, claimed_at = now() WHERE id = %s", (holder, found_id))
-    scenario = by_id[found_scenario]
-    return selection.Selection(experiment_id=found_id, scenario_id=found_scenario, repetition=repetition,
-                               params=dict(scenario.params), choice_seed=0, suite=suite.name,
-                               scenario_index=scenario.index)
 
 
 def _forced(params: Mapping[str, Any]) -> dict[str, Any] | None:

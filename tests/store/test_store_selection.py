@@ -177,3 +177,25 @@ def test_heartbeats_keep_an_attempt_alive(conn: psycopg.Connection, suite: Suite
     assert attempts.reclaim_stale(conn, "mini", stale_after_s=600) == [alive]
     assert conn.execute("SELECT claimed_by FROM experiment WHERE id = %s", (chosen.experiment_id,)).fetchone() == (
         None,)
+
+
+def test_a_forced_claim_bypasses_balancing_and_refuses_what_is_not_free(conn: psycopg.Connection,
+                                                                        suite: Suite) -> None:
+    suites.sync_suite(conn, suite)
+    last = suite.scenarios()[-1].id
+
+    def claim(holder: str, **forced: str | None) -> selection.Selection:
+        return selection.claim_experiment(conn, suite, holder, scenario_id=forced.get("scenario_id"),
+                                          experiment_id=forced.get("experiment_id"), stale_after_s=3600)
+
+    first = claim("run-1", scenario_id=last)
+    run_to_finish(conn, first, "run-1")
+    second = claim("run-2", scenario_id=last)  # fewest-finished would pick another scenario
+    assert (second.scenario_id, second.repetition) == (last, 2)
+    assert conn.execute("SELECT count(*) FROM selection").fetchone() == (0,)
+    with pytest.raises(selection.SelectionError, match=f"experiment {first.experiment_id} is already finished"):
+        claim("run-3", experiment_id=first.experiment_id)
+    with pytest.raises(selection.SelectionError, match="is claimed by run run-2"):
+        claim("run-3", experiment_id=second.experiment_id)
+    with pytest.raises(selection.SelectionError, match="scenario 0123456789abcdef is not in suite mini"):
+        claim("run-3", scenario_id="0123456789abcdef")

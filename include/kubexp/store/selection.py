@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 
 from kubexp.store import attempts, suites
+from kubexp.store.db import StoreError
 from kubexp.suite import Suite
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,10 @@ log = logging.getLogger(__name__)
 # A claim or running attempt without a sign of life for this long after the longest scenario's
 # duration is taken as dead (its run crashed) and is reclaimed.
 STALE_MARGIN_S = 3600
+
+
+class SelectionError(StoreError):
+    """A forced choice names no free experiment of the suite (the message says why)."""
 
 
 @dataclass(frozen=True)
@@ -154,3 +159,42 @@ def select_next_experiment(
         choice_seed=seed, suite=suite.name, scenario_index=scenario.index, fewest_finished=fewest,
         tied_scenarios=tuple(tied),
     )
+
+
+def claim_experiment(conn: psycopg.Connection, suite: Suite, holder: str, *, scenario_id: str | None,
+                     experiment_id: str | None, stale_after_s: float) -> Selection:
+    """Claim the experiment a user forced (by id, or the first free one of a scenario) for `holder`.
+
+    Bypasses the balancing rule and is not logged in `selection` (the caller records it with the
+    attempt). Refuses, naming the id, what is not an unfinished, unclaimed experiment of this suite."""
+    by_id = {scenario.id: scenario for scenario in suite.scenarios()}
+    attempts.reclaim_stale(conn, suite.name, stale_after_s)
+    if scenario_id is not None and scenario_id not in by_id:
+        raise SelectionError(f"scenario {scenario_id} is not in suite {suite.name} ({suite.path}); "
+                             f"pick one from the trigger form's list")
+    row = conn.execute(
+        """
+        SELECT id::text, scenario_id, repetition, status, claimed_by FROM experiment
+        WHERE suite = %s AND (%s::uuid IS NULL OR id = %s::uuid) AND (%s::text IS NULL OR scenario_id = %s)
+          AND repetition <= %s
+        ORDER BY status = 'unfinished' DESC, claimed_by IS NULL DESC, repetition
+        LIMIT 1 FOR UPDATE
+        """,
+        (suite.name, experiment_id, experiment_id, scenario_id, scenario_id, suite.repetitions),
+    ).fetchone()
+    what = f"experiment {experiment_id}" if experiment_id else f"scenario {scenario_id}"
+    if row is None:
+        raise SelectionError(f"{what} has no experiment in suite {suite.name}")
+    found_id, found_scenario, repetition, status, claimed_by = row
+    if status == "finished":
+        raise SelectionError(f"{what}: experiment {found_id} is already finished; nothing to force")
+    if claimed_by is not None:
+        raise SelectionError(f"{what}: experiment {found_id} is claimed by run {claimed_by}; wait until that run "
+                             f"ends (or its claim is reclaimed as stale)")
+    if found_scenario not in by_id:
+        raise SelectionError(f"experiment {found_id} belongs to scenario {found_scenario}, which suite "
+                             f"{suite.name} no longer holds")
+    conn.execute("UPDATE experiment SET claimed_by = %s, claimed_at = now() WHERE id = %s", (holder, found_id))
+    scenario = by_id[found_scenario]
+    return Selection(experiment_id=found_id, scenario_id=found_scenario, repetition=repetition,
+                     params=dict(scenario.params), choice_seed=0, suite=suite.name, scenario_index=scenario.index)

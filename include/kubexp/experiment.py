@@ -30,7 +30,7 @@ from kubexp import platform as platforms
 from kubexp import preflight as checks
 from kubexp import settings
 from kubexp.store import attempts, db, migrations, selection, suites
-from kubexp.suite import Suite, load_suite
+from kubexp.suite import Suite, SuiteError, check_section, load_suite
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,10 @@ def apply_overrides(suite: Suite, overrides: Mapping[str, Any]) -> Suite:
             changes[key] = bool(value)
         elif key in ("load", "metrics"):
             changes[key] = {**getattr(suite, key), **value}
+            try:
+                check_section(key, changes[key], f"{suite.path} with the run's overrides")
+            except SuiteError as exc:
+                raise ExperimentError(str(exc)) from None
         else:
             raise ExperimentError(f"override {key!r} is not allowed; allowed: allow_dirty, load, metrics")
     return dataclasses.replace(suite, **changes)

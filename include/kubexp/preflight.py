@@ -205,9 +205,23 @@ def load_region_warnings(suite: Suite, params: Mapping[str, Any], problems: list
         return []
 
 
+def settings_problems(suite: Suite) -> list[str]:
+    """What the parts that read the suite's sections refuse (platform, queries, collectors); contacts nothing."""
+    from kubexp import platform
+    from kubexp.collect import etcd_log, prometheus, queries
+
+    problems = []
+    for check in (platform.create, prometheus.options_from_suite, queries.queries_for, etcd_log.sources_from_suite):
+        try:
+            check(suite)
+        except (ValueError, RuntimeError) as exc:  # each part's own error type, all with a message naming the key
+            problems.append(str(exc))
+    return problems
+
+
 def run_all(suite: Suite, results_dir: Path, params: Mapping[str, Any], *, restart_load: bool) -> dict[str, Any]:
     """Every check; raises PreflightError (or ServiceUnavailable) listing all problems. Returns the facts."""
-    problems: list[str] = []
+    problems: list[str] = settings_problems(suite)
     unavailable: list[str] = []
     facts: dict[str, Any] = {
         "git": check_git(suite, problems),

@@ -68,8 +68,9 @@ _MATRIX_SCHEMA = {
 }
 _HOST_PORT = {"type": "string", "pattern": r"^[^\s:]+:[0-9]{1,5}$"}
 
-# Sections are owned by the parts that read them; known keys are typed here and further keys
-# are allowed so each part can grow its settings (documented in docs/suites.md and its own docs).
+# Sections load, metrics and analysis are closed: a misspelt key is an error. The platform sections
+# (local, kubernetes) are checked key by key by their platform's settings (kubexp suite validate runs
+# those checks too); their best-known keys are typed here.
 SUITE_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "kubexp suite",
@@ -96,7 +97,12 @@ SUITE_SCHEMA: dict[str, Any] = {
                 "results_dir": {"type": "string"},
                 "request_path": {"type": "string", "pattern": "^/"},
                 "ssh_conn_ids": {"type": "array", "items": {"type": "string"}},
+                "region": {"enum": ["overload", "underload"]},
+                "expected_response_time_ms": {"type": "number", "exclusiveMinimum": 0},
+                "pod_rate_per_s": {"type": "number", "exclusiveMinimum": 0},
+                "generator_rate_per_s": {"type": "number", "exclusiveMinimum": 0},
             },
+            "additionalProperties": False,
         },
         "metrics": {
             "type": "object",
@@ -115,7 +121,15 @@ SUITE_SCHEMA: dict[str, Any] = {
                 "queries": {"type": "object", "additionalProperties": {"type": "string", "minLength": 1}},
                 "required": {"type": "array", "items": {"type": "string"}},
                 "completeness_min": {"type": "number", "minimum": 0, "maximum": 1},
+                "default_queries": {"type": "boolean"},
+                "rate_window": {"type": "string", "minLength": 1},
+                "retries": {"type": "integer", "minimum": 1},
+                "backoff_s": {"type": "number", "minimum": 0},
+                "timeout_s": {"type": "number", "exclusiveMinimum": 0},
+                "max_series": {"type": "integer", "minimum": 1},
+                "etcd_logs": {"type": "array", "items": {"type": "object"}},
             },
+            "additionalProperties": False,
         },
         "local": {
             "type": "object",
@@ -137,6 +151,7 @@ SUITE_SCHEMA: dict[str, Any] = {
                 "warmup_s": {"type": "integer", "minimum": 0},
                 "cooldown_s": {"type": "integer", "minimum": 0},
             },
+            "additionalProperties": False,
         },
     },
 }
@@ -258,8 +273,16 @@ def parse_suite(data: Any, path: Path | str) -> Suite:
     return suite
 
 
-def _describe(path: Path, error: jsonschema.ValidationError) -> str:
-    where = _key_path(error.absolute_path)
+def check_section(name: str, value: Any, origin: str) -> None:
+    """Validate one section (e.g. after a run's overrides were merged into it) against its part of the schema."""
+    validator = jsonschema.Draft202012Validator(SUITE_SCHEMA["properties"][name])
+    errors = sorted(validator.iter_errors(value), key=lambda e: (list(map(str, e.absolute_path)), e.message))
+    if errors:
+        raise SuiteError("\n".join(_describe(Path(origin), error, prefix=name) for error in errors))
+
+
+def _describe(path: Path, error: jsonschema.ValidationError, prefix: str = "") -> str:
+    where = _key_path([prefix, *error.absolute_path] if prefix else error.absolute_path)
     allowed = _allowed(error)
     return f"{path}: {where}: {error.message}" + (f"; allowed: {allowed}" if allowed else "")
 

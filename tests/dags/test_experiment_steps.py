@@ -102,4 +102,6 @@ def test_overrides_change_settings_never_scenarios(suite_path: Path) -> None:
     assert changed.allow_dirty and changed.load["servers"] == 2 and changed.scenarios() == suite.scenarios()
     with pytest.raises(experiment.ExperimentError, match="not allowed"):
         experiment.apply_overrides(suite, {"matrix": {"workers": [1]}})
+    with pytest.raises(experiment.ExperimentError, match=r"with the run's overrides: load: .*'sever' was unexpected"):
+        experiment.apply_overrides(suite, {"load": {"sever": 2}})
 

@@ -95,6 +95,9 @@ def test_scenario_ids_are_stable_and_independent_of_the_matrix(tmp_path: Path) -
         ({"metrics": {"prometheus": [{"name": "p"}]}}, ["metrics.prometheus[0]", "key url or key conn_id"]),
         ({"matrix": {"pods": [1, 5]}, "defaults": {"pods_max": 3}}, ["pods_max=3 is below pods=5", "pods_max >= pods"]),
         ({"defaults": {"workers": 3}}, ["workers given in both defaults and matrix"]),
+        ({"metrics": {"completness_min": 0.5}}, ["metrics", "'completness_min' was unexpected", "completeness_min"]),
+        ({"load": {"region": "overlaod"}}, ["load.region", '"overload" | "underload"']),
+        ({"analysis": {"warmup": 5}}, ["analysis", "'warmup' was unexpected", "warmup_s"]),
     ],
 )
 def test_invalid_suites_are_rejected_with_file_path_and_allowed_values(
@@ -130,8 +133,8 @@ def test_scenario_params_schema_accepts_scenarios_and_rejects_unknown_parameters
 
 
 def test_parse_suite_keeps_sections_for_their_owners() -> None:
-    suite = parse_suite({**MINIMAL, "load": {"servers": ["h:1099"], "custom": True},
-                         "analysis": {"warmup_s": 5}}, "inline.yaml")
-    assert suite.load == {"servers": ["h:1099"], "custom": True}
+    suite = parse_suite({**MINIMAL, "load": {"servers": ["h:1099"], "region": "overload"},
+                         "local": {"app_threads": 2}, "analysis": {"warmup_s": 5}}, "inline.yaml")
+    assert suite.load == {"servers": ["h:1099"], "region": "overload"} and suite.local == {"app_threads": 2}
     assert (suite.warmup_s, suite.cooldown_s) == (5, 0)
     assert suite.path == Path("inline.yaml")

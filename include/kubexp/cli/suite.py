@@ -9,6 +9,7 @@ import click
 
 from kubexp import settings
 from kubexp.cli import main
+from kubexp.preflight import settings_problems
 from kubexp.store import db, migrations, status, suites
 from kubexp.suite import Suite, SuiteError, load_suite
 
@@ -30,8 +31,11 @@ def _load(path: Path) -> Suite:
 @suite_group.command()
 @click.argument("file", type=_FILE)
 def validate(file: Path) -> None:
-    """Check FILE against the suite schema; exit 1 with the problems if it is invalid."""
+    """Check FILE against the suite schema and its sections' settings; exit 1 with the problems if it is invalid."""
     suite = _load(file)
+    problems = settings_problems(suite)
+    if problems:
+        raise click.ClickException("\n".join(problems))
     scenarios = len(suite.scenarios())
     click.echo(f"{file}: suite {suite.name} is valid: {scenarios} scenarios x {suite.repetitions} repetitions = "
                f"{scenarios * suite.repetitions} experiments on {suite.platform} cluster {suite.cluster}")

@@ -33,6 +33,9 @@ if TYPE_CHECKING:
     from kubexp.suite import Suite
 
 DEFAULT_CONN_ID = "kubexp_kubernetes"
+# Keys of the section read here; kubexp.manifests reads the keys of its DEFAULTS.
+_SECTION_KEYS = ("conn_id", "namespace", "ingress_host", "sanity_path", "field_manager", "timeouts",
+                 "openstack_cloud", "openstack", "istio", "etcd", "load_hosts")
 
 
 class SettingsError(ValueError):
@@ -83,6 +86,11 @@ def parse_settings(section: Mapping[str, Any], load: Mapping[str, Any] | None = 
     def where(key: str) -> str:
         return f"{path}: kubernetes.{key}"
 
+    known = {*_SECTION_KEYS, *MANIFEST_DEFAULTS}
+    unknown = sorted(set(section) - known)
+    if unknown:
+        raise SettingsError(f"{path}: kubernetes: unknown key(s) {', '.join(unknown)}; "
+                            f"allowed: {', '.join(sorted(known))}")
     try:
         timeouts = Timeouts(**{k: float(v) for k, v in dict(section.get("timeouts") or {}).items()})
     except (TypeError, ValueError) as exc:

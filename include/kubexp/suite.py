@@ -265,7 +265,7 @@ def parse_suite(data: Any, path: Path | str) -> Suite:
     for scenario in suite.scenarios():
         pods, pods_max = scenario.params["pods"], scenario.params["pods_max"]
         if pods_max < pods:
-            where = "matrix" if "pods_max" in matrix or "pods" in matrix else "defaults"
+            where = "matrix" if "pods_max" in matrix else "defaults"
             raise SuiteError(
                 f"{path}: {where}.pods_max: pods_max={pods_max} is below pods={pods} in scenario {scenario.index}; "
                 f"allowed: pods_max >= pods (equal = no autoscaling)"

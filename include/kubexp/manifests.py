@@ -202,8 +202,13 @@ def manifest_filename(position: int, obj: Mapping[str, Any]) -> str:
 
 
 def write_manifests(objects: list[dict[str, Any]], out_dir: Path) -> list[Path]:
-    """One YAML file per object, numbered in apply order (`kubectl apply -f out_dir`)."""
+    """One YAML file per object, numbered in apply order (`kubectl apply -f out_dir`).
+
+    Manifest files an earlier render left in `out_dir` are removed first (other files stay), so the
+    folder applies exactly this scenario."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob("[0-9][0-9]-*.yaml"):
+        stale.unlink()
     paths = []
     for position, obj in enumerate(objects, start=1):
         path = out_dir / manifest_filename(position, obj)

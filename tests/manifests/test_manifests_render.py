@@ -178,6 +178,20 @@ def test_render_cli_writes_readable_yaml_by_index_and_by_id(tmp_path: Path) -> N
     assert all("&id" not in f.read_text() for f in files)  # no YAML anchors for readers
 
 
+def test_render_into_a_used_folder_leaves_only_this_scenarios_manifests(tmp_path: Path) -> None:
+    istio = next(s for s in load_suite(SUITES_DIR / "paper-etcd.yaml").scenarios() if s.params["mesh"] == "istio")
+    native = load_suite(SUITES_DIR / "paper-loadgeneration.yaml").scenarios()[0]
+    (tmp_path / "notes.txt").write_text("mine")
+    runner = CliRunner()
+    for suite_file, scenario in (("paper-etcd.yaml", istio), ("paper-loadgeneration.yaml", native)):
+        result = runner.invoke(main, ["render", str(SUITES_DIR / suite_file), "--scenario", scenario.id,
+                                      "--out", str(tmp_path)])
+        assert result.exit_code == 0, result.output
+    kinds = [yaml.safe_load(f.read_text())["kind"] for f in sorted(tmp_path.glob("*.yaml"))]
+    assert kinds == [obj["kind"] for obj in manifests.render(native.id, native.params, {})]
+    assert "Gateway" not in kinds and (tmp_path / "notes.txt").read_text() == "mine"
+
+
 def test_render_cli_names_a_bad_scenario(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["render", str(SUITES_DIR / "demo.yaml"), "--scenario", "99999",
                                        "--out", str(tmp_path)])

@@ -191,7 +191,7 @@ def select(suite_path: str | Path, run: RunRef, params: Mapping[str, Any]) -> Cu
                 except selection.SelectionError as exc:  # the user's choice: retrying cannot help
                     raise ExperimentError(str(exc)) from exc
             else:
-                chosen = selection.select_next_experiment(conn, suite, run.holder)
+                chosen = selection.select_next_experiment(conn, suite, run.holder, lease_s=lease_s(suite))
         if chosen is None:
             log.info("suite %s is complete: every experiment is finished (or claimed by a running attempt)",
                      suite.name)

@@ -36,13 +36,27 @@ def test_lock_is_per_cluster_and_released_by_cleanup(suite_path: Path, database_
     assert experiment.lock_cluster(suite_path, "other-suite", "manual__2")
 
 
+def select_then_release(suite_path: Path, database_url: str, number: int) -> experiment.Current | None:
+    """Select as run `number`, then give the cluster back (as if it had ended) so the next run may select."""
+    current = experiment.select(suite_path, run(number), {})
+    with db.connect(database_url) as conn:
+        selection.release_cluster(conn, "steps-cluster", run(number).holder)
+    return current
+
+
+def test_select_takes_the_cluster_lease(suite_path: Path, database_url: str) -> None:
+    assert experiment.select(suite_path, run(1), {}) is not None
+    with pytest.raises(selection.ClusterBusy, match=f"held by {run(1).holder}"):
+        experiment.select(suite_path, run(2), {})
+
+
 def test_select_balances_and_completes(suite_path: Path, database_url: str) -> None:
-    chosen = [experiment.select(suite_path, run(n), {}) for n in range(4)]
+    chosen = [select_then_release(suite_path, database_url, n) for n in range(4)]
     assert all(current is not None for current in chosen)
     # both scenarios have 0 finished: each selection claims one experiment, both get their two
     assert sorted(Counter(current.scenario_id for current in chosen if current).values()) == [2, 2]
     assert len({current.experiment_id for current in chosen if current}) == 4  # each claimed once
-    assert experiment.select(suite_path, run(5), {}) is None  # all claimed: nothing left to run
+    assert select_then_release(suite_path, database_url, 5) is None  # all claimed: nothing left to run
     with db.connect(database_url) as conn:
         [(running,)] = conn.execute("SELECT count(*) FROM attempt WHERE outcome = 'running'").fetchall()
     assert running == 4

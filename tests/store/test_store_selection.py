@@ -199,3 +199,14 @@ def test_a_forced_claim_bypasses_balancing_and_refuses_what_is_not_free(conn: ps
         claim("run-3", experiment_id=second.experiment_id)
     with pytest.raises(selection.SelectionError, match="scenario 0123456789abcdef is not in suite mini"):
         claim("run-3", scenario_id="0123456789abcdef")
+
+
+def test_selection_with_a_lease_holds_the_cluster_against_other_holders(conn: psycopg.Connection,
+                                                                         suite: Suite) -> None:
+    first = selection.select_next_experiment(conn, suite, "run-a", lease_s=60)
+    assert first is not None and selection.cluster_lock_holder(conn, suite.cluster) == ("run-a", True)
+    with pytest.raises(selection.ClusterBusy, match=f"cluster '{suite.cluster}' is held by run-a"):
+        selection.select_next_experiment(conn, suite, "run-b", lease_s=60)
+    assert selection.select_next_experiment(conn, suite, "run-a", lease_s=60) is not None  # the holder renews
+    selection.release_cluster(conn, suite.cluster, "run-a")
+    assert selection.select_next_experiment(conn, suite, "run-b", lease_s=60) is not None

@@ -31,6 +31,10 @@ class SelectionError(StoreError):
     """A forced choice names no free experiment of the suite (the message says why)."""
 
 
+class ClusterBusy(SelectionError):
+    """Another holder's lease on the cluster is valid."""
+
+
 @dataclass(frozen=True)
 class Selection:
     experiment_id: str
@@ -97,19 +101,28 @@ def choice_seed(suite_seed: int, selection_number: int) -> int:
 
 
 def select_next_experiment(
-    conn: psycopg.Connection, suite: Suite, holder: str, *, stale_after_s: float | None = None
+    conn: psycopg.Connection, suite: Suite, holder: str, *, stale_after_s: float | None = None,
+    lease_s: float | None = None,
 ) -> Selection | None:
     """Claim the next experiment of the suite for `holder`; None when no unfinished experiment is free.
 
-    Loads the suite first if the store's copy differs from the file, and reclaims stale attempts
-    (default timeout: the longest scenario duration + STALE_MARGIN_S). Concurrent selectors are
-    serialised per suite and skip rows another transaction holds, so none get the same experiment.
+    With `lease_s`, first takes (or renews) the lease on the suite's cluster for `holder` in the same
+    transaction, and raises ClusterBusy while another holder's lease is valid: one experiment per
+    cluster, whatever suite or trigger. Loads the suite first if the store's copy differs from the
+    file, and reclaims stale attempts (default timeout: the longest scenario duration +
+    STALE_MARGIN_S). Concurrent selectors are serialised per suite and skip rows another
+    transaction holds, so none get the same experiment.
     """
     scenarios = suite.scenarios()
     by_id = {scenario.id: scenario for scenario in scenarios}
     if stale_after_s is None:
         stale_after_s = max(s.params["duration_s"] for s in scenarios) + STALE_MARGIN_S
     with conn.transaction():
+        if lease_s is not None and not try_lock_cluster(conn, suite.cluster, holder, lease_s):
+            busy = cluster_lock_holder(conn, suite.cluster)
+            raise ClusterBusy(f"cluster {suite.cluster!r} is held by {busy[0] if busy else 'another run'}; "
+                              f"one experiment runs on a cluster at a time: wait for it (its lease expires "
+                              f"if its holder died)")
         suites.lock_suite(conn, suite.name)
         if suites.stored_fingerprint(conn, suite.name) != suites.fingerprint(suite, scenarios):
             suites.sync_suite(conn, suite)

@@ -13,6 +13,7 @@ import psutil
 import pytest
 from scratch_dirs import reachable_tmpdir
 
+from kubexp import settings
 from kubexp.processes import ManagedProcess, ProcessError, free_port, port_is_free
 
 
@@ -81,3 +82,61 @@ def test_process_that_dies_while_starting_reports_its_log(tmp_path: Path) -> Non
     with pytest.raises(ProcessError, match="exited with code 3(.|\n)*boom"):
         proc.start(timeout=10)
     assert proc.running_pid() is None
+
+
+def _inside_airflow_task(monkeypatch: pytest.MonkeyPatch, connection: str | None) -> None:
+    """What a task sees: the runner's context variables, no KUBEXP_DATABASE_URL, the connection from env."""
+    monkeypatch.delenv("KUBEXP_DATABASE_URL", raising=False)
+    monkeypatch.setenv("AIRFLOW_CTX_DAG_ID", "demo")
+    if connection is None:
+        monkeypatch.delenv("AIRFLOW_CONN_KUBEXP_RESULTS", raising=False)
+    else:
+        monkeypatch.setenv("AIRFLOW_CONN_KUBEXP_RESULTS", connection)
+
+
+@pytest.mark.parametrize("form", ["uri", "json"])
+def test_results_database_inside_airflow_is_the_kubexp_results_connection(
+        form: str, database_url: str, kubexp_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from urllib.parse import urlsplit
+
+    from kubexp.store import db
+
+    parts = urlsplit(database_url)
+    if form == "uri":  # extras that are not libpq parameters would make psycopg refuse the URI
+        connection = f"{database_url}?sslmode=disable&cursor=dictcursor"
+    else:  # nested extras: get_uri() packs all extras into one __extra__ JSON parameter
+        connection = json.dumps({"conn_type": "postgres", "host": parts.hostname, "port": parts.port,
+                                 "login": parts.username, "password": parts.password,
+                                 "schema": parts.path.lstrip("/"),
+                                 "extra": {"sslmode": "disable", "options": {"nested": True}}})
+    _inside_airflow_task(monkeypatch, connection)
+
+    url = settings.database_url()
+    assert url.startswith("postgresql://") and "sslmode=disable" in url
+    assert "cursor" not in url and "__extra__" not in url
+    with db.connect() as conn:
+        assert conn.execute("SELECT current_database()").fetchone() == (parts.path.lstrip("/"),)
+    assert not (kubexp_home / "secrets.json").exists()  # the local services' database was not consulted
+
+    monkeypatch.setenv("KUBEXP_DATABASE_URL", database_url.replace(parts.path, "/elsewhere"))
+    assert settings.database_url().endswith("/elsewhere")  # the explicit variable wins
+
+
+def test_missing_results_connection_inside_airflow_is_named(kubexp_home: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    _inside_airflow_task(monkeypatch, None)
+    with pytest.raises(settings.SettingsError, match="kubexp_results.*AIRFLOW_CONN_KUBEXP_RESULTS"):
+        settings.database_url()
+    monkeypatch.setenv("AIRFLOW_CONN_KUBEXP_RESULTS", "http://example.org/x")
+    with pytest.raises(settings.SettingsError, match="kubexp_results.*PostgreSQL"):
+        settings.database_url()
+    assert not (kubexp_home / "secrets.json").exists()
+
+
+def test_outside_airflow_the_local_services_database_is_used(kubexp_home: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KUBEXP_DATABASE_URL", raising=False)
+    monkeypatch.delenv("AIRFLOW_CTX_DAG_ID", raising=False)
+    monkeypatch.setenv("AIRFLOW_CONN_KUBEXP_RESULTS", "postgresql://other:x@db.example:5432/other")
+    monkeypatch.setenv("KUBEXP_POSTGRES_PORT", "25432")
+    assert settings.database_url().endswith("@127.0.0.1:25432/kubexp")

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -140,3 +141,44 @@ def test_outside_airflow_the_local_services_database_is_used(kubexp_home: Path,
     monkeypatch.setenv("AIRFLOW_CONN_KUBEXP_RESULTS", "postgresql://other:x@db.example:5432/other")
     monkeypatch.setenv("KUBEXP_POSTGRES_PORT", "25432")
     assert settings.database_url().endswith("@127.0.0.1:25432/kubexp")
+
+
+@pytest.fixture
+def bystander() -> Iterator[subprocess.Popen[bytes]]:
+    """A live process kubexp did not start, leading its own process group like a managed one."""
+    proc = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def test_stale_pid_file_never_signals_an_unrelated_process(tmp_path: Path,
+                                                           bystander: subprocess.Popen[bytes]) -> None:
+    started = psutil.Process(bystander.pid).create_time()
+    stale = ManagedProcess("stale", ["sleep"], tmp_path)
+    stale.pidfile.parent.mkdir(parents=True)
+    # The PID was reused: the file records the start time of the process that had it before.
+    stale.pidfile.write_text(f"{bystander.pid}\n{started - 3600:.3f}\n")
+    assert stale.running_pid() is None
+    assert stale.stop(timeout=1) is False
+    # An old one-line file, written before this process started (a reboot ago).
+    stale.pidfile.write_text(f"{bystander.pid}\n")
+    os.utime(stale.pidfile, (started - 3600, started - 3600))
+    assert stale.running_pid() is None
+    assert stale.stop(timeout=1) is False
+    assert bystander.poll() is None and psutil.Process(bystander.pid).status() != psutil.STATUS_ZOMBIE
+    assert not stale.pidfile.exists()  # a stale record is dropped
+
+
+def test_pid_file_records_the_start_time_and_old_files_still_work(tmp_path: Path,
+                                                                   bystander: subprocess.Popen[bytes]) -> None:
+    proc = ManagedProcess("sleeper", ["sleep", "300"], tmp_path, ready=lambda: True)
+    proc.start()
+    pid, started = proc.pidfile.read_text().splitlines()
+    assert int(pid) == proc.running_pid() and abs(float(started) - psutil.Process(int(pid)).create_time()) < 0.01
+    assert proc.stop(timeout=5) and not psutil.pid_exists(int(pid))
+    # `echo $! > file` after the start: the process is the recorded one and is stopped.
+    legacy = ManagedProcess("legacy", [], tmp_path)
+    legacy.pidfile.write_text(f"{bystander.pid}\n")
+    assert legacy.running_pid() == bystander.pid
+    assert legacy.stop(timeout=5) and bystander.wait(timeout=5) is not None

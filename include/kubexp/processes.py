@@ -3,6 +3,13 @@
 Every long-running process kubexp starts (local services, platform replicas, HAProxy,
 etcd, JMeter servers) goes through `ManagedProcess`, so `stop` always finds and ends
 exactly what was started, process group included.
+
+A PID file holds the PID on its first line and the process's start time (psutil's create_time)
+on the second, so line readers (`read pid < file`) still get the PID. A live process with that
+PID counts as the recorded one only if it started at that time (within `START_TOLERANCE_S`), so
+after a reboot or PID reuse nothing unrelated is signalled. A file with the PID alone (written
+by older code or by a shell's `echo $! > file`) counts only when the process started before the
+file was last written: a reused PID belongs to a later process.
 """
 
 from __future__ import annotations
@@ -24,6 +31,39 @@ import psutil
 
 class ProcessError(RuntimeError):
     """A managed process could not be started or did not become ready."""
+
+
+# psutil derives start times from the boot time, which the kernel recomputes from the wall clock
+# (whole seconds): the same process can show a start time off by up to about a second.
+START_TOLERANCE_S = 1.0
+
+
+def write_pidfile(path: Path, pid: int) -> None:
+    """Record `pid` and its start time (see the module doc)."""
+    try:
+        started = f"{psutil.Process(pid).create_time():.3f}\n"
+    except psutil.NoSuchProcess:  # already gone: the PID alone, which no later process can match
+        started = ""
+    path.write_text(f"{pid}\n{started}")
+
+
+def recorded_process(path: Path) -> psutil.Process | None:
+    """The live process a PID file records; None if there is no file, the process has exited
+    (zombies count as exited) or the PID now belongs to a different process."""
+    try:
+        fields = path.read_text().split()
+        written = path.stat().st_mtime
+        pid = int(fields[0])
+        recorded_start = float(fields[1]) if len(fields) > 1 else None
+        proc = psutil.Process(pid)
+        started = proc.create_time()
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+    except (OSError, ValueError, IndexError, psutil.NoSuchProcess, psutil.AccessDenied):
+        return None  # AccessDenied: a process we may not inspect is not treated as ours
+    if recorded_start is not None:
+        return proc if abs(started - recorded_start) <= START_TOLERANCE_S else None
+    return proc if started <= written + START_TOLERANCE_S else None
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -119,17 +159,9 @@ class ManagedProcess:
         return self.state_dir / "logs" / f"{self.name}.log"
 
     def running_pid(self) -> int | None:
-        """PID of the recorded process if it is still alive (zombies count as dead)."""
-        if not self.pidfile.exists():
-            return None
-        try:
-            pid = int(self.pidfile.read_text().strip())
-            proc = psutil.Process(pid)
-            if proc.status() == psutil.STATUS_ZOMBIE:
-                return None
-        except (ValueError, psutil.NoSuchProcess):
-            return None
-        return pid
+        """PID of the recorded process if it is still alive and still the one recorded (`recorded_process`)."""
+        proc = recorded_process(self.pidfile)
+        return proc.pid if proc is not None else None
 
     def start(self, timeout: float = 60.0) -> bool:
         """Start unless already running; wait until ready. Returns False if it was running."""
@@ -153,7 +185,7 @@ class ManagedProcess:
             except FileNotFoundError as exc:
                 raise ProcessError(f"{self.name}: program {self.argv[0]!r} not found; run `make setup`") from exc
         self.pid = proc.pid
-        self.pidfile.write_text(f"{proc.pid}\n")
+        write_pidfile(self.pidfile, proc.pid)
         self._wait_ready(proc, timeout)
         return True
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -47,13 +49,71 @@ def test_load_seconds_stream_every_finished_second(stored_suite: StoredSuite) ->
     with db.connect(stored_suite.url) as conn:
         seconds = loaders.load_seconds(conn, "analysis-store")
         few = loaders.load_seconds(conn, "analysis-store", columns=("successes",))
+        bare = loaders.load_seconds(conn, "analysis-store", columns=("successes",), parameters=False)
         with pytest.raises(ValueError, match="unknown load_second columns"):
             loaders.load_seconds(conn, "analysis-store", columns=("successes; DROP TABLE x",))
-    assert list(seconds.columns) == ["experiment_id", *LOAD_SECOND_COLUMNS]
+    assert list(seconds.columns)[:len(LOAD_SECOND_COLUMNS) + 2] == ["experiment_id", *LOAD_SECOND_COLUMNS,
+                                                                     "scenario_id"]
     assert len(seconds) == 14 * 120
     assert seconds.groupby("experiment_id")["t"].agg(["min", "max", "size"]).eq([0, 119, 120]).all().all()
-    assert list(few.columns) == ["experiment_id", "t", "successes"]
+    assert list(few.columns)[:4] == ["experiment_id", "t", "successes", "scenario_id"]
+    assert list(bare.columns) == ["experiment_id", "t", "successes"]
     assert (seconds["successes"] + seconds["failures"] == seconds["requests"]).all()
+
+
+LOADERS: dict[str, Callable[..., pd.DataFrame]] = {
+    "load_seconds": loaders.load_seconds, "platform_events": loaders.platform_events,
+    "metric_points": loaders.metric_points, "metric_completeness": loaders.metric_completeness,
+    "attempts": loaders.attempts}
+PER_SECOND = {"load_seconds", "metric_points"}  # parameters as categoricals
+
+
+@pytest.mark.parametrize("name", LOADERS)
+def test_loaders_carry_the_scenario_parameters(stored_suite: StoredSuite, name: str) -> None:
+    with db.connect(stored_suite.url) as conn:
+        frame = LOADERS[name](conn, "analysis-store")
+    # Expected from the suite file itself: each scenario's parameters.
+    scenarios = {scenario.id: scenario.params for scenario in stored_suite.suite.scenarios()}
+    parameters = list(next(iter(scenarios.values())))
+    assert {"pods", "workers", "mesh", "etcd_storage", "duration_s", "think_time_ms"} <= set(parameters)
+    assert {"scenario_id", *parameters} <= set(frame.columns) and "params" not in frame.columns
+    assert len(frame) > 0 and frame["scenario_id"].notna().all()
+    for column in ("scenario_id", *parameters):
+        if name in PER_SECOND:
+            assert isinstance(frame[column].dtype, pd.CategoricalDtype), column
+        values = frame[column].astype(object).to_numpy()
+        expected = [scenarios[s].get(column) if column != "scenario_id" else s
+                    for s in frame["scenario_id"].astype(str)]
+        assert [None if pd.isna(v) else v for v in values] == expected, column
+    # And the scenario is the experiment's own.
+    with db.connect(stored_suite.url) as conn:
+        experiments = loaders.experiments(conn, "analysis-store").set_index("experiment_id")["scenario_id"]
+    assert (frame["scenario_id"].astype(str).to_numpy()
+            == frame["experiment_id"].astype(str).map(experiments).to_numpy()).all()
+    assert sorted(frame["workers"].astype(int).unique()) == [20, 60]
+
+
+@pytest.mark.parametrize("name", LOADERS)
+def test_loaders_filter_by_scenario_and_experiment(stored_suite: StoredSuite, name: str) -> None:
+    load = LOADERS[name]
+    with db.connect(stored_suite.url) as conn:
+        experiments = loaders.experiments(conn, "analysis-store")
+        every = load(conn, "analysis-store")
+        scenario_id = experiments["scenario_id"].iloc[-1]
+        one_scenario = load(conn, "analysis-store", scenario_id=scenario_id)
+        finished = experiments.loc[experiments["status"] == "finished", "experiment_id"]
+        unfinished = experiments.loc[experiments["status"] != "finished", "experiment_id"]
+        chosen = [finished.iloc[0], finished.iloc[-1], unfinished.iloc[0]]
+        picked = load(conn, "analysis-store", experiment_ids=chosen)
+    assert len(every["scenario_id"].unique()) == 4
+    in_scenario = every[every["scenario_id"] == scenario_id]
+    assert len(one_scenario) == len(in_scenario) > 0
+    assert (one_scenario["scenario_id"] == scenario_id).all()
+    assert set(one_scenario["experiment_id"]) == set(in_scenario["experiment_id"])
+    # Only attempts list experiments that did not finish.
+    expected = set(chosen) if name == "attempts" else set(chosen[:2])
+    assert set(picked["experiment_id"].astype(str)) == expected
+    assert len(picked) == every["experiment_id"].astype(str).isin(chosen).sum()
 
 
 def test_views_events_metrics_and_attempts(stored_suite: StoredSuite) -> None:

@@ -100,7 +100,8 @@ def load_suite_data(conn: psycopg.Connection, suite: str, *, settings: AnalysisS
     all_experiments = stored[stored["active"].astype(bool)] if not stored.empty else stored
     parameters = varying(all_experiments) if not all_experiments.empty else []
     finished = all_experiments[all_experiments["status"] == "finished"]
-    seconds = loaders.load_seconds(conn, suite, columns=ANALYSIS_COLUMNS)
+    # Without parameters: trim fills in missing seconds, the parameters are mapped onto its result below.
+    seconds = loaders.load_seconds(conn, suite, columns=ANALYSIS_COLUMNS, parameters=False)
     seconds = seconds[seconds["experiment_id"].isin(finished["experiment_id"])]
     with_data = finished[finished["experiment_id"].isin(seconds["experiment_id"].unique())]
     durations = with_data.set_index("experiment_id")["duration_s"] if "duration_s" in with_data else None

@@ -1,9 +1,11 @@
 """pandas loaders over the experiment store, by suite, scenario or experiment, ready for notebooks.
 
-Every loader takes an open connection (kubexp.store.db.connect()) and returns a DataFrame
-with the scenario parameters as columns (pods, workers, mesh, etcd_storage, ...). Data of
-an experiment always comes from the attempt that finished it, so rows of failed attempts
-never mix in. Ids are strings (experiment UUIDs, 16-hex scenario ids).
+Every loader takes an open connection (kubexp.store.db.connect()) and a suite, optionally
+narrowed with scenario_id= and experiment_ids=, and returns a DataFrame with the scenario
+parameters as columns (pods, workers, mesh, etcd_storage, ...). The per-second frames
+(load_seconds, metric_points) look the parameters up once per experiment and carry them as
+categoricals. Data of an experiment always comes from the attempt that finished it, so rows
+of failed attempts never mix in. Ids are strings (experiment UUIDs, 16-hex scenario ids).
 """
 
 from __future__ import annotations
@@ -107,19 +109,65 @@ def experiment_summary(conn: psycopg.Connection, suite: str, *, scenario_id: str
 
 
 def scenario_summary(conn: psycopg.Connection, suite: str) -> pd.DataFrame:
-    """The store's scenario_summary view: one row per scenario of the suite, all params as columns."""
+    """The store's scenario_summary view: one row per scenario of the suite, all params as columns (no filters)."""
     frame = _frame(conn, "SELECT * FROM scenario_summary WHERE suite = %s ORDER BY scenario_index", (suite,))
     return _expand_params(frame)
 
 
-def load_seconds(conn: psycopg.Connection, suite: str, *, scenario_id: str | None = None,
-                 experiment_ids: Sequence[str] | None = None,
-                 columns: Sequence[str] = LOAD_SECOND_COLUMNS) -> pd.DataFrame:
-    """Per-second load rows (experiment_id + LOAD_SECOND_COLUMNS) of finished experiments, from their finishing attempt.
+def _experiment_parameters(conn: psycopg.Connection, suite: str, scenario_id: str | None,
+                           experiment_ids: Sequence[str] | None, *, finished: bool) -> pd.DataFrame:
+    """experiment_id, scenario_id and the parameters as columns: one row per experiment the filters select."""
+    where, params = _filters(suite, scenario_id, experiment_ids)
+    status = sql.SQL("e.status = 'finished' AND ") if finished else sql.SQL("")
+    query = sql.SQL("SELECT e.id::text AS experiment_id, e.scenario_id, sc.params FROM experiment e "
+                    "JOIN scenario sc ON sc.id = e.scenario_id WHERE {}{} ORDER BY e.id").format(status, where)
+    return _expand_params(_frame(conn, query, params))
 
-    experiment_id is categorical; rows are sorted by experiment and t. Each experiment's rows
-    travel as one bytea of fixed-width records (int4 counts, float8 with NaN for the nullable
-    rest) that numpy decodes, so a 1,400 x 1,200-second suite is 1,400 messages, not 1.68 M rows.
+
+def _parameter_columns(described: pd.DataFrame, experiment_ids: Sequence[str], codes: np.ndarray, *,
+                       categorical: bool) -> dict[str, Any]:
+    """scenario_id and the parameters for rows of experiment experiment_ids[code], looked up once per experiment.
+
+    Categorical columns cost one byte or two per row; an experiment missing from `described`
+    (finished after it was read) gets missing values.
+    """
+    table = described.set_index("experiment_id").reindex(pd.Index(list(experiment_ids), dtype=object))
+    columns: dict[str, Any] = {}
+    for name in table.columns:
+        if categorical:
+            value_codes, values = pd.factorize(table[name], sort=True)
+            columns[name] = pd.Categorical.from_codes(value_codes[codes], categories=values)
+        else:
+            columns[name] = table[name].to_numpy()[codes]
+    return columns
+
+
+def _with_parameters(conn: psycopg.Connection, frame: pd.DataFrame, suite: str, scenario_id: str | None,
+                     experiment_ids: Sequence[str] | None, *, finished: bool) -> pd.DataFrame:
+    """frame (a few rows per experiment) + scenario_id and the parameters of each row's experiment."""
+    described = _experiment_parameters(conn, suite, scenario_id, experiment_ids, finished=finished)
+    codes, distinct = pd.factorize(frame["experiment_id"])
+    columns = _parameter_columns(described, list(distinct), codes, categorical=False)
+    return frame.assign(**{name: column for name, column in columns.items() if name not in frame})
+
+
+def _repeat_categorical(values: Sequence[Any], which: np.ndarray) -> pd.Categorical:
+    """values[which] as a categorical (values: one per series, which: the series of each row)."""
+    codes, distinct = pd.factorize(pd.Series(list(values), dtype=object), sort=True)
+    return pd.Categorical.from_codes(codes[which], categories=distinct)
+
+
+def load_seconds(conn: psycopg.Connection, suite: str, *, scenario_id: str | None = None,
+                 experiment_ids: Sequence[str] | None = None, columns: Sequence[str] = LOAD_SECOND_COLUMNS,
+                 parameters: bool = True) -> pd.DataFrame:
+    """Per-second load rows of finished experiments, from their finishing attempt.
+
+    Columns: experiment_id, `columns` (default LOAD_SECOND_COLUMNS; t always), then scenario_id
+    and the scenario parameters (parameters=False leaves those out). Rows are sorted by experiment
+    and t. experiment_id, scenario_id and the parameters are categorical: they are looked up once
+    per experiment, not per row. Each experiment's rows travel as one bytea of fixed-width records
+    (int4 counts, float8 with NaN for the nullable rest) that numpy decodes, so a 1,400 x
+    1,200-second suite is 1,400 messages, not 1.68 M rows.
     """
     unknown = [c for c in columns if c not in LOAD_SECOND_COLUMNS]
     if unknown:
@@ -142,15 +190,23 @@ def load_seconds(conn: psycopg.Connection, suite: str, *, scenario_id: str | Non
     records = np.frombuffer(b"".join(row[2] for row in rows), dtype=layout)
     codes = np.repeat(np.arange(len(rows)), [row[1] for row in rows])
     order = np.lexsort((records["t"], codes))
+    codes = codes[order]
+    ids = [row[0] for row in rows]
     frame = pd.DataFrame({c: records[c][order].astype(np.int64 if c in _COUNT_COLUMNS else np.float64)
                           for c in wanted})
-    frame.insert(0, "experiment_id", pd.Categorical.from_codes(codes[order], categories=[row[0] for row in rows]))
-    return frame
+    frame.insert(0, "experiment_id", pd.Categorical.from_codes(codes, categories=ids))
+    if not parameters:
+        return frame
+    described = _experiment_parameters(conn, suite, scenario_id, experiment_ids, finished=True)
+    return frame.assign(**_parameter_columns(described, ids, codes, categorical=True))
 
 
 def platform_events(conn: psycopg.Connection, suite: str, *, scenario_id: str | None = None,
                     experiment_ids: Sequence[str] | None = None) -> pd.DataFrame:
-    """Platform events (OOM kills, restarts, probe failures, etcd warnings) of the finished experiments."""
+    """Platform events (OOM kills, restarts, probe failures, etcd warnings) of the finished experiments.
+
+    Columns: experiment_id, t, at, source, kind, obj, message, then scenario_id and the scenario parameters.
+    """
     where, params = _filters(suite, scenario_id, experiment_ids)
     query = sql.SQL("""
         SELECT p.experiment_id::text AS experiment_id, p.t, p.at, p.source, p.kind, p.obj, p.message
@@ -160,50 +216,88 @@ def platform_events(conn: psycopg.Connection, suite: str, *, scenario_id: str | 
         ORDER BY p.experiment_id, p.t, p.id
     """).format(where=where)
     frame = _frame(conn, query, params)
-    return frame if not frame.empty else pd.DataFrame(columns=["experiment_id", "t", "at", "source", "kind", "obj",
-                                                               "message"])
+    return _with_parameters(conn, frame, suite, scenario_id, experiment_ids, finished=True)
 
 
 def metric_points(conn: psycopg.Connection, suite: str, *, name: str | None = None, scenario_id: str | None = None,
                   experiment_ids: Sequence[str] | None = None) -> pd.DataFrame:
-    """Per-second metric points (experiment_id, source, name, labels as dict, t, value) of finished experiments."""
+    """Per-second metric points of finished experiments, from their finishing attempt.
+
+    Columns: experiment_id, series_id, source, name, labels (a dict), t, value, then scenario_id
+    and the scenario parameters; sorted by experiment, series and t. Each series travels as one
+    row with its arrays of t and value (as stored, sql/0002_metric_points_as_arrays.sql);
+    experiment_id, source, name, scenario_id and the parameters are categorical.
+    """
     where, params = _filters(suite, scenario_id, experiment_ids)
     if name is not None:
         where = sql.SQL("{} AND s.name = %s").format(where)
         params.append(name)
     query = sql.SQL("""
-        SELECT s.experiment_id::text AS experiment_id, s.id AS series_id, s.source, s.name, s.labels, p.t, p.value
+        SELECT s.experiment_id::text, s.id, s.source, s.name, s.labels, s.t, s.value
         FROM metric_series s
         JOIN experiment e ON e.id = s.experiment_id AND e.finished_attempt_id = s.attempt_id
-        CROSS JOIN LATERAL unnest(s.t, s.value) AS p (t, value)
         WHERE e.status = 'finished' AND {where}
-        ORDER BY s.experiment_id, s.id, p.t
+        ORDER BY s.experiment_id, s.id
     """).format(where=where)
-    return _frame(conn, query, params)
+    with conn.cursor(binary=True) as cursor:
+        series = cursor.execute(query, params).fetchall()
+    lengths = np.array([len(row[5]) for row in series], dtype=np.int64)
+    which = np.repeat(np.arange(len(series)), lengths)  # the series of every point
+    labels = np.empty(len(series), dtype=object)
+    labels[:] = [row[4] for row in series]
+    experiment_codes, ids = pd.factorize(pd.Series([row[0] for row in series], dtype=object))
+    frame = pd.DataFrame({
+        "experiment_id": pd.Categorical.from_codes(experiment_codes[which], categories=ids),
+        "series_id": np.array([row[1] for row in series], dtype=np.int64)[which],
+        "source": _repeat_categorical([row[2] for row in series], which),
+        "name": _repeat_categorical([row[3] for row in series], which),
+        "labels": labels[which],
+        "t": np.fromiter((t for row in series for t in row[5]), dtype=np.int64, count=int(lengths.sum())),
+        "value": np.fromiter((v for row in series for v in row[6]), dtype=np.float64, count=int(lengths.sum())),
+    })
+    described = _experiment_parameters(conn, suite, scenario_id, experiment_ids, finished=True)
+    return frame.assign(**_parameter_columns(described, list(ids), experiment_codes[which], categorical=True))
 
 
-def metric_completeness(conn: psycopg.Connection, suite: str) -> pd.DataFrame:
-    """Per finished experiment and metric name: series count and min/mean completeness (share of seconds)."""
-    return _frame(conn, """
+def metric_completeness(conn: psycopg.Connection, suite: str, *, scenario_id: str | None = None,
+                        experiment_ids: Sequence[str] | None = None) -> pd.DataFrame:
+    """Per finished experiment and metric name: series count and min/mean completeness (share of seconds).
+
+    Columns: experiment_id, name, series, completeness_min, completeness_mean, then scenario_id
+    and the scenario parameters.
+    """
+    where, params = _filters(suite, scenario_id, experiment_ids)
+    query = sql.SQL("""
         SELECT s.experiment_id::text AS experiment_id, s.name, count(*)::integer AS series,
                min(s.completeness) AS completeness_min, avg(s.completeness) AS completeness_mean
         FROM metric_series s
         JOIN experiment e ON e.id = s.experiment_id AND e.finished_attempt_id = s.attempt_id
-        WHERE e.suite = %s AND e.status = 'finished'
+        WHERE e.status = 'finished' AND {where}
         GROUP BY s.experiment_id, s.name
         ORDER BY s.experiment_id, s.name
-    """, (suite,))
+    """).format(where=where)
+    frame = _frame(conn, query, params)
+    return _with_parameters(conn, frame, suite, scenario_id, experiment_ids, finished=True)
 
 
-def attempts(conn: psycopg.Connection, suite: str) -> pd.DataFrame:
-    """Every attempt of the suite's experiments with its outcome, error and provenance facts (a dict)."""
-    return _frame(conn, """
+def attempts(conn: psycopg.Connection, suite: str, *, scenario_id: str | None = None,
+             experiment_ids: Sequence[str] | None = None) -> pd.DataFrame:
+    """Every attempt of the suite's experiments (finished or not) with its outcome, error and provenance facts.
+
+    Columns: attempt_id, experiment_id, scenario_id, repetition, run_id, try_number, host,
+    started_at, ended_at, outcome, error, counted (its data is the experiment's), facts (a dict),
+    then the scenario parameters.
+    """
+    where, params = _filters(suite, scenario_id, experiment_ids)
+    query = sql.SQL("""
         SELECT a.id AS attempt_id, a.experiment_id::text AS experiment_id, e.scenario_id, e.repetition,
                a.run_id, a.try_number, a.host, a.started_at, a.ended_at, a.outcome, a.error,
-               (a.id = e.finished_attempt_id) AS counted, coalesce(p.facts, '{}'::jsonb) AS facts
+               (a.id = e.finished_attempt_id) AS counted, coalesce(p.facts, '{{}}'::jsonb) AS facts
         FROM attempt a
         JOIN experiment e ON e.id = a.experiment_id
         LEFT JOIN provenance p ON p.attempt_id = a.id
-        WHERE e.suite = %s
+        WHERE {where}
         ORDER BY a.id
-    """, (suite,))
+    """).format(where=where)
+    frame = _frame(conn, query, params)
+    return _with_parameters(conn, frame, suite, scenario_id, experiment_ids, finished=False)

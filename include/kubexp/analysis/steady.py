@@ -5,9 +5,11 @@ reacting) and may end with a cool-down (the last, partial second; threads stoppi
 A suite can fix both in seconds (`analysis: {warmup_s, cooldown_s}`); whatever it leaves
 unset is detected per experiment with MSER-5 (White 1997; White, Cobb & Spratt 2000):
 the truncation point that minimises the marginal standard error of the mean of
-5-second batch means, searched over the first half of the batches. The cool-down is
-detected the same way on the reversed remainder, searched over its last quarter only,
-because the load stops abruptly and any real cool-down transient is short.
+5-second batch means, searched over the first quarter of the batches
+(WARMUP_SEARCH_FRACTION). The cool-down is detected the same way on the reversed
+remainder, searched over its last tenth only (COOLDOWN_SEARCH_FRACTION), because the load
+stops abruptly and any real cool-down transient is short. Both searches are bounded so that
+a failure episode in mid-run, the behaviour under study, is not cut away as a transient.
 """
 
 from __future__ import annotations

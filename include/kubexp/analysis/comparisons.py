@@ -7,13 +7,16 @@ over all of them (as the paper's section 6.1 pools istio against native). Each r
   successful responses/s; the default and the basis of `significant`), its p-value
   Holm-adjusted over the table's rows;
 - the paper's per-second variant (every steady-state second a sample), labelled as such;
-- Cliff's delta between the two levels (two-level factors) or the Dunn-Holm pairs that
-  differ (more levels), and bootstrap CIs of each level's median.
+- the effect size, Cliff's delta: between the two levels of a two-level factor; for more
+  levels, for every pair of levels, beside that pair's Dunn test p-value (Holm-adjusted over
+  the row's pairs; `pairwise` lists them in long form);
+- bootstrap CIs of each level's median.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -78,17 +81,66 @@ def _row(values: dict[str, Any], group: pd.DataFrame, seconds: pd.DataFrame, fac
         row.update(cliffs_delta=delta, magnitude=stats.delta_magnitude(delta))
     else:
         row.update(cliffs_delta=np.nan, magnitude="")
-    row["dunn_pairs"] = _dunn_pairs(by_experiment, settings) if len(names) > 2 and test.ran else ""
+    pairs = _pairs(by_experiment, settings, dunn=test.ran) if len(names) > 2 else []
+    row["pairs"] = pairs
+    row["dunn_pairs"] = _differing(pairs, settings.alpha) if len(names) > 2 and test.ran else ""
     return row
 
 
-def _dunn_pairs(groups: dict[str, np.ndarray], settings: AnalysisSettings) -> str:
-    """The pairs Dunn-Holm finds different, e.g. '1<>10 (p=0.003), 2<>10 (p=0.04)', or 'none'."""
-    matrix = stats.dunn_holm(groups, min_group_size=settings.min_group_size)
-    labels = list(matrix.index)
-    found = [f"{a}<>{b} (p={matrix.loc[a, b]:.2g})" for i, a in enumerate(labels) for b in labels[i + 1:]
-             if matrix.loc[a, b] < settings.alpha]
+@dataclass(frozen=True)
+class Pair:
+    """Two levels of a factor compared within one table row (experiments as the unit)."""
+
+    a: str
+    b: str
+    n_a: int
+    n_b: int
+    cliffs_delta: float  # effect size, a against b; NaN when a level has no experiments
+    magnitude: str
+    p_dunn_holm: float  # Dunn test, Holm-adjusted over the row's pairs; NaN when it could not run
+
+    @property
+    def label(self) -> str:
+        return f"{self.a}<>{self.b}"
+
+
+def _pairs(groups: dict[str, np.ndarray], settings: AnalysisSettings, *, dunn: bool) -> list[Pair]:
+    """Every pair of levels, in Dunn-Holm's order (a before b as the levels sort), with Cliff's delta."""
+    labels = list(groups)
+    matrix = stats.dunn_holm(groups, min_group_size=settings.min_group_size) if dunn else None
+    pairs = []
+    for i, a in enumerate(labels):
+        for b in labels[i + 1:]:
+            x, y = groups[a], groups[b]
+            delta = stats.cliffs_delta(x, y) if x.size and y.size else np.nan
+            pairs.append(Pair(a, b, int(x.size), int(y.size), delta,
+                              "" if np.isnan(delta) else stats.delta_magnitude(delta),
+                              np.nan if matrix is None else float(matrix.loc[a, b])))
+    return pairs
+
+
+def _differing(pairs: Sequence[Pair], alpha: float) -> str:
+    """The pairs Dunn-Holm finds different, e.g. '1<>10 (p=0.003, delta -1.00 large)', or 'none'."""
+    found = [f"{p.label} (p={p.p_dunn_holm:.2g}, delta {p.cliffs_delta:.2f} {p.magnitude})" for p in pairs
+             if p.p_dunn_holm < alpha]
     return ", ".join(found) if found else "none"
+
+
+def within_columns(table: pd.DataFrame) -> list[str]:
+    """The parameters a compare_factor table holds fixed per row (the columns before the first n[level])."""
+    columns = list(table.columns)
+    return columns[:next(i for i, c in enumerate(columns) if c.startswith("n["))]
+
+
+def pairwise(table: pd.DataFrame) -> pd.DataFrame:
+    """A compare_factor table's pairs in long form: the row's fixed parameters, then one row per pair of levels.
+
+    Columns: the `within` parameters, a, b, n_a, n_b, cliffs_delta, magnitude, p_dunn_holm. Empty
+    for two-level factors (their effect size is the table's own cliffs_delta).
+    """
+    within = within_columns(table)
+    rows = [{**{w: row[w] for w in within}, **asdict(pair)} for _, row in table.iterrows() for pair in row["pairs"]]
+    return pd.DataFrame(rows, columns=[*within, *Pair.__dataclass_fields__])
 
 
 def comparisons(per_experiment: pd.DataFrame, steady: pd.DataFrame, parameters: Sequence[str],

@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from kubexp.analysis.comparisons import POOLED
+from kubexp.analysis.comparisons import POOLED, pairwise, within_columns
 from kubexp.analysis.dataset import AnalysisSettings, SuiteData
 from kubexp.analysis.stats import UNIT_LABELS
 
@@ -103,20 +103,27 @@ def statistics(tables: dict[str, pd.DataFrame], settings: AnalysisSettings, *, f
              f"pools them (as the paper's section 6.1 did). <b>p (experiments)</b>: Kruskal-Wallis H-test with "
              f"{escape(UNIT_LABELS['experiment'])}, Holm-adjusted over the rows; <b>significant</b> means adjusted "
              f"p &lt; {settings.alpha:g}. <b>p (seconds)</b>: the paper's variant, {escape(UNIT_LABELS['second'])}. "
-             f"Medians with {settings.confidence:.0%} bootstrap CIs (seed {settings.seed}). Effect size: Cliff's "
-             f"delta (first level vs second) for two levels, Dunn tests with Holm correction for more.</p>")
+             f"Medians with {settings.confidence:.0%} bootstrap CIs (seed {settings.seed}). <b>Effect size</b>: "
+             f"Cliff's delta, P(X &gt; Y) - P(X &lt; Y) over the experiments (negligible &lt; 0.147 &le; small "
+             f"&lt; 0.33 &le; medium &lt; 0.474 &le; large); for parameters with more than two levels, per pair of "
+             f"levels, beside the <b>post-hoc p-value</b> of that pair (Dunn test, Holm-adjusted over the row's "
+             f"pairs). The table shows the pairs that differ; every pair is listed below it.</p>")
     if not finished:
         return intro + "<p>No finished experiments yet.</p>"
     if not tables:
         return intro + "<p>The suite varies no parameter: there are no scenario groups to compare.</p>"
-    return intro + "".join(_factor_table(factor, frame) for factor, frame in tables.items())
+    return intro + "".join(_factor_table(factor, frame, settings.alpha) for factor, frame in tables.items())
 
 
-def _factor_table(factor: str, frame: pd.DataFrame) -> str:
+def _factor_table(factor: str, frame: pd.DataFrame, alpha: float) -> str:
     levels = [c[len("n["):-1] for c in frame.columns if c.startswith("n[")]
-    within = list(frame.columns[:list(frame.columns).index(f"n[{levels[0]}]")])
-    effect = "Cliff's delta" if len(levels) == 2 else "Dunn-Holm pairs that differ"
-    header = [*within, *(f"{factor}={level}: n, median [CI]" for level in levels), effect, "p (experiments)",
+    within = within_columns(frame)
+    if len(levels) == 2:
+        effect = [f"Cliff's delta, {factor}={levels[0]} vs {levels[1]} (effect size)"]
+    else:
+        effect = [f"pairs that differ: Dunn-Holm p < {alpha:g} (post-hoc test)",
+                  "Cliff's delta of those pairs (effect size)"]
+    header = [*within, *(f"{factor}={level}: n, median [CI]" for level in levels), *effect, "p (experiments)",
               "p Holm", "significant", "p (seconds, paper)", "note"]
     rows: list[list[str]] = []
     classes: list[str] = []
@@ -126,8 +133,16 @@ def _factor_table(factor: str, frame: pd.DataFrame) -> str:
             ci = row[f"ci[{level}]"]
             interval = f" [{ci[0]:.4g}, {ci[1]:.4g}]" if isinstance(ci, tuple) else ""
             cells.append(f"{row[f'n[{level}]']}: {fmt(row[f'median[{level}]'], 4)}{interval}")
-        cells.append(f"{row['cliffs_delta']:.2f} ({row['magnitude']})" if len(levels) == 2
-                     and not pd.isna(row["cliffs_delta"]) else escape(str(row["dunn_pairs"] or "")))
+        if len(levels) == 2:
+            cells.append("&ndash;" if pd.isna(row["cliffs_delta"])
+                         else f"{row['cliffs_delta']:.2f} ({escape(row['magnitude'])})")
+        else:
+            ran = any(not math.isnan(pair.p_dunn_holm) for pair in row["pairs"])
+            differing = [pair for pair in row["pairs"] if pair.p_dunn_holm < alpha]
+            cells.append("<br>".join(f"{escape(pair.label)}: {fmt_p(pair.p_dunn_holm)}" for pair in differing)
+                         or ("none" if ran else "&ndash;"))
+            cells.append("<br>".join(f"{escape(pair.label)}: {_delta(pair.cliffs_delta, pair.magnitude)}"
+                                     for pair in differing) or "&ndash;")
         cells += [fmt_p(row["p_experiments"]), fmt_p(row["p_experiments_holm"]),
                   f"<b>{fmt(bool(row['significant']))}</b>", fmt_p(row["p_seconds"]), escape(str(row["note"]))]
         rows.append(cells)
@@ -135,8 +150,25 @@ def _factor_table(factor: str, frame: pd.DataFrame) -> str:
         classes.append(" ".join(c for c in ("pooled" if pooled else "", "significant" if row["significant"] else "")
                                 if c))
     body = table(header, rows, text_columns=len(within), row_classes=classes)
+    if len(levels) > 2:
+        body += _all_pairs(factor, frame, within)
     return f"<h3>Does {escape(factor)} change successful responses/s?</h3>{body}".replace(
         "<td><b>yes</b>", "<td class=sig><b>yes</b>")
+
+
+def _delta(delta: float, magnitude: str) -> str:
+    return "&ndash;" if math.isnan(delta) else f"{delta:.2f} ({escape(magnitude)})"
+
+
+def _all_pairs(factor: str, frame: pd.DataFrame, within: Sequence[str]) -> str:
+    """Every pair of levels of every row: Cliff's delta beside the Dunn-Holm p-value, folded away."""
+    pairs = pairwise(frame)
+    rows = [[*(fmt(r[w]) for w in within), escape(f"{r['a']} vs {r['b']}"), f"{r['n_a']} / {r['n_b']}",
+             _delta(r["cliffs_delta"], r["magnitude"]), fmt_p(r["p_dunn_holm"])] for _, r in pairs.iterrows()]
+    return (f"<details><summary>All {len(pairs)} pairs of {escape(factor)} levels: Cliff's delta (effect size) "
+            f"and Dunn-Holm p-value</summary>"
+            + table([*within, f"{factor} pair", "n", "Cliff's delta (effect size)", "Dunn-Holm p (post-hoc test)"],
+                    rows, text_columns=len(within) + 1) + "</details>")
 
 
 def repetitions(frame: pd.DataFrame, parameters: Sequence[str], settings: AnalysisSettings) -> str:

@@ -18,6 +18,11 @@ from PIL import Image
 from kubexp.settings import REPO_ROOT
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "explore.ipynb"
+# The figures `kubexp report` writes for any suite with finished experiments; timeline-2 only
+# when an experiment other than timeline-1's had platform events (report.timeline_experiments).
+REPORT_FIGURES = frozenset({"throughput-vs-workers", "throughput-vs-pods", "std-per-scenario", "densities",
+                            "timeline-1"})
+NOTEBOOK_IMAGES = 3  # throughput and response time, densities, one experiment's timeline
 
 
 def assert_nontrivial_png(path: Path) -> tuple[int, int]:

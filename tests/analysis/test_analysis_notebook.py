@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from analysis_data import StoredSuite
-from figure_checks import assert_nontrivial_image, execute_notebook
+from figure_checks import NOTEBOOK_IMAGES, assert_nontrivial_image, execute_notebook
 
 
 @pytest.mark.slow
@@ -15,6 +15,6 @@ def test_notebook_executes_against_the_store(report_source: StoredSuite, tmp_pat
     assert report_source.suite.name in texts
     assert "experiments as the unit" in texts and "seconds as the unit" in texts
     assert f"{report_source.finished} finished" in texts
-    assert len(images) == 3
+    assert len(images) == NOTEBOOK_IMAGES
     for image in images:
         assert_nontrivial_image(image)

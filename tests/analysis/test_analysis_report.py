@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 from analysis_data import StoredSuite, store_synthetic_suite
 from click.testing import CliRunner
+from figure_checks import REPORT_FIGURES
 
 from kubexp.analysis import loaders
 from kubexp.analysis.dataset import load_suite_data
@@ -24,8 +25,6 @@ from kubexp.analysis.report import build_report
 from kubexp.cli import main
 from kubexp.services import Postgres
 from kubexp.store import db
-
-MAIN_FIGURES = {"throughput-vs-workers", "throughput-vs-pods", "std-per-scenario", "densities", "timeline-1"}
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,7 @@ def built(report_source: StoredSuite, tmp_path_factory: pytest.TempPathFactory) 
 
 
 def test_figures_are_written_and_embedded(built: Built, png_check: Callable[[Path], tuple[int, int]]) -> None:
-    assert MAIN_FIGURES <= built.figures <= MAIN_FIGURES | {"timeline-2"}
+    assert REPORT_FIGURES <= built.figures <= REPORT_FIGURES | {"timeline-2"}
     assert ("timeline-2" in built.figures) == (built.events > 0)
     for name in built.figures:
         path = built.out / "figures" / f"{name}.png"

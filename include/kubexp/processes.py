@@ -240,9 +240,14 @@ def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Proce
 
 
 def _running(proc: psutil.Process) -> bool:
-    """False once exited. A zombie has exited: reap it if it is ours; else its parent (or PID 1) will."""
+    """False once exited. A zombie has exited: reap it if it is ours; else its parent (or PID 1) will.
+
+    A zombie leader whose other threads are still exiting has not: they still hold its files and ports.
+    """
     try:
         if proc.status() != psutil.STATUS_ZOMBIE:
+            return True
+        if proc.num_threads() > 1:
             return True
         proc.wait(timeout=0)
     except (psutil.NoSuchProcess, psutil.TimeoutExpired, ChildProcessError):

@@ -65,7 +65,7 @@ LOADERS: dict[str, Callable[..., pd.DataFrame]] = {
     "load_seconds": loaders.load_seconds, "platform_events": loaders.platform_events,
     "metric_points": loaders.metric_points, "metric_completeness": loaders.metric_completeness,
     "attempts": loaders.attempts}
-PER_SECOND = {"load_seconds", "metric_points"}  # parameters as categoricals
+PER_SECOND = {"load_seconds", "metric_points"}  # text parameters as categoricals, numbers as numbers
 
 
 @pytest.mark.parametrize("name", LOADERS)
@@ -79,8 +79,10 @@ def test_loaders_carry_the_scenario_parameters(stored_suite: StoredSuite, name: 
     assert {"scenario_id", *parameters} <= set(frame.columns) and "params" not in frame.columns
     assert len(frame) > 0 and frame["scenario_id"].notna().all()
     for column in ("scenario_id", *parameters):
-        if name in PER_SECOND:
+        if name in PER_SECOND and column in ("scenario_id", "mesh", "etcd_storage"):
             assert isinstance(frame[column].dtype, pd.CategoricalDtype), column
+        if column in ("pods", "workers", "duration_s", "think_time_ms"):
+            assert pd.api.types.is_numeric_dtype(frame[column]), column
         values = frame[column].astype(object).to_numpy()
         expected = [scenarios[s].get(column) if column != "scenario_id" else s
                     for s in frame["scenario_id"].astype(str)]
@@ -91,6 +93,7 @@ def test_loaders_carry_the_scenario_parameters(stored_suite: StoredSuite, name: 
     assert (frame["scenario_id"].astype(str).to_numpy()
             == frame["experiment_id"].astype(str).map(experiments).to_numpy()).all()
     assert sorted(frame["workers"].astype(int).unique()) == [20, 60]
+    assert len(frame[frame["workers"] > 20]) == (frame["workers"].astype(int) == 60).sum() > 0
 
 
 @pytest.mark.parametrize("name", LOADERS)

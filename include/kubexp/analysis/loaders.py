@@ -3,9 +3,10 @@
 Every loader takes an open connection (kubexp.store.db.connect()) and a suite, optionally
 narrowed with scenario_id= and experiment_ids=, and returns a DataFrame with the scenario
 parameters as columns (pods, workers, mesh, etcd_storage, ...). The per-second frames
-(load_seconds, metric_points) look the parameters up once per experiment and carry them as
-categoricals. Data of an experiment always comes from the attempt that finished it, so rows
-of failed attempts never mix in. Ids are strings (experiment UUIDs, 16-hex scenario ids).
+(load_seconds, metric_points) look the parameters up once per experiment and carry the text
+ones (ids, mesh, etcd_storage) as categoricals; numeric parameters stay numeric. Data of an
+experiment always comes from the attempt that finished it, so rows of failed attempts never mix in.
+Ids are strings (experiment UUIDs, 16-hex scenario ids).
 """
 
 from __future__ import annotations
@@ -128,13 +129,14 @@ def _parameter_columns(described: pd.DataFrame, experiment_ids: Sequence[str], c
                        categorical: bool) -> dict[str, Any]:
     """scenario_id and the parameters for rows of experiment experiment_ids[code], looked up once per experiment.
 
-    Categorical columns cost one byte or two per row; an experiment missing from `described`
-    (finished after it was read) gets missing values.
+    With `categorical`, text columns (ids, mesh, etcd_storage) become categoricals of one byte or two
+    per row; numbers stay numbers, so `frame[frame.workers > 60]` works. An experiment missing
+    from `described` (finished after it was read) gets missing values.
     """
     table = described.set_index("experiment_id").reindex(pd.Index(list(experiment_ids), dtype=object))
     columns: dict[str, Any] = {}
     for name in table.columns:
-        if categorical:
+        if categorical and not pd.api.types.is_numeric_dtype(table[name]):
             value_codes, values = pd.factorize(table[name], sort=True)
             columns[name] = pd.Categorical.from_codes(value_codes[codes], categories=values)
         else:
@@ -164,10 +166,10 @@ def load_seconds(conn: psycopg.Connection, suite: str, *, scenario_id: str | Non
 
     Columns: experiment_id, `columns` (default LOAD_SECOND_COLUMNS; t always), then scenario_id
     and the scenario parameters (parameters=False leaves those out). Rows are sorted by experiment
-    and t. experiment_id, scenario_id and the parameters are categorical: they are looked up once
-    per experiment, not per row. Each experiment's rows travel as one bytea of fixed-width records
-    (int4 counts, float8 with NaN for the nullable rest) that numpy decodes, so a 1,400 x
-    1,200-second suite is 1,400 messages, not 1.68 M rows.
+    and t. experiment_id, scenario_id and the text parameters are categorical (numeric ones stay
+    numeric): they are looked up once per experiment, not per row. Each experiment's rows travel as
+    one bytea of fixed-width records (int4 counts, float8 with NaN for the nullable rest) that numpy
+    decodes, so a 1,400 x 1,200-second suite is 1,400 messages, not 1.68 M rows.
     """
     unknown = [c for c in columns if c not in LOAD_SECOND_COLUMNS]
     if unknown:
@@ -226,7 +228,7 @@ def metric_points(conn: psycopg.Connection, suite: str, *, name: str | None = No
     Columns: experiment_id, series_id, source, name, labels (a dict), t, value, then scenario_id
     and the scenario parameters; sorted by experiment, series and t. Each series travels as one
     row with its arrays of t and value (as stored, sql/0002_metric_points_as_arrays.sql);
-    experiment_id, source, name, scenario_id and the parameters are categorical.
+    experiment_id, source, name, scenario_id and the text parameters are categorical.
     """
     where, params = _filters(suite, scenario_id, experiment_ids)
     if name is not None:

@@ -44,4 +44,4 @@ demo: setup
 	@$(VENV)/bin/kubexp demo
 
 down:
-	@test -x $(VENV)/bin/kubexp && $(VENV)/bin/kubexp services down || true
+	@if [ -x $(VENV)/bin/kubexp ]; then $(VENV)/bin/kubexp services down; else echo "nothing to stop ($(VENV) is not set up)"; fi

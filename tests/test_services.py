@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,30 +30,66 @@ def _kubexp(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
     return subprocess.run([kubexp, *args], env=env, capture_output=True, text=True, timeout=300)
 
 
+AIRFLOW_LOG_SERVER_PORTS = (8793, 8794)  # what scheduler and triggerer would open on 0.0.0.0
+
+
+def _process_tree(pids: list[int]) -> list[psutil.Process]:
+    tree = []
+    for pid in pids:
+        root = psutil.Process(pid)
+        tree += [root, *root.children(recursive=True)]
+    return tree
+
+
+def _exited(proc: psutil.Process) -> bool:
+    """Gone, or a zombie (exited; its new parent reaps it). is_running() checks the start time too."""
+    try:
+        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 @pytest.mark.slow
 def test_services_up_down_leaves_nothing_behind() -> None:
-    home = reachable_tmpdir("kubexp-services-") / "run"
+    scratch = reachable_tmpdir("kubexp-services-")
+    home = scratch / "run"
+    # The services' own temp dir (TMPDIR): whatever up, the services or down leave there is ours.
+    private_tmp = scratch / "tmp"
+    private_tmp.mkdir(mode=0o1777)
+    private_tmp.chmod(0o1777)
     ports = {"postgres": free_port(), "airflow": free_port(), "prometheus": free_port()}
-    env = _env(home, **ports)
-    before = {p.pid for p in psutil.process_iter()}
+    env = {**_env(home, **ports), "TMPDIR": str(private_tmp)}
+    system_tmp = Path(tempfile.gettempdir())
+    tmp_before = set(os.listdir(system_tmp))
 
     up = _kubexp("services", "up", env=env)
     assert up.returncode == 0, up.stderr
     status = json.loads(_kubexp("services", "status", "--json", env=env).stdout)
     assert all(pid for pid in status.values()), status
+    tree = _process_tree(list(status.values()))
+    assert len(tree) > len(status)  # PostgreSQL's backends, Airflow's workers: the descendants count
+    listening = {(conn.laddr.ip, conn.laddr.port) for proc in tree
+                 for conn in proc.net_connections(kind="inet") if conn.status == psutil.CONN_LISTEN}
+    assert listening == {("127.0.0.1", port) for port in ports.values()}  # nothing else, nothing on 0.0.0.0
+    assert not {port for _, port in listening} & set(AIRFLOW_LOG_SERVER_PORTS)
     again = _kubexp("services", "up", env=env)
     assert again.returncode == 0 and "already running" in again.stdout
 
     down = _kubexp("services", "down", env=env)
     assert down.returncode == 0, down.stderr
+    assert all(f"{name:<27} stopped" in down.stdout for name in status), down.stdout
     status = json.loads(_kubexp("services", "status", "--json", env=env).stdout)
     assert not any(status.values()), status
+    assert [(proc.pid, proc.name()) for proc in tree if not _exited(proc)] == []
     assert all(port_is_free(port) for port in ports.values())
-    leftovers = [p for p in psutil.process_iter(["pid", "cmdline"])
-                 if p.pid not in before and str(home) in " ".join(p.info["cmdline"] or [])]
-    assert leftovers == []
     assert not list((home / "pids").glob("*.pid"))
-    shutil.rmtree(home.parent)
+    assert list(private_tmp.iterdir()) == []
+    # Entries in the system temp dir that name our ports (PostgreSQL's socket and lock, say) or run folder;
+    # other entries appearing meanwhile belong to whatever else runs on this machine.
+    ours = [name for name in set(os.listdir(system_tmp)) - tmp_before
+            if any(str(port) in name for port in ports.values()) or scratch.name in name]
+    assert ours == []
+    shutil.rmtree(scratch)
 
 
 def test_taken_port_is_named(tmp_path: Path) -> None:
@@ -182,3 +219,54 @@ def test_pid_file_records_the_start_time_and_old_files_still_work(tmp_path: Path
     legacy.pidfile.write_text(f"{bystander.pid}\n")
     assert legacy.running_pid() == bystander.pid
     assert legacy.stop(timeout=5) and bystander.wait(timeout=5) is not None
+
+
+def test_down_stops_what_an_interrupted_experiment_left(tmp_path: Path) -> None:
+    home = tmp_path / "run"
+    sleep = ["sleep", "300"]
+    platform = home / "local-platform"
+    left = [ManagedProcess("supervisor", sleep, platform, ready=lambda: True),
+            ManagedProcess("replica-0", sleep, platform, ready=lambda: True),
+            ManagedProcess("haproxy", sleep, platform, ready=lambda: True),
+            ManagedProcess("jmeter-server-0", sleep, home / "jmeter-servers" / "demo", ready=lambda: True)]
+    for proc in left:
+        proc.start()
+    pids = [proc.running_pid() for proc in left]
+    env = _env(home, postgres=free_port(), airflow=free_port(), prometheus=free_port())
+
+    down = _kubexp("services", "down", env=env)
+
+    assert down.returncode == 0, down.stderr
+    assert [proc.running_pid() for proc in left] == [None] * len(left)
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+                   for pid in pids if pid)
+    lines = down.stdout.splitlines()
+    assert all(line.endswith("stopped") for line in lines)
+    stopped = [line.split()[0] for line in lines]
+    assert stopped[0] == "local-platform/supervisor"  # first: it would restart the replicas
+    assert sorted(stopped[1:]) == ["jmeter-servers/demo/jmeter-server-0", "local-platform/haproxy",
+                                   "local-platform/replica-0"]
+    again = _kubexp("services", "down", env=env)
+    assert again.returncode == 0 and "nothing was running" in again.stdout
+
+
+def test_status_and_down_write_nothing(tmp_path: Path) -> None:
+    home = tmp_path / "never-started"
+    env = _env(home, postgres=free_port(), airflow=free_port(), prometheus=free_port())
+    for args in (("services", "status"), ("services", "status", "--json"), ("services", "down"),
+                 ("services", "info")):
+        result = _kubexp(*args, env=env)
+        assert result.returncode == 0, result.stderr
+    assert not home.exists()  # no secrets.json, passwords.json, prometheus.yml, nor folders
+
+
+@pytest.mark.parametrize("value, problem", [("abc", "='abc' is not a port number"),
+                                            ("70000", "=70000 is out of range")])
+@pytest.mark.parametrize("command", ["up", "down", "status", "info"])
+def test_bad_port_setting_is_one_line_naming_the_variable(tmp_path: Path, command: str, value: str,
+                                                          problem: str) -> None:
+    env = {**_env(tmp_path / "run"), "KUBEXP_AIRFLOW_PORT": value}
+    result = _kubexp("services", command, env=env)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [f"Error: KUBEXP_AIRFLOW_PORT{problem}; set it to an integer 1-65535"]
+    assert not (tmp_path / "run").exists()

@@ -1,7 +1,9 @@
 """The local services of the embedded default: PostgreSQL, Prometheus and Airflow.
 
 Each runs as a plain process on 127.0.0.1 under the run folder (`kubexp.settings.run_dir`),
-recorded by PID. `up` is idempotent; `down` stops only what `up` recorded.
+recorded by PID. `up` is idempotent; `down` stops what `up` recorded and every other process
+recorded by a PID file under the run folder (the local platform's and JMeter's, left by an
+interrupted experiment); `status` only reads PID files.
 """
 
 from __future__ import annotations
@@ -23,6 +25,11 @@ from kubexp.processes import ManagedProcess, ProcessError
 
 PG_BIN = Path(os.environ.get("KUBEXP_PG_BIN", "/usr/lib/postgresql/15/bin"))
 AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+SERVICE_NAMES = ("postgres", "prometheus", *(f"airflow-{component}" for component in AIRFLOW_COMPONENTS))
+# The scheduler and triggerer would serve task logs on 0.0.0.0:8793/8794; every component
+# shares one log folder (AIRFLOW__LOGGING__BASE_LOG_FOLDER), so the api-server reads them there.
+SKIP_SERVE_LOGS = {"scheduler": ["--skip-serve-logs"], "triggerer": ["--skip-serve-logs"]}
+STOP_SIGNALS = {"postgres": signal.SIGINT}  # PostgreSQL's fast shutdown
 
 
 def _as_postgres_user() -> list[str]:
@@ -51,7 +58,8 @@ class Postgres:
             name="postgres",
             argv=[*_as_postgres_user(), str(PG_BIN / "postgres"), "-D", str(self.data_dir),
                   "-p", str(self.port), "-h", "127.0.0.1", "-k", str(sockets)],
-            state_dir=self.root, ports=[self.port], stop_signal=signal.SIGINT, ready=self.accepts_connections,
+            state_dir=self.root, ports=[self.port], stop_signal=STOP_SIGNALS["postgres"],
+            ready=self.accepts_connections,
         )
 
     def accepts_connections(self) -> bool:
@@ -140,15 +148,21 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-def airflow_env(root: Path, ports: settings.Ports, pg: Postgres, secrets: dict[str, str]) -> dict[str, str]:
-    """Environment shared by every Airflow component and the `airflow` CLI."""
-    home = root / "airflow"
-    home.mkdir(parents=True, exist_ok=True)
-    passwords = home / "passwords.json"
+def write_airflow_passwords(root: Path, secrets: dict[str, str]) -> Path:
+    """The simple auth manager's password file (mode 0600), written once."""
+    passwords = root / "airflow" / "passwords.json"
+    passwords.parent.mkdir(parents=True, exist_ok=True)
     if not passwords.exists():
         fd = os.open(passwords, os.O_WRONLY | os.O_CREAT, 0o600)
         with os.fdopen(fd, "w") as out:
             json.dump({"admin": secrets["airflow_admin_password"]}, out)
+    return passwords
+
+
+def airflow_env(root: Path, ports: settings.Ports, pg: Postgres, secrets: dict[str, str]) -> dict[str, str]:
+    """Environment shared by every Airflow component and the `airflow` CLI (writes nothing)."""
+    home = root / "airflow"
+    passwords = home / "passwords.json"
     base_url = f"http://127.0.0.1:{ports.airflow}"
     return {
         "AIRFLOW_HOME": str(home),
@@ -187,7 +201,8 @@ def airflow_processes(root: Path, env: dict[str, str], port: int) -> list[Manage
     for component in AIRFLOW_COMPONENTS:
         is_api = component == "api-server"
         procs.append(ManagedProcess(
-            name=f"airflow-{component}", argv=[airflow, component], state_dir=root, env=env,
+            name=f"airflow-{component}", argv=[airflow, component, *SKIP_SERVE_LOGS.get(component, [])],
+            state_dir=root, env=env,
             ports=[port] if is_api else [],
             ready=(lambda: _http_ok(f"http://127.0.0.1:{port}/api/v2/monitor/health")) if is_api
             else (lambda: True),
@@ -215,11 +230,17 @@ class LocalServices:
         return airflow_env(self.root, self.ports, self.postgres, settings.local_secrets())
 
     def processes(self) -> list[ManagedProcess]:
+        """The services, ready to start (writes their secrets and Prometheus' configuration if missing)."""
         return [
             self.postgres.process(),
             prometheus_process(self.root, self.ports.prometheus),
             *airflow_processes(self.root, self.airflow_env(), self.ports.airflow),
         ]
+
+    def recorded(self) -> list[ManagedProcess]:
+        """The services as their PID files record them: enough to check and stop them, writes nothing."""
+        return [ManagedProcess(name, (), self.root, stop_signal=STOP_SIGNALS.get(name, signal.SIGTERM))
+                for name in SERVICE_NAMES]
 
     def up(self, with_airflow: bool = True, log=print) -> None:
         pg = self.postgres
@@ -232,6 +253,7 @@ class LocalServices:
         log(f"prometheus  127.0.0.1:{self.ports.prometheus}  " + ("started" if prom.start() else "already running"))
         if not with_airflow:
             return
+        write_airflow_passwords(self.root, settings.local_secrets())
         env = self.airflow_env()
         procs = airflow_processes(self.root, env, self.ports.airflow)
         if any(p.running_pid() is None for p in procs):
@@ -242,10 +264,36 @@ class LocalServices:
             state = "started" if proc.start(timeout=120) else "already running"
             log(f"{proc.name:<27} {state}")
 
-    def down(self, log=print) -> None:
-        for proc in reversed(self.processes()):
-            if proc.stop():
-                log(f"{proc.name:<27} stopped")
+    def down(self, log=print) -> list[str]:
+        """Stop Airflow first (its tasks start experiments), then every other process recorded under the
+        run folder (supervisors before the replicas they would restart), then Prometheus and PostgreSQL.
+        Returns what was stopped, as `<folder relative to the run folder>/<name>`."""
+        services = {proc.name: proc for proc in self.recorded()}
+        airflow = [services[name] for name in reversed(SERVICE_NAMES) if name.startswith("airflow-")]
+        order = [*airflow, *self.leftovers(), services["prometheus"], services["postgres"]]
+        stopped = []
+        for proc in order:
+            where = proc.state_dir.relative_to(self.root)
+            label = proc.name if where == Path(".") else f"{where}/{proc.name}"
+            if proc.stop(timeout=30 if proc.name in services else 10):
+                log(f"{label:<27} stopped")
+                stopped.append(label)
+        return stopped
+
+    def leftovers(self) -> list[ManagedProcess]:
+        """Processes recorded by PID files under the run folder other than the services' own: the local
+        platform's (supervisor, replicas, HAProxy, etcd) and JMeter servers of an interrupted experiment."""
+        found: list[Path] = []
+        for folder, dirs, _ in os.walk(self.root):
+            depth = len(Path(folder).relative_to(self.root).parts)
+            if depth == 0:  # the services' own data: PostgreSQL's, Prometheus' and Airflow's (logs)
+                dirs[:] = [d for d in dirs if d not in ("postgres", "prometheus", "airflow")]
+            elif depth >= 3:
+                dirs[:] = [d for d in dirs if d == "pids"]
+            if Path(folder).name == "pids" and Path(folder) != self.root / "pids":
+                found.extend(Path(folder).glob("*.pid"))
+        found.sort(key=lambda path: (path.stem != "supervisor", str(path)))
+        return [ManagedProcess(path.stem, (), path.parent.parent) for path in found]
 
     def status(self) -> dict[str, int | None]:
-        return {proc.name: proc.running_pid() for proc in self.processes()}
+        return {proc.name: proc.running_pid() for proc in self.recorded()}

@@ -1,4 +1,4 @@
-"""`kubexp services up|down|status`."""
+"""`kubexp services up|down|status|info`."""
 
 from __future__ import annotations
 
@@ -6,9 +6,17 @@ import json
 
 import click
 
+from kubexp import settings
 from kubexp.cli import main
 from kubexp.processes import ProcessError
 from kubexp.services import LocalServices
+
+
+def _services() -> LocalServices:
+    try:
+        return LocalServices.from_env()
+    except settings.SettingsError as exc:  # a bad KUBEXP_*_PORT: one line naming the variable
+        raise click.ClickException(str(exc)) from None
 
 
 @main.group()
@@ -20,7 +28,7 @@ def services() -> None:
 @click.option("--no-airflow", is_flag=True, help="Start only PostgreSQL and Prometheus.")
 def up(no_airflow: bool) -> None:
     """Start the local services (idempotent)."""
-    svc = LocalServices.from_env()
+    svc = _services()
     try:
         svc.up(with_airflow=not no_airflow, log=click.echo)
     except ProcessError as exc:
@@ -30,15 +38,18 @@ def up(no_airflow: bool) -> None:
 
 @services.command()
 def down() -> None:
-    """Stop everything `up` started (by PID)."""
-    LocalServices.from_env().down(log=click.echo)
+    """Stop Airflow, every local-platform and JMeter process recorded under the run folder, then
+    Prometheus and PostgreSQL (each by its PID file)."""
+    svc = _services()
+    if not svc.down(log=click.echo):
+        click.echo(f"nothing was running (run folder {svc.root})")
 
 
 @services.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object {service: pid or null}.")
 def status(as_json: bool) -> None:
-    """Show which local services run."""
-    state = LocalServices.from_env().status()
+    """Show which local services run (reads PID files only)."""
+    state = _services().status()
     if as_json:
         click.echo(json.dumps(state))
         return
@@ -49,7 +60,7 @@ def status(as_json: bool) -> None:
 @services.command()
 def info() -> None:
     """Where to look: Airflow UI address and login, database, run folder."""
-    svc = LocalServices.from_env()
+    svc = _services()
     click.echo(f"Airflow UI   http://127.0.0.1:{svc.ports.airflow}  (user admin, password in "
                f"{svc.root}/airflow/passwords.json)")
     click.echo(f"Prometheus   http://127.0.0.1:{svc.ports.prometheus}")

@@ -2,13 +2,21 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-DEB_PACKAGES := postgresql-15 haproxy prometheus openssh-server fio strace openjdk-17-jre-headless procps iproute2
+# The interpreter the venv is made from (>= 3.11), e.g. `make PYTHON3=python3.11 demo`.
+PYTHON3 := python3
+DEB_PACKAGES := python3 python3-venv postgresql-15 haproxy prometheus openssh-server fio strace \
+	openjdk-17-jre-headless procps iproute2
 
-.PHONY: setup demo test lint down
+.PHONY: setup system demo test lint down
 .DEFAULT_GOAL := demo
 
-setup: $(VENV)/.installed
+setup: system $(VENV)/.installed
+	@echo "== setup complete (.venv, Debian packages)"
+
+# Debian packages first (the venv needs python3-venv), then the Python version.
+system:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
+	missing=$$(echo $$missing); \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "== installing Debian packages: $$missing"; \
@@ -18,11 +26,14 @@ setup: $(VENV)/.installed
 	    echo "  sudo apt-get update && sudo apt-get install -y --no-install-recommends $$missing"; exit 1; \
 	  fi; \
 	fi
-	@echo "== setup complete (.venv, Debian packages)"
+	@$(PYTHON3) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+	  echo "kubexp needs Python >= 3.11 ($(PYTHON3): $$($(PYTHON3) --version 2>/dev/null || echo not found))."; \
+	  echo "Install it (Debian 12 and Ubuntu 24.04 ship it as python3; elsewhere: apt-get install python3.11 python3.11-venv)"; \
+	  echo "and run make PYTHON3=python3.11 (remove $(VENV)/ if it was made with an older Python)."; exit 1; }
 
-$(VENV)/.installed: requirements.lock pyproject.toml
+$(VENV)/.installed: requirements.lock pyproject.toml | system
 	@echo "== creating $(VENV) from requirements.lock (first time: about 2 minutes)"
-	@test -x $(PY) || python3 -m venv $(VENV)
+	@test -x $(PY) || $(PYTHON3) -m venv $(VENV)
 	@$(PY) -m pip install -q --disable-pip-version-check -r requirements.lock 2> >(grep -v "^WARNING: Location" >&2)
 	@$(PY) -m pip install -q --disable-pip-version-check --no-deps -e . 2> >(grep -v "^WARNING: Location" >&2)
 	@$(PY) -m pip check

@@ -11,3 +11,5 @@ USER airflow
 
 COPY requirements.lock /tmp/kubexp-requirements.lock
 RUN pip install --no-cache-dir -r /tmp/kubexp-requirements.lock
+# kubexp itself comes from the mounted checkout: `python -m kubexp.cli ...` (docker-compose.yaml sets the same).
+ENV PYTHONPATH=/opt/kubexp/include

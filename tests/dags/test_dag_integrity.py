@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -119,11 +121,14 @@ def test_airflow_ruff_rules() -> None:
 
 
 def test_compose_parses_and_references_existing_files(tmp_path: Path) -> None:
+    from kubexp.platform.kubernetes.config import DEFAULT_CONN_ID
+
     compose = yaml.safe_load((REPO_ROOT / "docker-compose.yaml").read_text())
     components = {"airflow-apiserver": "api-server", "airflow-scheduler": "scheduler",
                   "airflow-dag-processor": "dag-processor", "airflow-triggerer": "triggerer"}
     for service, command in components.items():
         assert compose["services"][service]["command"] == command
+        assert compose["services"][service]["shm_size"]  # results default to /dev/shm/kubexp
     assert {"postgres", "prometheus", "airflow-init"} <= set(compose["services"])
     secrets = {"airflow_admin_password": "a", "airflow_fernet_key": "f", "airflow_secret_key": "s",
                "airflow_jwt_secret": "j"}
@@ -131,6 +136,15 @@ def test_compose_parses_and_references_existing_files(tmp_path: Path) -> None:
     env = compose["services"]["airflow-scheduler"]["environment"]
     for key in ("AIRFLOW_CONN_KUBEXP_RESULTS", "KUBEXP_DATABASE_URL", "KUBEXP_PROMETHEUS_URL", "KUBEXP_HOME"):
         assert key in env and key in local_env
+    for variables in (env, local_env):  # the connection and the variable name one results database
+        assert variables["AIRFLOW_CONN_KUBEXP_RESULTS"] == variables["KUBEXP_DATABASE_URL"]
+    cluster_conn = f"AIRFLOW_CONN_{DEFAULT_CONN_ID.upper()}"  # the kubernetes platform's default connection
+    example_env = (REPO_ROOT / "docker" / "example.env").read_text()
+    assert cluster_conn in env and f"\n{cluster_conn}=" in example_env
+    assert [key for key in env if key.startswith("AIRFLOW_CONN_")] == ["AIRFLOW_CONN_KUBEXP_RESULTS", cluster_conn]
+    for text in (example_env, (REPO_ROOT / "docker-compose.yaml").read_text()):
+        for doc in re.findall(r"docs/[\w./-]+\.md", text):
+            assert (REPO_ROOT / doc).is_file(), f"{doc} is referenced but missing"
     for service in compose["services"].values():
         build = service.get("build")
         if build:
@@ -142,3 +156,17 @@ def test_compose_parses_and_references_existing_files(tmp_path: Path) -> None:
     mounted = [v.split(":")[1] for v in compose["services"]["airflow-scheduler"]["volumes"]]
     assert env["AIRFLOW__CORE__DAGS_FOLDER"].startswith(mounted[0])
     assert all((REPO_ROOT / sub).is_dir() for sub in ("dags", "plugins", "include"))
+
+    # The init container's Python commands, run here with --help and the compose PYTHONPATH (the checkout's
+    # mount point mapped back to this checkout): the module must exist and import.
+    pythonpath = env["PYTHONPATH"].replace(mounted[0], str(REPO_ROOT))
+    assert Path(pythonpath, "kubexp", "cli", "__main__.py").is_file()
+    init = compose["services"]["airflow-init"]["command"][-1]
+    python_lines = [line.split() for line in init.splitlines() if line.strip().startswith("python -m ")]
+    assert python_lines, "airflow-init runs no `python -m` command"
+    for _, _, module, *args in python_lines:
+        for argv in (["--help"], [*args, "--help"]):
+            result = subprocess.run([sys.executable, "-m", module, *argv], capture_output=True, text=True,
+                                    cwd=tmp_path, env={**os.environ, "PYTHONPATH": pythonpath}, timeout=120)
+            assert result.returncode == 0, f"python -m {module} {' '.join(argv)}:\n{result.stderr}"
+            assert result.stdout.startswith(f"Usage: kubexp {' '.join(argv[:-1])}".rstrip())

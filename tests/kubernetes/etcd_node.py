@@ -24,8 +24,9 @@ _START = (
     'while IFS= read -r line; do case "$line" in ETCD_*=*) export "$line";; esac; done < "$1"; '
     'setsid "$2" >>"$3" 2>&1 </dev/null & echo $! > "$4"'
 )
+# The PID file's first line is the PID (ManagedProcess writes the start time on the second).
 _STOP = (
-    'p=$(cat "$1" 2>/dev/null) || exit 0; kill "$p" 2>/dev/null; i=0; '
+    'p=$(head -n 1 "$1" 2>/dev/null) || exit 0; kill "$p" 2>/dev/null; i=0; '
     'while kill -0 "$p" 2>/dev/null && ! grep -q "^State:[[:space:]]*Z" "/proc/$p/status" 2>/dev/null; do '
     'i=$((i+1)); [ "$i" -gt 400 ] && exit 1; sleep 0.05; done; rm -f "$1"'
 )

@@ -50,7 +50,7 @@ def kill_replica_under_load(platform: LocalPlatform, crop_load: Callable, replic
     load_s = (kill_at - datetime.now(UTC)).total_seconds() + BACKOFF_S + 2
     load = crop_load(platform.endpoint().url.rstrip("/"), threads=4, seconds=load_s).start()
     time.sleep((kill_at - datetime.now(UTC)).total_seconds())
-    pid = int((platform.state_dir / "pids" / f"{replica}.pid").read_text())
+    pid = int((platform.state_dir / "pids" / f"{replica}.pid").read_text().split()[0])  # line 2: start time
     os.kill(pid, signal.SIGKILL)
     frame = load.wait()
     return frame, platform.events(load.t0, datetime.now(UTC), load.t0)
@@ -59,7 +59,7 @@ def kill_replica_under_load(platform: LocalPlatform, crop_load: Callable, replic
 def sut_traces(platform: LocalPlatform) -> dict[str, object]:
     """Everything of the SUT that exists now: processes, cgroups, data dirs, ports, files."""
     state = platform.state_dir
-    pids = {int(p.read_text()) for p in (state / "pids").glob("*.pid")}
+    pids = {int(p.read_text().split()[0]) for p in (state / "pids").glob("*.pid")}
     cgroup_tops = [Path(p) for p in json.loads((state / "cgroups.json").read_text())]
     pids |= {int(p) for top in cgroup_tops for p in top.rglob("cgroup.procs") for p in p.read_text().split()}
     facts = json.loads((state / "facts.json").read_text())

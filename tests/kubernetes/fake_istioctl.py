@@ -3,8 +3,9 @@
 It logs each call (argv, the KUBECONFIG it was handed and that file's mode) as a JSON line to
 $KX_FAKE_TOOL_LOG, and does to the cluster what the real tool's command leaves behind,
 through the kubeconfig it got: `install` creates istio-system, istiod (image tag = the
-version in $KX_FAKE_ISTIO_VERSION, already rolled out, as istioctl waits for that) and the
-istio-ingressgateway NodePort Service (nodePort $KX_FAKE_ISTIO_NODE_PORT) and Istio's CRDs;
+version in $KX_FAKE_ISTIO_VERSION, already rolled out, as istioctl waits for that; an istiod of
+another release is replaced) and the istio-ingressgateway NodePort Service (nodePort
+$KX_FAKE_ISTIO_NODE_PORT) and Istio's CRDs;
 `uninstall --purge` deletes istiod and the gateway. `version` prints the client version.
 """
 
@@ -33,7 +34,16 @@ def main(argv: list[str]) -> int:
     config.load_kube_config()  # from KUBECONFIG, as the real tool does
     core, apps, ext = client.CoreV1Api(), client.AppsV1Api(), client.ApiextensionsV1Api()
     if argv[:1] == ["install"]:
-        core.create_namespace({"metadata": {"name": "istio-system"}})
+        try:
+            core.create_namespace({"metadata": {"name": "istio-system"}})
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        try:  # an install over another release replaces it, as istioctl does
+            apps.delete_namespaced_deployment("istiod", "istio-system")
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
         labels = {"app": "istiod"}
         apps.create_namespaced_deployment("istio-system", {
             "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "istiod", "generation": 1},

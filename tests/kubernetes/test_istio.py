@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from kubexp.platform.kubernetes.istio import IstioSettings, kubeconfig_from_connection
+from kubexp.platform.kubernetes.istio import IstioSettings, kubeconfig_from_connection, version_matches
 
 
 def test_helm_installs_the_pinned_charts_and_removes_them_in_reverse() -> None:
@@ -49,3 +49,9 @@ def test_kubeconfig_comes_from_the_connection_with_its_context() -> None:
     assert kubeconfig_from_connection({"kube_config": config, "cluster_context": "b"})["current-context"] == "b"
     assert kubeconfig_from_connection({"kube_config": "current-context: a\nclusters: []\n"})["clusters"] == []
     assert kubeconfig_from_connection({"in_cluster": True}) is None
+
+
+def test_installed_version_must_be_the_pinned_release() -> None:
+    assert version_matches("1.22.3", "1.22.3") and version_matches("1.22.3-distroless", "1.22.3")
+    assert not version_matches("1.22.30", "1.22.3") and not version_matches("1.22.3.1", "1.22.3")
+    assert not version_matches("1.22", "1.22.3") and not version_matches("unknown", "1.22.3")

@@ -220,6 +220,27 @@ def test_istio_installed_for_istio_and_removed_completely_for_native(
     assert kube.namespace(NAMESPACE)["metadata"]["labels"]["istio-injection"] == "disabled"
 
 
+def test_another_release_with_the_pinned_version_as_prefix_is_replaced(
+        kube: FakeKubernetes, fake_istioctl: FakeTool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KX_FAKE_ISTIO_NODE_PORT", "31080")
+    labels = {"app": "istiod"}
+    kube.put_object(DEPLOYMENTS, "istio-system", {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "istiod", "namespace": "istio-system",
+                                                                    "generation": 1},
+        "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {
+            "metadata": {"labels": labels},
+            "spec": {"containers": [{"name": "discovery", "image": "docker.io/istio/pilot:1.22.30"}]}}},
+        "status": {"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1, "observedGeneration": 1}})
+    platform = create(make_suite(tmp_path, {"istio": {"version": "1.22.3", "istioctl": str(fake_istioctl.path)}}))
+    assert platform.istio.installed_version() == "1.22.30"
+
+    facts = platform.istio.ensure("istio")
+
+    assert [c["argv"][0] for c in fake_istioctl.calls()] == ["version", "install"]  # 1.22.30 is not 1.22.3
+    assert facts == {"mesh": "istio", "istio_version": "1.22.3", "changed": True, "replaced": "1.22.30"}
+    assert platform.istio.ensure("istio")["changed"] is False  # now it is the pinned release
+
+
 def test_istioctl_of_another_version_is_refused(kube: FakeKubernetes, fake_istioctl: FakeTool, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KX_FAKE_ISTIO_VERSION", "1.21.0")

@@ -103,6 +103,12 @@ class IstioSettings:
                 for c in self.remove_commands or default]
 
 
+def version_matches(installed: str, wanted: str) -> bool:
+    """istiod's image tag is the pinned release, exactly or with a variant suffix ('1.22.3-distroless');
+    '1.22.30' is another release."""
+    return installed == wanted or installed.startswith(f"{wanted}-")
+
+
 class Istio:
     """Installs or removes Istio on one cluster so that it matches a scenario's `mesh`."""
 
@@ -137,7 +143,7 @@ class Istio:
             raise PlatformError("kubernetes.istio.version is not set; pin the Istio release the suite uses "
                                 "(e.g. version: 1.22.3) before running mesh=istio scenarios")
         current = self.installed_version()
-        if current is not None and current.startswith(wanted):
+        if current is not None and version_matches(current, wanted):
             return {"mesh": "istio", "istio_version": current, "changed": False}
         with self._kubeconfig() as env:
             if self.settings.installer == "istioctl" and self.settings.install_commands is None:
@@ -148,7 +154,7 @@ class Istio:
                    timeout_s=self.timeout_s, interval_s=self.cluster.poll_interval_s,
                    what=f"istiod in {self.settings.namespace}: rollout after install")
         installed = self.installed_version()
-        if installed is None or not installed.startswith(wanted):
+        if installed is None or not version_matches(installed, wanted):
             raise PlatformError(f"Istio install finished but istiod runs {installed!r}, not {wanted}; "
                                 f"check kubernetes.istio.install_commands")
         return {"mesh": "istio", "istio_version": installed, "changed": True, "replaced": current}

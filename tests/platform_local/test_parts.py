@@ -49,7 +49,7 @@ def test_haproxy_native_has_no_retries_and_istio_retries() -> None:
     assert "server replica-1 127.0.0.1:2001 check" in native
     assert "use-service prometheus-exporter" in native
     assert "retries 3" in istio and "timeout server 2000ms" in istio
-    assert "retry-on conn-failure empty-response response-timeout 503 502 504" in istio
+    assert "retry-on conn-failure empty-response response-timeout 500 501 502 503 504" in istio
 
 
 def test_stats_csv_parsed_per_server() -> None:

@@ -17,7 +17,11 @@ import requests
 from kubexp.processes import ManagedProcess, tool_version
 
 BACKEND = "replicas"
-NATIVE_SERVER_TIMEOUT_S = 60  # kube-proxy has none; the load's own response timeout ends a request first
+# kube-proxy has none; the load's response timeout ends a request first, unless it is 0 (none)
+NATIVE_SERVER_TIMEOUT_S = 60
+# mesh=istio: what the manifests' retryOn "5xx" means to Envoy (any 5xx answer, or none: connect failure,
+# reset, per-try timeout), as far as HAProxy's retry-on can say it
+RETRY_ON = "conn-failure empty-response response-timeout 500 501 502 503 504"
 
 
 @dataclass(frozen=True)
@@ -34,11 +38,12 @@ class HAProxyConfig:
     def render(self) -> str:
         inter_ms = max(1, round(self.health_check_interval_s * 1000))
         if self.mesh == "istio":
-            # Stands in for a VirtualService retry policy: attempts, per-try timeout, retryOn.
+            # Stands in for a VirtualService retry policy: attempts, per-try timeout, retryOn. Istio's "5xx"
+            # covers every 5xx; HAProxy retries on 500-504 only (its retry-on takes no other 5xx code).
             routing = [
                 f"retries {self.retry_attempts}",
                 "option redispatch 1",
-                "retry-on conn-failure empty-response response-timeout 503 502 504",
+                f"retry-on {RETRY_ON}",
                 f"timeout server {round(self.retry_per_try_timeout_s * 1000)}ms",
             ]
         else:

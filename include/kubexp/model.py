@@ -4,6 +4,8 @@ Workers W = {w_1..w_L} run a closed loop: send, wait for the response (t_resp) o
 timeout (t_timeout), think (t_delay), repeat. Pods P = {p_1..p_J} serve mu_j = 1 / t_resp,min each.
 
     lambda = sum_l 1 / (min(t_resp, t_timeout) + t_delay)        (eq. 5)
+
+A timeout of 0 (or None) means none: t_timeout = infinity, as in the paper's experiments.
     mu = sum_j mu_j,   rho = lambda / mu   (meaningful while rho < 1: the loop slows itself down)
 
 For throughput and response time against L, the workers are the think-time (delay) station and the
@@ -32,16 +34,25 @@ def _positive(name: str, value: float, *, zero_ok: bool = False) -> float:
     return float(value)
 
 
-def worker_rate(think_time_ms: float, response_time_ms: float, timeout_ms: float = math.inf) -> float:
+def timeout_or_inf(timeout_ms: float | None) -> float:
+    """The load generator's timeout t_time-out in ms; None or 0 mean none (infinity)."""
+    if timeout_ms is None:
+        return math.inf
+    value = _positive("timeout_ms", timeout_ms, zero_ok=True)
+    return math.inf if value == 0 else value
+
+
+def worker_rate(think_time_ms: float, response_time_ms: float, timeout_ms: float | None = math.inf) -> float:
     """Requests per second one closed-loop worker offers: 1 / (min(t_resp, t_timeout) + t_delay)."""
     cycle_ms = min(_positive("response_time_ms", response_time_ms, zero_ok=True),
-                   _positive("timeout_ms", timeout_ms)) + _positive("think_time_ms", think_time_ms, zero_ok=True)
+                   timeout_or_inf(timeout_ms)) + _positive("think_time_ms", think_time_ms, zero_ok=True)
     if cycle_ms <= 0:
         raise ModelError("think_time_ms and response_time_ms are both 0: a worker would offer infinite load")
     return 1000.0 / cycle_ms
 
 
-def offered_rate(workers: int, think_time_ms: float, response_time_ms: float, timeout_ms: float = math.inf) -> float:
+def offered_rate(workers: int, think_time_ms: float, response_time_ms: float,
+                 timeout_ms: float | None = math.inf) -> float:
     """Eq. 5 for L identical workers: lambda = L / (min(t_resp, t_timeout) + t_delay), requests per second."""
     if workers < 0:
         raise ModelError(f"workers={workers} must be >= 0")
@@ -105,7 +116,7 @@ class Dimensioning:
     workers: int
     think_time_ms: float
     response_time_ms: float
-    timeout_ms: float | None
+    timeout_ms: float | None  # None: no timeout
     request_rate: float  # eq. 5, requests per second offered by all workers
     worker_rate: float  # what one worker offers
     pods: int | None = None
@@ -117,7 +128,7 @@ class Dimensioning:
 
 
 def saturating_workers(capacity: float, think_time_ms: float, response_time_ms: float,
-                       timeout_ms: float = math.inf) -> int:
+                       timeout_ms: float | None = math.inf) -> int:
     """Smallest L whose offered rate reaches the capacity: ceil(mu / per-worker rate)."""
     return max(1, math.ceil(capacity / worker_rate(think_time_ms, response_time_ms, timeout_ms) - 1e-9))
 
@@ -127,14 +138,20 @@ def dimension(workers: int, think_time_ms: float, response_time_ms: float, *, po
     """Eq. 5 for a scenario; with `pods` also capacity, rho, the saturating worker count and MVA predictions.
 
     response_time_ms: t_resp, for capacity the unloaded response time (the paper's 63 ms). pod_rate_per_s
-    replaces 1000 / response_time_ms as mu_j where a measured per-pod plateau is known.
+    replaces 1000 / response_time_ms as mu_j where a measured per-pod plateau is known; it is needed with
+    pods when response_time_ms is 0 (the paper's "negligible" response time says nothing about capacity).
+    timeout_ms None or 0: no timeout.
     """
-    timeout = math.inf if timeout_ms is None else timeout_ms
+    timeout = timeout_or_inf(timeout_ms)
     per_worker = worker_rate(think_time_ms, response_time_ms, timeout)
-    result = Dimensioning(workers, think_time_ms, response_time_ms, timeout_ms,
+    result = Dimensioning(workers, think_time_ms, response_time_ms, None if math.isinf(timeout) else timeout_ms,
                           offered_rate(workers, think_time_ms, response_time_ms, timeout), per_worker)
     if pods is None:
         return result
+    if pod_rate_per_s is None and response_time_ms == 0:
+        raise ModelError("response_time_ms=0 cannot give the pods' capacity (mu_j = 1000 / t_resp would be "
+                         "infinite); give the measured responses per second of one pod with pod_rate_per_s "
+                         "(kubexp dimension --pod-rate-per-s)")
     per_pod = pod_rate_per_s if pod_rate_per_s is not None else service_rate(1, response_time_ms)
     capacity = pods * _positive("pod_rate_per_s", per_pod)
     point = mva(workers, think_time_ms, 1000.0 / per_pod, pods)[-1] if workers >= 1 else None
@@ -160,7 +177,7 @@ def load_region_warnings(params: Mapping[str, Any], settings: Mapping[str, Any] 
     Offered lambda is the open-loop arrival_rate_per_s, else eq. 5 with t_resp = expected_response_time_ms
     (the most a closed loop can offer: responses only get slower under load). Capacity mu = pods * mu_j,
     with the scenario's initial `pods`. 'overload' warns when lambda < mu, 'underload' when lambda >= mu;
-    both warn when the response timeout is below the expected response time (every request times out)
+    both warn when the response timeout is below the expected response time (every request times out; 0 is none)
     and when lambda exceeds generator_rate_per_s (the generator, not the pods, would be the bottleneck).
     """
     settings = settings or {}
@@ -172,7 +189,7 @@ def load_region_warnings(params: Mapping[str, Any], settings: Mapping[str, Any] 
         return []
     workers = int(params.get("workers", 10))
     think = float(params.get("think_time_ms", 20))
-    timeout = float(params.get("response_timeout_ms", 10000))
+    timeout = timeout_or_inf(float(params.get("response_timeout_ms", 10000)))
     pods = int(params.get("pods", 1))
     rate = params.get("arrival_rate_per_s")
     offered = float(rate) if rate is not None else offered_rate(workers, think, float(response), timeout)

@@ -7,7 +7,9 @@ import re
 import shlex
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -120,17 +122,70 @@ def test_open_loop_arrivals(cropapp: Endpoint, ram_results: Path) -> None:
     assert max(int(row["allThreads"]) for row in rows) <= int(run.properties["server_concurrency_limit"])
 
 
+class _SlowAnswer(BaseHTTPRequestHandler):
+    """Answers every GET after 1.2 s."""
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server hook name
+        time.sleep(1.2)
+        self.send_response(200)
+        self.send_header("Content-Length", "4")
+        self.end_headers()
+        self.wfile.write(b"slow")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # a client that timed out closed its socket before the answer: expected here
+
+
+@pytest.fixture
+def slow_endpoint() -> Iterator[Endpoint]:
+    server = _QuietServer(("127.0.0.1", 0), _SlowAnswer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield Endpoint("127.0.0.1", server.server_address[1], "/slow")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_timeouts_of_zero_wait_for_slow_responses(slow_endpoint: Endpoint, ram_results: Path) -> None:
+    """0 is "no timeout" (the paper's infinite timeout), not a timeout of 0 ms; 500 ms does time out."""
+    slow = {**SCENARIO, "workers": 1, "think_time_ms": 0, "duration_s": 3}
+    patient = run_load({**slow, "connect_timeout_ms": 0, "response_timeout_ms": 0}, slow_endpoint,
+                       ram_results / "none")
+    assert (patient.properties["connect_timeout_ms"], patient.properties["response_timeout_ms"]) == ("0", "0")
+    rows = samples(patient)
+    assert rows and {row["responseCode"] for row in rows} == {"200"}
+    assert min(int(row["elapsed"]) for row in rows) >= 1200
+    impatient = run_load({**slow, "response_timeout_ms": 500}, slow_endpoint, ram_results / "short")
+    rows = samples(impatient)
+    assert rows and all(row["success"] == "false" and "SocketTimeoutException" in row["responseCode"]
+                        for row in rows)
+
+
 def test_missing_server_is_named(cropapp: Endpoint, ram_results: Path) -> None:
     nobody = f"127.0.0.1:{free_port()}"
     with pytest.raises(LoadError, match=rf"JMeter server\(s\) {re.escape(nobody)} could not be configured"):
         run_load(SCENARIO, cropapp, ram_results, servers=[nobody], request_path=DEFAULT_CROP_PATH)
 
 
-def test_jmeter_exit_code_and_reason_are_reported(cropapp: Endpoint, ram_results: Path, tmp_path: Path) -> None:
+def test_jmeter_exit_code_and_reason_are_reported(cropapp: Endpoint, jmeter_servers: list[str], ram_results: Path,
+                                                  tmp_path: Path) -> None:
     plan = tmp_path / "broken.jmx"
     plan.write_text("<jmeterTestPlan><hashTree><NoSuchElement/></hashTree>")
     with pytest.raises(LoadError, match=r"JMeter exited with code 1: .*broken.jmx"):
-        run_load(SCENARIO, cropapp, ram_results, plan=plan, request_path=DEFAULT_CROP_PATH)
+        run_load(SCENARIO, cropapp, ram_results / "local", plan=plan, request_path=DEFAULT_CROP_PATH)
+    servers = re.escape(",".join(jmeter_servers))
+    with pytest.raises(LoadError, match=rf"JMeter exited with code 1 \(distributed mode, -R {servers}\): .*broken.jmx"):
+        run_load({**SCENARIO, "workers": 4}, cropapp, ram_results / "distributed", servers=jmeter_servers, plan=plan,
+                 request_path=DEFAULT_CROP_PATH)
 
 
 def test_results_must_go_to_a_ram_disk(cropapp: Endpoint, tmp_path: Path) -> None:

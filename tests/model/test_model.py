@@ -36,6 +36,16 @@ def test_eq5_takes_the_timeout_when_responses_are_slower() -> None:
     assert offered_rate(10, 20, 100, timeout_ms=2000) == pytest.approx(10 / 0.12)
 
 
+def test_a_timeout_of_zero_is_none() -> None:
+    # The paper's t_time-out = infinity: a 5 s response is waited for, 20 ms think time on top.
+    assert worker_rate(20, 5000, 0) == worker_rate(20, 5000) == pytest.approx(1000 / 5020)
+    assert offered_rate(10, 20, 5000, timeout_ms=0) == pytest.approx(10 / 5.02)
+    assert dimension(10, 20, 5000, timeout_ms=0).timeout_ms is None
+    assert dimension(10, 20, 5000, timeout_ms=2000).timeout_ms == 2000
+    with pytest.raises(ModelError, match="timeout_ms=-1 must be >= 0"):
+        worker_rate(20, 63, -1)
+
+
 def test_capacity_and_utilisation() -> None:
     capacity = service_rate(20, 63)  # 20 pods x 1/0.063 s = 317.46 responses/s
     assert capacity == pytest.approx(20 / 0.063)
@@ -124,6 +134,18 @@ def test_dimension_cli_json_and_text() -> None:
     assert bad.exit_code == 2 and "both 0" in bad.output
 
 
+def test_dimension_cli_with_negligible_response_time_needs_the_measured_pod_rate() -> None:
+    runner = CliRunner()
+    paper = ["dimension", "-L", "120", "--think-time-ms", "20", "--response-time-ms", "0", "--pods", "20"]
+    bad = runner.invoke(main, paper)
+    assert bad.exit_code == 2 and "response_time_ms=0" in bad.output and "--pod-rate-per-s" in bad.output
+    answer = runner.invoke(main, [*paper, "--pod-rate-per-s", "6.39", "--timeout-ms", "0", "--json"])
+    assert answer.exit_code == 0, answer.output
+    data = json.loads(answer.output)
+    assert data["request_rate"] == pytest.approx(6000.0) and data["capacity"] == pytest.approx(127.8)
+    assert data["timeout_ms"] is None and data["saturating_workers"] == 3  # 127.8 / 50 req/s per worker
+
+
 SCENARIO = {"workers": 10, "think_time_ms": 20, "pods": 20, "response_timeout_ms": 10000, "arrival_rate_per_s": None}
 
 
@@ -144,5 +166,9 @@ def test_region_rule() -> None:
                                     {"expected_response_time_ms": 63, "generator_rate_per_s": 390})
     assert len(warnings) == 2 and "time out" in warnings[0] and "load generator" in warnings[1]
     assert load_region_warnings(SCENARIO, {"region": "overload"}) == []  # no response time: nothing to say
+    # No response timeout (0): nothing times out, and eq. 5 waits for the 63 ms responses.
+    assert load_region_warnings({**SCENARIO, "workers": 27, "response_timeout_ms": 0}, overload) == []
+    (slow,) = load_region_warnings({**SCENARIO, "workers": 26, "response_timeout_ms": 0}, overload)
+    assert "at least 27 workers" in slow and "time out" not in slow
     with pytest.raises(ModelError, match="load.region='sideways'"):
         load_region_warnings(SCENARIO, {"region": "sideways", "expected_response_time_ms": 63})

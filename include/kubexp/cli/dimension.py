@@ -15,10 +15,10 @@ from kubexp.model import ModelError, dimension
 @click.option("--workers", "-L", type=click.IntRange(min=0), required=True, help="Closed-loop workers L.")
 @click.option("--think-time-ms", type=click.FloatRange(min=0), required=True, help="Mean think time t_delay.")
 @click.option("--response-time-ms", type=click.FloatRange(min=0), required=True,
-              help="Response time t_resp (for capacity: the unloaded one).")
+              help="Response time t_resp (for capacity: the unloaded one; with 0 and --pods give --pod-rate-per-s).")
 @click.option("--pods", type=click.IntRange(min=1), default=None, help="Pods J: adds capacity, rho and MVA.")
-@click.option("--timeout-ms", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="The load generator's timeout t_time-out (default: none).")
+@click.option("--timeout-ms", type=click.FloatRange(min=0), default=None,
+              help="The load generator's timeout t_time-out (default or 0: none).")
 @click.option("--pod-rate-per-s", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Measured responses/s of one pod, instead of 1000 / response time.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (key request_rate: eq. 5).")

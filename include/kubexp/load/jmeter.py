@@ -10,6 +10,7 @@ platform events) is placed on the same axis: t = floor((instant - t0) / 1 s).
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import signal
@@ -22,7 +23,7 @@ from typing import Any
 
 from kubexp.load.home import jmeter_argv, jmeter_home, jvm_args
 from kubexp.load.jtl import sample_span
-from kubexp.load.properties import load_properties
+from kubexp.load.properties import load_properties, request_bound_s
 from kubexp.load.ramdisk import require_ramdisk
 from kubexp.platform.base import Endpoint
 from kubexp.processes import ManagedProcess, free_port, tail
@@ -52,6 +53,9 @@ RESULT_PROPERTIES = {
         "idle_time", "connect_time")},
 }
 GRACE_S = 120  # beyond duration and timeouts: JVM start-up, remote configuration, the last batches of samples
+# What a request without a timeout (connect or response timeout 0) may take past the load's end before
+# JMeter is killed; with GRACE_S the kill comes before the DAG's load task limit (duration + 15 min).
+UNBOUNDED_REQUEST_S = 300
 
 
 class LoadError(RuntimeError):
@@ -171,11 +175,19 @@ def _failure(output: str, log_text: str, servers: Sequence[str], returncode: int
         return f"JMeter server(s) {not_started.group(1)} did not start the test{busy}; restart jmeter-server there"
     if returncode != 0:
         reason = re.findall(r"(?:An error occurred|Error in NonGUIDriver)[^\n]*", output)
-        return f"JMeter exited with code {returncode}: {reason[-1] if reason else 'see its output'}"
+        where = f" (distributed mode, -R {','.join(servers)})" if servers else ""
+        return f"JMeter exited with code {returncode}{where}: {reason[-1] if reason else 'see its output'}"
     unfinished = [server for server in servers if f"Finished remote host: {server}" not in log_text]
     if unfinished:
         return f"JMeter server(s) {', '.join(unfinished)} never reported the end of the test"
     return None
+
+
+def kill_after_s(properties: Mapping[str, str]) -> float:
+    """How long the master may run before it is killed: duration, GRACE_S and twice the longest request
+    (UNBOUNDED_REQUEST_S for a request without a timeout)."""
+    request_s = request_bound_s(float(properties["connect_timeout_ms"]), float(properties["response_timeout_ms"]))
+    return float(properties["duration_s"]) + GRACE_S + 2 * (UNBOUNDED_REQUEST_S if math.isinf(request_s) else request_s)
 
 
 def _utc(epoch_ms: int) -> datetime:
@@ -212,8 +224,7 @@ def run_load(params: Mapping[str, Any], endpoint: Endpoint, results_dir: Path, *
         rmi_hostname = "127.0.0.1"
     argv = jmeter_command(plan, jtl, log, properties, servers=servers, sample_sender_mode=mode,
                           rmi_hostname=rmi_hostname)
-    timeout = (float(properties["duration_s"]) + GRACE_S
-               + 2 * (float(properties["connect_timeout_ms"]) + float(properties["response_timeout_ms"])) / 1000)
+    timeout = kill_after_s(properties)
     returncode = _run_master(argv, output, timeout, results_dir)
     console = output.read_text(errors="replace")
     log_text = log.read_text(errors="replace") if log.exists() else ""

@@ -87,13 +87,25 @@ def _number(params: Mapping[str, Any], name: str, minimum: float) -> float:
     return float(value)
 
 
-def open_loop_concurrency(rate_per_s: float, connect_timeout_ms: float, response_timeout_ms: float) -> int:
+def request_bound_s(connect_timeout_ms: float, response_timeout_ms: float) -> float:
+    """The longest one request can last, in seconds: both timeouts; infinite when either is 0 (none).
+
+    JMeter's HTTP samplers set a timeout only when it is > 0, so 0 passes through as "no timeout"."""
+    if connect_timeout_ms == 0 or response_timeout_ms == 0:
+        return math.inf
+    return (connect_timeout_ms + response_timeout_ms) / 1000.0
+
+
+def open_loop_concurrency(rate_per_s: float, connect_timeout_ms: float, response_timeout_ms: float,
+                          duration_s: float) -> int:
     """Threads an open-loop engine may use: enough for `rate` requests that all run into their timeouts.
 
     With this cap the arrival schedule is never held back by busy threads (no coordinated omission)
-    unless requests outlive both timeouts.
+    unless requests outlive both timeouts. An engine never has more requests in flight than it started,
+    rate * duration_s, so without a timeout (0) that is the cap (threads are started only when needed).
     """
-    return max(1, math.ceil(rate_per_s * (connect_timeout_ms + response_timeout_ms) / 1000.0) + 1)
+    in_flight_s = min(request_bound_s(connect_timeout_ms, response_timeout_ms), duration_s)
+    return max(1, math.ceil(rate_per_s * in_flight_s) + 1)
 
 
 def load_properties(params: Mapping[str, Any], endpoint: Endpoint, *, servers: int,
@@ -110,8 +122,8 @@ def load_properties(params: Mapping[str, Any], endpoint: Endpoint, *, servers: i
     if not duration.is_integer():
         raise LoadParameterError(f"scenario parameter duration_s={params.get('duration_s')!r} must be whole seconds")
     think = _number(params, "think_time_ms", 0)
-    connect_timeout = _number(params, "connect_timeout_ms", 1)
-    response_timeout = _number(params, "response_timeout_ms", 1)
+    connect_timeout = _number(params, "connect_timeout_ms", 0)  # 0: none
+    response_timeout = _number(params, "response_timeout_ms", 0)
     if not request_path.startswith("/"):
         raise LoadParameterError(f"request path {request_path!r} must start with '/'")
     props.update({
@@ -131,7 +143,8 @@ def load_properties(params: Mapping[str, Any], endpoint: Endpoint, *, servers: i
         rate = arrivals_per_server(params["arrival_rate_per_s"], servers)
         props["arrival_rate_per_s"] = property_text(params["arrival_rate_per_s"])
         props["server_arrival_rate_per_s"] = str(rate)
-        props["server_concurrency_limit"] = str(open_loop_concurrency(rate, connect_timeout, response_timeout))
+        props["server_concurrency_limit"] = str(open_loop_concurrency(rate, connect_timeout, response_timeout,
+                                                                      duration))
     for alias, ours in PAPER_ALIASES.items():
         props[alias] = props[ours]
     return props

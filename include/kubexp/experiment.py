@@ -284,11 +284,19 @@ def teardown(data: Mapping[str, Any]) -> None:
 
 
 def configure_etcd(data: Mapping[str, Any]) -> dict[str, Any]:
-    """Put etcd on the scenario's storage, wait healthy; its fingerprint goes into provenance."""
+    """Put etcd on the scenario's storage, wait healthy; its fingerprint goes into provenance.
+
+    With kubernetes.etcd.dry_run the platform only prints the commands: the experiment then stops here
+    with an ExperimentError (never retried), since its data would not show the storage it claims."""
     current = _current(data)
     fingerprint = current.platform().configure_etcd(current.params)
     with _store() as conn:
         attempts.record_provenance(conn, _attempt(current), {"etcd": fingerprint})
+    if fingerprint.get("dry_run"):
+        raise ExperimentError(
+            f"{current.label}: kubernetes.etcd.dry_run is on in {current.suite_path}: the etcd commands were only "
+            f"printed (see this task's log) and nothing was changed on the etcd members, so the experiment stops "
+            f"here and stays unfinished. Set kubernetes.etcd.dry_run: false to run it.")
     return fingerprint
 
 
@@ -366,7 +374,8 @@ def collect(data: Mapping[str, Any], load_run: Mapping[str, Any]) -> dict[str, A
     current = _current(data)
     suite, target = current.suite(), current.platform()
     t0, end = datetime.fromisoformat(load_run["t0"]), datetime.fromisoformat(load_run["ended_at"])
-    parsed = jtl.aggregate(Path(load_run["jtl"]), int(load_run["t0_ms"]))
+    max_malformed_share = checks.max_malformed_share(suite)
+    parsed = jtl.aggregate(Path(load_run["jtl"]), int(load_run["t0_ms"]), max_malformed_share=max_malformed_share)
     metrics = prometheus.collect_for_suite(suite, t0, end, t0)
     # Events from the deploy on (rollout, readiness: negative t) to the load's end.
     with _store() as conn:
@@ -389,6 +398,7 @@ def collect(data: Mapping[str, Any], load_run: Mapping[str, Any]) -> dict[str, A
         ingest.store_experiment_data(conn, current.experiment_id, _attempt(current), load=parsed.frame,
                                      series=metrics.series, events=events, artifacts=kept, t0=t0)
         attempts.record_provenance(conn, _attempt(current), {"collect": {
+            "jtl": {"rows": parsed.rows, "malformed": parsed.malformed, "max_malformed_share": max_malformed_share},
             "empty_queries": metrics.empty, "capped_queries": metrics.capped,
             "non_finite_points": {str(key): count for key, count in metrics.non_finite.items()}}})
     load_seconds = max(1, math.floor((end - t0).total_seconds()))

@@ -205,8 +205,34 @@ def load_region_warnings(suite: Suite, params: Mapping[str, Any], problems: list
         return []
 
 
+def scenario_problems(suite: Suite) -> list[str]:
+    """Scenarios of the suite that its platform or the load step would refuse, each named by index and id,
+    so they fail here and not after teardown, etcd and deploy. Contacts nothing."""
+    from kubexp.load.properties import LoadParameterError, load_properties
+    from kubexp.platform.base import Endpoint
+
+    if suite.platform == "local":
+        from kubexp.platform.local.testbed import scenario_refusal
+    else:
+        from kubexp.platform.kubernetes.platform import scenario_refusal
+    servers = suite.load.get("servers", 1)
+    engines = servers if isinstance(servers, int) else len(servers)
+    problems = []
+    for scenario in suite.scenarios():
+        where = f"{suite.path}: scenario {scenario.index} ({scenario.id})"
+        refusal = scenario_refusal(scenario.params)
+        if refusal:
+            problems.append(f"{where}: platform {suite.platform}: {refusal}")
+        try:
+            load_properties(scenario.params, Endpoint("127.0.0.1", 80), servers=max(1, engines),
+                            request_path=suite.load.get("request_path") or "/")
+        except LoadParameterError as exc:
+            problems.append(f"{where}: {exc}")
+    return problems
+
+
 def settings_problems(suite: Suite) -> list[str]:
-    """What the parts that read the suite's sections refuse (platform, queries, collectors); contacts nothing."""
+    """What the parts that read the suite refuse (platform, queries, collectors, each scenario); contacts nothing."""
     from kubexp import platform
     from kubexp.collect import etcd_log, prometheus, queries
 
@@ -216,7 +242,7 @@ def settings_problems(suite: Suite) -> list[str]:
             check(suite)
         except (ValueError, RuntimeError) as exc:  # each part's own error type, all with a message naming the key
             problems.append(str(exc))
-    return problems
+    return problems + scenario_problems(suite)
 
 
 def run_all(suite: Suite, results_dir: Path, params: Mapping[str, Any], *, restart_load: bool) -> dict[str, Any]:
@@ -239,16 +265,27 @@ def run_all(suite: Suite, results_dir: Path, params: Mapping[str, Any], *, resta
     return facts
 
 
+def max_malformed_share(suite: Suite) -> float:
+    """The share of malformed JTL lines the suite tolerates (load.max_malformed_share)."""
+    from kubexp.load.jtl import MAX_MALFORMED_SHARE
+
+    return float(suite.load.get("max_malformed_share", MAX_MALFORMED_SHARE))
+
+
 def postconditions(suite: Suite, params: Mapping[str, Any], collected: Mapping[str, Any]) -> list[str]:
     """What must hold before an experiment counts as finished: its data are complete and stored."""
+    from kubexp.load.jtl import too_many_malformed
+
     problems = []
     duration = int(params["duration_s"])
     if collected.get("requests", 0) <= 0:
         problems.append("the load produced no request")
     if collected.get("seconds", 0) < 0.9 * duration:
         problems.append(f"load rows cover {collected.get('seconds', 0)} s of {duration} s")
-    if collected.get("malformed", 0) > 0.01 * max(1, collected.get("rows", 0)):
-        problems.append(f"{collected['malformed']} malformed JTL lines of {collected.get('rows', 0)}")
+    malformed, rows, limit = collected.get("malformed", 0), collected.get("rows", 0), max_malformed_share(suite)
+    if too_many_malformed(malformed, rows + malformed, limit):
+        problems.append(f"{malformed} malformed JTL lines of {rows + malformed}, more than the allowed {limit:.1%} "
+                        f"(load.max_malformed_share in {suite.path})")
     problems += collected.get("metric_problems", [])
     if not collected.get("artifacts"):
         problems.append("no raw file was archived")

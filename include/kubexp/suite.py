@@ -101,6 +101,7 @@ SUITE_SCHEMA: dict[str, Any] = {
                 "expected_response_time_ms": {"type": "number", "exclusiveMinimum": 0},
                 "pod_rate_per_s": {"type": "number", "exclusiveMinimum": 0},
                 "generator_rate_per_s": {"type": "number", "exclusiveMinimum": 0},
+                "max_malformed_share": {"type": "number", "minimum": 0, "maximum": 1},
             },
             "additionalProperties": False,
         },

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import yaml
 
 from kubexp import experiment
+from kubexp.load.jtl import JMETER_DEFAULT_COLUMNS, JtlError
 from kubexp.settings import SUITES_DIR
-from kubexp.store import db, selection
+from kubexp.store import attempts, db, selection
 from kubexp.suite import load_suite
 
 
@@ -119,3 +122,59 @@ def test_overrides_change_settings_never_scenarios(suite_path: Path) -> None:
     with pytest.raises(experiment.ExperimentError, match=r"with the run's overrides: load: .*'sever' was unexpected"):
         experiment.apply_overrides(suite, {"load": {"sever": 2}})
 
+
+
+def _jtl(path: Path, t0_ms: int, good: int, bad: int) -> Path:
+    """`good` samples 100 ms apart with `bad` lines of the wrong field count among them."""
+    lines = [f"{t0_ms + i * 100},5,request,200,OK,workers 1-1,text,true,,100,50,1,1,http://x/,5,0,1"
+             for i in range(good)]
+    for index in range(bad):
+        lines.insert(1 + index * 3, "broken,line")
+    path.write_text("\n".join([",".join(JMETER_DEFAULT_COLUMNS), *lines]) + "\n")
+    return path
+
+
+def test_collect_applies_the_suites_malformed_limit_and_records_the_counts(
+        suite_path: Path, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kubexp.collect import prometheus
+
+    monkeypatch.setattr(prometheus, "collect_for_suite", lambda *args: prometheus.Collection(series=[]))
+    t0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    t0_ms = int(t0.timestamp() * 1000)
+    load_run = {"jtl": str(_jtl(tmp_path / "run.jtl", t0_ms, good=20, bad=2)), "t0_ms": t0_ms,
+                "t0": t0.isoformat(), "ended_at": (t0 + timedelta(seconds=2)).isoformat(), "artifacts": []}
+    assert experiment.lock_cluster(suite_path, "steps", "manual__1")
+    current = experiment.select(suite_path, run(1), {})
+    assert current is not None
+    with pytest.raises(JtlError, match=r"2 of 22 lines are malformed .* more than the allowed 1.0%"):
+        experiment.collect(current.to_xcom(), load_run)  # the default limit
+    tolerant = dataclasses.replace(current, overrides={"load": {"max_malformed_share": 0.1}})
+    collected = experiment.collect(tolerant.to_xcom(), load_run)
+    assert (collected["rows"], collected["malformed"], collected["requests"]) == (20, 2, 20)
+    with db.connect(database_url) as conn:
+        facts = attempts.provenance(conn, current.attempt_id)
+    assert facts["collect"]["jtl"] == {"rows": 20, "malformed": 2, "max_malformed_share": 0.1}
+
+
+def test_an_etcd_dry_run_stops_the_experiment_without_a_retry(
+        tmp_path: Path, database_url: str, kubexp_home: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("KUBEXP_DATABASE_URL", database_url)
+    path = tmp_path / "etcd-dry.yaml"
+    path.write_text(yaml.safe_dump({
+        "suite": "etcd-dry", "platform": "kubernetes", "cluster": "dry-cluster", "repetitions": 1,
+        "matrix": {"etcd_storage": ["ramdisk"]},
+        "kubernetes": {"etcd": {"dry_run": True, "members": [{"name": "master-1", "ssh_conn_id": "kx_nowhere"}]}}}))
+    assert experiment.lock_cluster(path, "etcd-dry", "manual__1")
+    current = experiment.select(path, experiment.RunRef("etcd-dry", "manual__1", 1), {})
+    assert current is not None
+    with pytest.raises(experiment.ExperimentError) as raised:
+        experiment.configure_etcd(current.to_xcom())
+    assert type(raised.value) is experiment.ExperimentError  # in the DAG's no-retry list (exact class)
+    message = str(raised.value)
+    assert "kubernetes.etcd.dry_run is on" in message and "nothing was changed" in message and str(path) in message
+    assert "[dry-run] etcd member master-1:" in capsys.readouterr().out  # the commands were printed
+    with db.connect(database_url) as conn:
+        assert attempts.provenance(conn, current.attempt_id)["etcd"]["dry_run"] is True
+        assert conn.execute("SELECT status FROM experiment WHERE id = %s",
+                            (current.experiment_id,)).fetchone() == ("unfinished",)

@@ -102,5 +102,54 @@ def test_postconditions_name_what_is_missing() -> None:
     assert preflight.postconditions(suite, params, good) == []
     bad = {**good, "seconds": 5, "malformed": 10, "metric_problems": ["required metric 'x' returned no series"]}
     problems = preflight.postconditions(suite, params, bad)
-    assert problems == [f"load rows cover 5 s of {params['duration_s']} s", "10 malformed JTL lines of 100",
-                        "required metric 'x' returned no series"]
+    assert problems == [f"load rows cover 5 s of {params['duration_s']} s",
+                        f"10 malformed JTL lines of 110, more than the allowed 1.0% (load.max_malformed_share in "
+                        f"{suite.path})", "required metric 'x' returned no series"]
+    assert preflight.postconditions(suite, params, {**good, "malformed": 1}) == []  # a cut-off last line
+
+
+def test_postconditions_use_the_suites_malformed_limit() -> None:
+    suite = load_suite(SUITE)
+    params = suite.scenarios()[0].params
+    collected = {"requests": 100, "seconds": params["duration_s"], "rows": 100, "malformed": 10, "artifacts": 3,
+                 "metric_problems": []}
+    tolerant = dataclasses.replace(suite, load={**suite.load, "max_malformed_share": 0.1})
+    assert preflight.max_malformed_share(suite) == 0.01 and preflight.max_malformed_share(tolerant) == 0.1
+    assert preflight.postconditions(tolerant, params, collected) == []  # 10 of 110 = 9.1 %
+    strict = dataclasses.replace(suite, load={**suite.load, "max_malformed_share": 0.05})
+    assert preflight.postconditions(strict, params, collected) == [
+        f"10 malformed JTL lines of 110, more than the allowed 5.0% (load.max_malformed_share in {suite.path})"]
+
+
+def _local_suite(tmp_path: Path, matrix: str) -> Path:
+    path = tmp_path / "local-scaling.yaml"
+    path.write_text(f"suite: local-scaling\nplatform: local\nrepetitions: 1\nmatrix: {matrix}\n")
+    return path
+
+
+def test_local_autoscaling_scenarios_are_settings_problems(tmp_path: Path) -> None:
+    path = _local_suite(tmp_path, "{pods: [1, 2], pods_max: [2]}")
+    suite = load_suite(path)
+    first, second = suite.scenarios()
+    problems = preflight.settings_problems(suite)
+    assert problems == [f"{path}: scenario 0 ({first.id}): platform local: pods_max=2 > pods=1 needs autoscaling, "
+                        f"which the local platform does not model; run this scenario on platform kubernetes or set "
+                        f"pods_max = pods"]
+    assert second.params["pods"] == second.params["pods_max"] == 2  # no autoscaling: fine
+    assert preflight.settings_problems(load_suite(_local_suite(tmp_path, "{pods: [2]}"))) == []
+
+
+def test_scenarios_the_load_step_would_refuse_are_settings_problems(tmp_path: Path) -> None:
+    path = tmp_path / "uneven.yaml"
+    path.write_text("suite: uneven\nplatform: local\nrepetitions: 1\nload: {servers: 2}\n"
+                    "matrix: {workers: [3, 4], response_timeout_ms: [0]}\n")
+    suite = load_suite(path)
+    odd = next(s for s in suite.scenarios() if s.params["workers"] == 3)
+    assert preflight.settings_problems(suite) == [
+        f"{path}: scenario {odd.index} ({odd.id}): workers=3 cannot be divided equally among 2 JMeter servers; "
+        f"choose a multiple of 2 (e.g. 2) or change load.servers"]  # and a response timeout of 0 is fine
+
+
+def test_shipped_suites_have_no_settings_problems() -> None:
+    for path in settings.SUITES_DIR.glob("*.yaml"):
+        assert preflight.settings_problems(load_suite(path)) == [], path

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from kubexp.cli import main
 from kubexp.settings import SUITES_DIR
+from kubexp.suite import load_suite
 
 
 @pytest.fixture
@@ -53,6 +54,11 @@ def test_validate_reports_problems_with_exit_code_1(cli: CliRunner, tmp_path: Pa
         bad.write_text(f"suite: bad\nplatform: {platform}\nrepetitions: 1\nmatrix: {{pods: [1]}}\n{section}\n")
         result = cli.invoke(main, ["suite", "validate", str(bad)])
         assert result.exit_code == 1 and expected in result.output and str(bad) in result.output
+    bad.write_text("suite: bad\nplatform: local\nrepetitions: 1\nmatrix: {pods: [2], pods_max: [2, 4]}\n")
+    scaling = next(s for s in load_suite(bad).scenarios() if s.params["pods_max"] == 4)
+    result = cli.invoke(main, ["suite", "validate", str(bad)])  # autoscaling: refused before any experiment runs
+    assert result.exit_code == 1 and f"{bad}: scenario {scaling.index} ({scaling.id}): platform local: " \
+        f"pods_max=4 > pods=2 needs autoscaling" in result.output
     empty = cli.invoke(main, ["suite", "status", "nothing"])
     assert empty.exit_code == 1 and "run `kubexp db upgrade`" in empty.output
     cli.invoke(main, ["db", "upgrade"])

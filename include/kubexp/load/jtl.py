@@ -35,8 +35,10 @@ from kubexp.load.jtl_reader import (
 from kubexp.load.jtl_seconds import Accumulator, Classifier, merge, response_class
 from kubexp.records import LOAD_SECOND_COLUMNS
 
-__all__ = ["JMETER_DEFAULT_COLUMNS", "JtlError", "JtlResult", "SampleSpan", "aggregate", "response_class",
-           "sample_span"]
+__all__ = ["JMETER_DEFAULT_COLUMNS", "MAX_MALFORMED_SHARE", "JtlError", "JtlResult", "SampleSpan", "aggregate",
+           "response_class", "sample_span", "too_many_malformed"]
+
+MAX_MALFORMED_SHARE = 0.01  # default; a suite sets load.max_malformed_share
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,11 @@ class JtlResult:
 
 WANTED = ("timeStamp", "elapsed", "success", "responseCode", "bytes", "allThreads", "Latency", "Connect", "threadName")
 PARALLEL_MIN_BYTES = 32 << 20  # below this, one reader is as fast
+
+
+def too_many_malformed(malformed: int, total: int, max_share: float) -> bool:
+    """More malformed lines of `total` than `max_share` allows; one (a cut-off last line) is always tolerated."""
+    return malformed > 1 and malformed > max_share * total
 
 
 class _Part(Protocol):
@@ -119,7 +126,7 @@ def _read(path: Path, layout: Layout, t0_ms: int | None, block_size: int, parts:
     return done[0], sum(part.invalid[0] for part in done)
 
 
-def aggregate(path: Path | str, t0_ms: int | None = None, *, max_malformed_share: float = 0.01,
+def aggregate(path: Path | str, t0_ms: int | None = None, *, max_malformed_share: float = MAX_MALFORMED_SHARE,
               columns: Sequence[str] | None = None, block_size: int = 4 << 20, parts: int | None = None) -> JtlResult:
     """Per-second load rows of a JMeter CSV result file.
 
@@ -137,9 +144,10 @@ def aggregate(path: Path | str, t0_ms: int | None = None, *, max_malformed_share
         acc, invalid_lines = _read(path, layout, acc.min_ts, block_size, parts)  # an earlier sample came late
     malformed = invalid_lines + acc.bad_values + int(layout.truncated_tail)
     total = acc.rows + malformed
-    if malformed > 1 and malformed > max_malformed_share * total:  # one cut-off last line is always tolerated
+    if too_many_malformed(malformed, total, max_malformed_share):
         raise JtlError(f"{path}: {malformed} of {total} lines are malformed ({malformed / total:.1%}), more than "
-                       f"the allowed {max_malformed_share:.1%}; check the file or raise the limit")
+                       f"the allowed {max_malformed_share:.1%}; check the file or raise the limit "
+                       f"(suite: load.max_malformed_share; kubexp jtl aggregate --max-malformed-share)")
     if acc.rows == 0:
         frame = pd.DataFrame({name: pd.Series(dtype="float64") for name in LOAD_SECOND_COLUMNS})
         return JtlResult(frame, 0, malformed, acc.t0_ms)

@@ -29,6 +29,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def scenario_refusal(params: Mapping[str, Any]) -> str | None:
+    """Why this platform cannot run a scenario; None when it can (preflight asks before anything runs)."""
+    if float(params.get("etcd_fsync_delay_ms") or 0) > 0:
+        return ("etcd_fsync_delay_ms > 0 is only modelled by the local platform; on a real cluster use "
+                "etcd_storage=disk on the slow disk itself, and set etcd_fsync_delay_ms to 0")
+    return None
+
+
 class KubernetesPlatform(Platform):
     name = "kubernetes"
 
@@ -83,11 +91,13 @@ class KubernetesPlatform(Platform):
 
     def configure_etcd(self, params: Mapping[str, Any]) -> dict[str, Any]:
         storage = str(params.get("etcd_storage", "ramdisk"))
-        if float(params.get("etcd_fsync_delay_ms") or 0) > 0:
-            raise PlatformError("etcd_fsync_delay_ms > 0 is only modelled by the local platform; on a real cluster "
-                                "use etcd_storage=disk on the slow disk itself, and set etcd_fsync_delay_ms to 0")
+        refusal = scenario_refusal(params)
+        if refusal:
+            raise PlatformError(refusal)
         if not self.settings.etcd_manage:
             return {"storage": "unchanged", "requested": storage, "managed": False}
+        # With kubernetes.etcd.dry_run the commands are printed, none runs; "dry_run": true in the result
+        # makes the experiment's etcd step stop the run (kubexp.experiment.configure_etcd).
         if not self.settings.etcd_members:
             raise PlatformError("kubernetes.etcd.members is empty: list the etcd members (name, ssh_conn_id) to move "
                                 "etcd's data, or set kubernetes.etcd.manage: false (etcd_storage is then not applied)")

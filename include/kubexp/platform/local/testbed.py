@@ -49,6 +49,16 @@ def _say_once(message: str) -> None:
         log.warning(message)
 
 
+def scenario_refusal(params: Mapping[str, Any]) -> str | None:
+    """Why the local platform cannot run a scenario; None when it can (preflight asks before anything runs)."""
+    pods = int(params.get("pods", 1))
+    pods_max = int(params.get("pods_max") or pods)
+    if pods_max > pods:
+        return (f"pods_max={pods_max} > pods={pods} needs autoscaling, which the local platform does not model; "
+                f"run this scenario on platform kubernetes or set pods_max = pods")
+    return None
+
+
 class LocalPlatform(Platform):
     """Replicas as processes in memory cgroups, HAProxy as the Service, a real local etcd."""
 
@@ -142,11 +152,9 @@ class LocalPlatform(Platform):
     # -- app -------------------------------------------------------------------------------------
     def deploy(self, scenario_id: str, params: Mapping[str, Any]) -> None:
         pods = int(params.get("pods", 1))
-        pods_max = int(params.get("pods_max") or pods)
-        if pods_max > pods:
-            raise PlatformError(
-                f"scenario {scenario_id}: pods_max={pods_max} > pods={pods} needs autoscaling, which the local "
-                f"platform does not model; run this scenario on platform kubernetes or set pods_max = pods")
+        refusal = scenario_refusal(params)
+        if refusal:
+            raise PlatformError(f"scenario {scenario_id}: {refusal}")
         missing = [m for m in self._missing_binaries() if m.startswith("haproxy")]
         if missing:
             raise PlatformError(f"cannot deploy scenario {scenario_id}: {missing[0]}")

@@ -194,10 +194,15 @@ class AirflowClient:
     def backfill(self, backfill_id: int) -> dict[str, Any]:
         return dict(self.request("GET", f"/backfills/{backfill_id}").json())
 
-    def backfill_runs(self, backfill: dict[str, Any]) -> list[dict[str, Any]]:
-        """The runs whose logical date lies in the backfill's range (its slots)."""
+    def slot_runs(self, backfill: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every run whose logical date lies in the backfill's range (its slots), whoever ran it."""
         return self.dag_runs(backfill["dag_id"], logical_date_gte=backfill["from_date"],
                              logical_date_lte=backfill["to_date"])
+
+    def backfill_runs(self, backfill: dict[str, Any]) -> list[dict[str, Any]]:
+        """The runs of the backfill's slots that it ran: started after it was created (a rerun starts anew)."""
+        return self.dag_runs(backfill["dag_id"], logical_date_gte=backfill["from_date"],
+                             logical_date_lte=backfill["to_date"], start_date_gte=backfill["created_at"])
 
     def wait_for_backfill(self, backfill_id: int, timeout_s: float = 3600.0, poll_s: float = 3.0,
                           progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The real Airflow components: a REST trigger with a token, a backfill of two slots, a killed task."""
+"""The real Airflow components: a REST trigger with a token, backfills (missing, failed), killed tasks."""
 
 from __future__ import annotations
 
@@ -98,14 +98,27 @@ def test_killed_run_then_rest_trigger_then_backfill_complete_the_suite(e2e: E2E,
     assert e2e.query("SELECT DISTINCT attempt_id FROM metric_series WHERE experiment_id = %s",
                      experiment_id) == [(attempts[1][0],)]
 
-    # 3. A backfill of two slots runs the two experiments left.
-    backfill = kubexp("backfill", "e2e-rest", "--to-slot", "2", "--wait", "--timeout", "600")
+    # 3. Backfill: slot 1's load is killed (the run fails); `--reprocess missing` then runs only slot 2,
+    #    `--reprocess failed` reruns slot 1. Together they run the two experiments left.
+    started = kubexp("backfill", "e2e-rest", "--to-slot", "1")
+    assert started.returncode == 0 and "slots 1..1" in started.stdout, started.stdout + started.stderr
+    backfill_id = int(started.stdout.split()[1])
+    _load_task_process("e2e-rest").send_signal(signal.SIGKILL)
+    airflow.wait_for_backfill(backfill_id, timeout_s=300)
+    [slot_1] = airflow.dag_runs("e2e-rest", run_type="backfill")
+    assert slot_1["state"] == "failed", explain(e2e, airflow, "e2e-rest", slot_1["dag_run_id"])
+    missing = kubexp("backfill", "e2e-rest", "--to-slot", "2", "--wait", "--timeout", "600")
     backfill_runs = [run["dag_run_id"] for run in airflow.dag_runs("e2e-rest", run_type="backfill")]
-    assert backfill.returncode == 0, backfill.stdout + backfill.stderr + "".join(
+    assert missing.returncode == 0, missing.stdout + missing.stderr + "".join(
         explain(e2e, airflow, "e2e-rest", run_id) for run_id in backfill_runs)
-    assert "slot    1" in backfill.stdout and "slot    2" in backfill.stdout
+    assert "slot    2" in missing.stdout and "success" in missing.stdout
+    assert f"slot    1  {slot_1['dag_run_id']}  failed earlier, not rerun (use --reprocess failed)" in missing.stdout
     nothing = kubexp("backfill", "e2e-rest", "--to-slot", "2")
-    assert nothing.returncode == 0 and "nothing to backfill" in nothing.stdout
+    assert nothing.returncode == 0 and "use --reprocess failed" in nothing.stdout
+    failed = kubexp("backfill", "e2e-rest", "--to-slot", "2", "--reprocess", "failed", "--wait", "--timeout", "600")
+    assert failed.returncode == 0, failed.stdout + failed.stderr + explain(e2e, airflow, "e2e-rest",
+                                                                           slot_1["dag_run_id"])
+    assert f"slot    1  {slot_1['dag_run_id']}  success" in failed.stdout
     runs = airflow.dag_runs("e2e-rest")
     assert sorted(run["run_type"] for run in runs) == ["backfill", "backfill", "manual", "manual"]  # none scheduled
     [(finished, experiments)] = e2e.query(

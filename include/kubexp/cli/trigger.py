@@ -107,11 +107,16 @@ def backfill(suite: str, reprocess: str, from_slot: int, to_slot: int | None, co
             return
         done = client.wait_for_backfill(created["id"], timeout_s=timeout)
         runs = client.backfill_runs(done)
+        ran = {run["dag_run_id"] for run in runs}
+        left = [run for run in client.slot_runs(done) if run["dag_run_id"] not in ran and run["state"] == "failed"]
     except AirflowApiError as exc:
         raise click.ClickException(str(exc)) from exc
     failed = [run for run in runs if run["state"] != "success"]
     for run in runs:
         slot = suite_dag.slot_of(datetime.fromisoformat(run["logical_date"]))
         click.echo(f"  slot {slot:>4}  {run['dag_run_id']}  {run['state']}")
+    for run in left:
+        slot = suite_dag.slot_of(datetime.fromisoformat(run["logical_date"]))
+        click.echo(f"  slot {slot:>4}  {run['dag_run_id']}  failed earlier, not rerun (use --reprocess failed)")
     if failed:
         raise SystemExit(1)

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from kubexp.cli import main
-from kubexp.load.jtl import JtlError, aggregate
+from kubexp.load.jtl import MAX_MALFORMED_SHARE, JtlError, aggregate
 
 
 @main.group()
@@ -23,7 +23,7 @@ def jtl() -> None:
                    "Default: the smallest timeStamp in the file.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="CSV file to write (default: standard output).")
-@click.option("--max-malformed-share", type=click.FloatRange(0, 1), default=0.01, show_default=True,
+@click.option("--max-malformed-share", type=click.FloatRange(0, 1), default=MAX_MALFORMED_SHARE, show_default=True,
               help="Refuse the file when more than this share of its lines is malformed.")
 @click.option("--columns", default=None,
               help="Comma-separated column names, in file order, for a file without a header row that is not "

@@ -28,7 +28,8 @@ LOCK_WAIT = timedelta(hours=6)
 # Errors that name something for the user to fix (uncommitted code, a finished forced experiment, a lost
 # lease) fail at once; a service that did not answer (preflight.ServiceUnavailable) gets the retries.
 NEEDS_A_FIX = ExceptionRetryPolicy(rules=[RetryRule(
-    exception=["kubexp.preflight.PreflightError", "kubexp.experiment.ExperimentError"],
+    exception=["kubexp.preflight.PreflightError", "kubexp.experiment.ExperimentError",
+               "kubexp.settings.SettingsError"],
     action=RetryAction.FAIL, match_subclasses=False, reason="needs a fix, not a retry")])
 NODES_READY_WAIT = timedelta(minutes=15)
 ROLLOUT_WAIT = timedelta(minutes=10)

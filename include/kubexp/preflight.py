@@ -102,6 +102,9 @@ def check_database(problems: list[str], unavailable: list[str]) -> dict[str, Any
                 conn.execute("CREATE TEMP TABLE kubexp_preflight (x integer)")
                 conn.execute("INSERT INTO kubexp_preflight VALUES (1)")
             version = conn.execute("SHOW server_version").fetchone()
+    except settings.SettingsError as exc:  # where the database is configured: needs a fix, not a retry
+        problems.append(str(exc))
+        return {}
     except Exception as exc:  # noqa: BLE001 - any failure is reported with the others
         unavailable.append(f"results database not writable: {exc}")
         return {}

@@ -153,3 +153,13 @@ def test_scenarios_the_load_step_would_refuse_are_settings_problems(tmp_path: Pa
 def test_shipped_suites_have_no_settings_problems() -> None:
     for path in settings.SUITES_DIR.glob("*.yaml"):
         assert preflight.settings_problems(load_suite(path)) == [], path
+
+
+def test_a_missing_results_connection_inside_airflow_is_a_problem_not_a_retry(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KUBEXP_DATABASE_URL", raising=False)
+    monkeypatch.delenv("AIRFLOW_CONN_KUBEXP_RESULTS", raising=False)
+    monkeypatch.setenv("AIRFLOW_CTX_DAG_ID", "some-suite")  # as inside a task
+    problems: list[str] = []
+    unavailable: list[str] = []
+    assert preflight.check_database(problems, unavailable) == {}
+    assert unavailable == [] and len(problems) == 1 and "'kubexp_results' is not defined" in problems[0]

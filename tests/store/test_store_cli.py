@@ -64,3 +64,11 @@ def test_validate_reports_problems_with_exit_code_1(cli: CliRunner, tmp_path: Pa
     cli.invoke(main, ["db", "upgrade"])
     unknown = cli.invoke(main, ["suite", "status", "nothing"])
     assert unknown.exit_code == 1 and "kubexp suite load" in unknown.output
+
+
+def test_unusable_settings_are_one_line_errors_in_every_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KUBEXP_DATABASE_URL", raising=False)
+    monkeypatch.setenv("KUBEXP_POSTGRES_PORT", "abc")
+    result = CliRunner().invoke(main, ["db", "upgrade"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "KUBEXP_POSTGRES_PORT='abc' is not a port number" in result.output

@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
+from kubexp.settings import SettingsError
 
-@click.group()
+
+class _Main(click.Group):
+    """Settings from the environment that cannot be used are a one-line error, in every command."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SettingsError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=_Main)
 @click.version_option(package_name="kubexp")
 def main() -> None:
     """kubexp: repeatable performance experiments on Kubernetes, driven by Apache Airflow."""

@@ -20,7 +20,7 @@ from typing import Any
 import psutil
 
 from kubexp.platform.local.cgroups import ReplicaCgroup
-from kubexp.processes import ManagedProcess
+from kubexp.processes import ManagedProcess, write_pidfile
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def start_replica(spec: ReplicaSpec, state_dir: Path) -> subprocess.Popen[bytes]
             spec.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=spec.cwd,
             start_new_session=True, preexec_fn=join_cgroup if cgroup.dirs() else None,
         )
-    managed.pidfile.write_text(f"{proc.pid}\n")
+    write_pidfile(managed.pidfile, proc.pid)
     return proc
 
 

@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # The interpreter the venv is made from (>= 3.11), e.g. `make PYTHON3=python3.11 demo`.
 PYTHON3 := python3
-DEB_PACKAGES := python3 python3-venv postgresql-15 haproxy prometheus openssh-server fio strace \
+DEB_PACKAGES := python3 python3-venv postgresql haproxy prometheus openssh-server fio strace \
 	openjdk-17-jre-headless procps iproute2
 
 .PHONY: setup system demo test lint down

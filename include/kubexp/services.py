@@ -23,7 +23,17 @@ import requests
 from kubexp import settings
 from kubexp.processes import ManagedProcess, ProcessError
 
-PG_BIN = Path(os.environ.get("KUBEXP_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+def _postgres_bin() -> Path:
+    """KUBEXP_PG_BIN, else the newest /usr/lib/postgresql/<major>/bin (Debian's and Ubuntu's layout)."""
+    if os.environ.get("KUBEXP_PG_BIN"):
+        return Path(os.environ["KUBEXP_PG_BIN"])
+    found = [p for p in Path("/usr/lib/postgresql").glob("*/bin")
+             if p.parent.name.isdigit() and (p / "initdb").exists()]
+    return max(found, key=lambda p: int(p.parent.name)) if found else Path("/usr/lib/postgresql/15/bin")
+
+
+PG_BIN = _postgres_bin()
 AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 SERVICE_NAMES = ("postgres", "prometheus", *(f"airflow-{component}" for component in AIRFLOW_COMPONENTS))
 # The scheduler and triggerer would serve task logs on 0.0.0.0:8793/8794; every component
@@ -76,7 +86,8 @@ class Postgres:
         if (self.data_dir / "PG_VERSION").exists():
             return
         if not (PG_BIN / "initdb").exists():
-            raise ProcessError(f"PostgreSQL 15 not found in {PG_BIN}; run `make setup` (installs postgresql-15)")
+            raise ProcessError(f"PostgreSQL not found in {PG_BIN}; run `make setup` (installs postgresql) or set "
+                               f"KUBEXP_PG_BIN to the folder holding initdb and postgres")
         base = self.root / "postgres"
         (base / "run").mkdir(parents=True, exist_ok=True)
         pwfile = base / "pwfile"

@@ -366,7 +366,7 @@ def collect(data: Mapping[str, Any], load_run: Mapping[str, Any]) -> dict[str, A
     Everything is normalised to t = 0 (the load start); storing replaces earlier rows of the
     experiment, so a retried collect never duplicates a row. Returns a summary for finalize."""
     from kubexp.artifacts import archive
-    from kubexp.collect import etcd_log, prometheus
+    from kubexp.collect import prometheus
     from kubexp.load import jtl
     from kubexp.records import Artifact
     from kubexp.store import ingest
@@ -384,16 +384,10 @@ def collect(data: Mapping[str, Any], load_run: Mapping[str, Any]) -> dict[str, A
     events = list(target.events(window_start, end, t0))
     kept = [Artifact(**artifact) for artifact in load_run["artifacts"]]
     dest = artifacts_dir(current)
-    etcd_log_path = getattr(target, "etcd_log_path", None)  # the local platform's own etcd
-    if etcd_log_path is not None and Path(etcd_log_path).exists():
-        member = str(getattr(target, "etcd_member", "etcd"))
-        etcd = etcd_log.collect_local(Path(etcd_log_path), window_start, end, t0, member, dest)
-    else:
-        etcd = etcd_log.collect_remote(etcd_log.sources_from_suite(suite), window_start, end, t0, dest)
+    etcd = target.etcd_logs(suite, window_start, end, t0, dest)
     events += etcd.events
     kept += etcd.artifacts
-    log_files: dict[str, Path] = getattr(target, "log_files", dict)()
-    kept += [archive(path, dest) for path in log_files.values() if path.exists()]
+    kept += [archive(path, dest) for path in target.log_files().values() if path.exists()]
     with _store() as conn:
         ingest.store_experiment_data(conn, current.experiment_id, _attempt(current), load=parsed.frame,
                                      series=metrics.series, events=events, artifacts=kept, t0=t0)
@@ -494,7 +488,7 @@ def keep_evidence(current: Current) -> list[dict[str, Any]]:
             return []
     results = Path(current.results_dir)
     files = sorted(path for path in results.rglob("*") if path.is_file()) if results.is_dir() else []
-    files += [path for path in getattr(current.platform(), "log_files", dict)().values() if path.is_file()]
+    files += [path for path in current.platform().log_files().values() if path.is_file()]
     dest = artifacts_dir(current) / "evidence"
     kept = [dataclasses.asdict(archive(path, dest)) for path in files]
     if kept:

@@ -152,21 +152,18 @@ def _local_servers(suite: Suite) -> Any:
 
 def restart_load_servers(suite: Suite, problems: list[str], unavailable: list[str]) -> list[str]:
     """Stop and start the load servers so no state of an earlier experiment carries over."""
+    from kubexp import platform
+
     servers = suite.load.get("servers", 1)
     try:
         if isinstance(servers, int):
             local = _local_servers(suite)
             local.stop()
             return list(local.start())
-        from kubexp import platform
-
-        target = platform.create(suite)
-        restart = getattr(target, "restart_load_servers", None)
-        if restart is None:
-            problems.append(f"load.servers {servers!r} in {suite.path} are remote hosts, which the {suite.platform} "
-                            f"platform cannot restart; give a number of local JMeter servers instead")
-            return []
-        return list(restart())
+        return list(platform.create(suite).restart_load_servers())
+    except platform.Unsupported as exc:
+        problems.append(f"load.servers {servers!r} in {suite.path}: {exc}")
+        return []
     except Exception as exc:  # noqa: BLE001 - reported with the other problems
         unavailable.append(f"load servers {servers!r} could not be restarted: {exc}")
         return []

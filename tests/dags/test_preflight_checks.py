@@ -163,3 +163,12 @@ def test_a_missing_results_connection_inside_airflow_is_a_problem_not_a_retry(mo
     unavailable: list[str] = []
     assert preflight.check_database(problems, unavailable) == {}
     assert unavailable == [] and len(problems) == 1 and "'kubexp_results' is not defined" in problems[0]
+
+
+def test_remote_load_servers_on_a_platform_that_cannot_restart_them_are_a_problem() -> None:
+    suite = dataclasses.replace(load_suite(SUITE), load={"servers": ["10.0.0.7:1099"]})
+    problems: list[str] = []
+    unavailable: list[str] = []
+    assert preflight.restart_load_servers(suite, problems, unavailable) == []
+    assert unavailable == [] and len(problems) == 1
+    assert "the local platform cannot restart remote load servers" in problems[0] and str(suite.path) in problems[0]

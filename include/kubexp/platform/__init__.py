@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from kubexp.platform.base import Endpoint, NodeStatus, Platform, PlatformError
+from kubexp.platform.base import Endpoint, NodeStatus, Platform, PlatformError, Unsupported
 
 if TYPE_CHECKING:
     from kubexp.suite import Suite
 
-__all__ = ["Endpoint", "NodeStatus", "Platform", "PlatformError", "create"]
+__all__ = ["Endpoint", "NodeStatus", "Platform", "PlatformError", "Unsupported", "create"]
 
 
 def create(suite: Suite) -> Platform:

@@ -10,9 +10,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from kubexp.records import PlatformEvent
+
+if TYPE_CHECKING:
+    from kubexp.collect.etcd_log import EtcdLogs
+    from kubexp.suite import Suite
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,10 @@ class Endpoint:
 
 class PlatformError(RuntimeError):
     """A platform step failed; the message names the node, host or object and what to do."""
+
+
+class Unsupported(PlatformError):
+    """The platform cannot do what the suite asks (a settings problem, not worth a retry)."""
 
 
 class Platform(ABC):
@@ -80,3 +89,19 @@ class Platform(ABC):
     @abstractmethod
     def fingerprint(self) -> dict[str, Any]:
         """Facts about the platform for provenance (versions, hosts, what is modelled)."""
+
+    def etcd_logs(self, suite: Suite, start: datetime, end: datetime, t0: datetime, dest_dir: Path) -> EtcdLogs:
+        """etcd's log events in [start, end] and the raw logs archived into dest_dir: by default
+        fetched over SSH from the suite's etcd log sources (kubexp.collect.etcd_log)."""
+        from kubexp.collect import etcd_log
+
+        return etcd_log.collect_remote(etcd_log.sources_from_suite(suite), start, end, t0, dest_dir)
+
+    def log_files(self) -> dict[str, Path]:
+        """Logs of the SUT that exist now, to archive with the experiment (none by default)."""
+        return {}
+
+    def restart_load_servers(self) -> list[str]:
+        """Restart the suite's remote load servers; their 'host:port' list."""
+        raise Unsupported(f"the {self.name} platform cannot restart remote load servers; give load.servers as a "
+                          f"number of local JMeter servers instead")

@@ -36,6 +36,7 @@ from kubexp.processes import ManagedProcess, ProcessError, free_port, port_is_fr
 from kubexp.records import PlatformEvent
 
 if TYPE_CHECKING:
+    from kubexp.collect.etcd_log import EtcdLogs
     from kubexp.suite import Suite
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,14 @@ class LocalPlatform(Platform):
         return self.etcd.log_path
 
     etcd_member = MEMBER
+
+    def etcd_logs(self, suite: Suite, start: datetime, end: datetime, t0: datetime, dest_dir: Path) -> EtcdLogs:
+        """This platform's own etcd log (one per etcd start), archived whole; the window's events parsed."""
+        from kubexp.collect import etcd_log
+
+        if not self.etcd_log_path.exists():
+            return etcd_log.EtcdLogs()
+        return etcd_log.collect_local(self.etcd_log_path, start, end, t0, self.etcd_member, dest_dir)
 
     def log_files(self) -> dict[str, Path]:
         """Logs of the SUT that exist now (replicas, HAProxy, supervisor), to archive; etcd's is etcd_log_path."""

@@ -36,7 +36,7 @@ def test_dag_test_runs_a_real_experiment(e2e: E2E) -> None:
     kinds = {kind for (kind,) in e2e.query("SELECT kind FROM platform_event WHERE experiment_id = %s", experiment_id)}
     assert {"Started", "Ready"} <= kinds  # the rollout, before t = 0
     artifacts = {kind for (kind,) in e2e.query("SELECT kind FROM artifact WHERE experiment_id = %s", experiment_id)}
-    assert artifacts
+    assert {"jtl", "etcd-log", "log"} <= artifacts  # the JTL, the local etcd's log, the SUT's logs
     [(facts,)] = e2e.query("SELECT facts FROM provenance WHERE attempt_id = %s", attempt_id)
     assert {"airflow", "selection", "preflight", "etcd", "platform", "load", "host"} <= set(facts)
     assert facts["preflight"]["allow_dirty"] is True and facts["preflight"]["results_dir"]["fstype"] == "tmpfs"

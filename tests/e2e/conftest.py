@@ -46,7 +46,7 @@ def e2e() -> Iterator[E2E]:
                 env[key] = airflow_env[key]
                 patch.setenv(key, airflow_env[key])
             migrations.upgrade(env["KUBEXP_DATABASE_URL"])
-            yield E2E(home=home, suites_dir=suites_dir, env=env)
+            yield E2E(home=home, suites_dir=suites_dir, env=env, results_dir=results_dir)
         finally:
             _stop_platform_leftovers(home)
             services.down(log=lambda line: None)

@@ -37,6 +37,7 @@ class E2E:
     home: Path
     suites_dir: Path
     env: dict[str, str]  # the KUBEXP_* environment of the services (also set in os.environ)
+    results_dir: Path  # the suites' load.results_dir: unique to this session
 
     @property
     def database_url(self) -> str:

@@ -38,13 +38,15 @@ def kubexp(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]
     return subprocess.run([KUBEXP, *args], capture_output=True, text=True, timeout=timeout, env=os.environ)
 
 
-def _load_task_process(suite: str, timeout: float = 180) -> psutil.Process:
-    """The task process running `load` of a suite: the parent of the JMeter master writing its JTL."""
+def _load_task_process(e2e: E2E, suite: str, timeout: float = 180) -> psutil.Process:
+    """The task process running `load` of a suite: the parent of the JMeter master writing its JTL into
+    this session's results folder (never another test session's JMeter on the same machine)."""
     deadline = time.monotonic() + timeout
+    ours = f"{e2e.results_dir}/{suite}/"
     while time.monotonic() < deadline:
         for proc in psutil.process_iter(["name", "cmdline"]):
             cmdline = " ".join(proc.info["cmdline"] or [])
-            if "java" in (proc.info["name"] or "") and "ApacheJMeter" in cmdline and f"/{suite}/" in cmdline \
+            if "java" in (proc.info["name"] or "") and "ApacheJMeter" in cmdline and ours in cmdline \
                     and " -n " in f" {cmdline} " and " -s " not in f" {cmdline} ":
                 time.sleep(2)  # mid-load: the JMeter master has sent requests for a while
                 return proc.parent()
@@ -67,7 +69,7 @@ def test_killed_run_then_rest_trigger_then_backfill_complete_the_suite(e2e: E2E,
     # 1. A run whose load task is killed (SIGKILL to the task process, mid-load).
     airflow.wait_for_dag("e2e-rest")
     airflow.trigger("e2e-rest", "killed")
-    _load_task_process("e2e-rest").send_signal(signal.SIGKILL)
+    _load_task_process(e2e, "e2e-rest").send_signal(signal.SIGKILL)
     killed = airflow.wait_for_run("e2e-rest", "killed", timeout_s=300)
     states = {ti["task_id"]: ti["state"] for ti in airflow.task_instances("e2e-rest", "killed")}
     assert killed["state"] == "failed" and states["load"] == "failed" and states["cleanup"] == "success", \
@@ -103,7 +105,7 @@ def test_killed_run_then_rest_trigger_then_backfill_complete_the_suite(e2e: E2E,
     started = kubexp("backfill", "e2e-rest", "--to-slot", "1")
     assert started.returncode == 0 and "slots 1..1" in started.stdout, started.stdout + started.stderr
     backfill_id = int(started.stdout.split()[1])
-    _load_task_process("e2e-rest").send_signal(signal.SIGKILL)
+    _load_task_process(e2e, "e2e-rest").send_signal(signal.SIGKILL)
     airflow.wait_for_backfill(backfill_id, timeout_s=300)
     [slot_1] = airflow.dag_runs("e2e-rest", run_type="backfill")
     assert slot_1["state"] == "failed", explain(e2e, airflow, "e2e-rest", slot_1["dag_run_id"])

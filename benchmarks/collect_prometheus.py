@@ -33,6 +33,7 @@ from kubexp import appserver
 from kubexp.collect import prometheus, queries
 from kubexp.platform.local import haproxy
 from kubexp.processes import ManagedProcess, free_port
+from kubexp.services import prometheus_process
 from kubexp.settings import REPO_ROOT
 
 ETCD = REPO_ROOT / ".venv" / "bin" / "etcd"
@@ -114,25 +115,6 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def serve(root: Path, port: int) -> ManagedProcess:
-    config = root / "prometheus.yml"
-    config.write_text("global:\n  scrape_interval: 1s\n")
-    return ManagedProcess(
-        "prometheus", [shutil.which("prometheus") or "prometheus", f"--config.file={config}",
-                       f"--storage.tsdb.path={root / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
-                       "--storage.tsdb.retention.time=30d"],
-        root, ports=[port],
-        ready=lambda: _answers(f"http://127.0.0.1:{port}/-/ready"),
-    )
-
-
-def _answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=1).status_code == 200
-    except requests.RequestException:
-        return False
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=20)
@@ -149,13 +131,14 @@ def main() -> None:
         om = root / "replay.om"
         started = time.perf_counter()
         replayed = replay(expositions, args.replicas, first, seconds + 120, om)
-        (root / "data").mkdir()
-        subprocess.run(["promtool", "tsdb", "create-blocks-from", "openmetrics", str(om), str(root / "data")],
+        blocks = root / "prometheus" / "data"  # where prometheus_process keeps its TSDB
+        blocks.mkdir(parents=True)
+        subprocess.run(["promtool", "tsdb", "create-blocks-from", "openmetrics", str(om), str(blocks)],
                        check=True, capture_output=True)
         om.unlink()
         print(f"backfilled {replayed} series x {seconds + 120} s in {time.perf_counter() - started:.1f} s")
         port = free_port()
-        server = serve(root, port)
+        server = prometheus_process(root, port)  # the same Prometheus as `kubexp services up`
         server.start(timeout=60)
         try:
             instance = prometheus.PrometheusInstance("bench", f"http://127.0.0.1:{port}")

@@ -108,6 +108,10 @@ def test_distributed_over_two_servers_with_a_paper_style_plan(cropapp: Endpoint,
         assert {row["threadName"] for row in rows if row["threadName"].startswith(server)} == \
             {f"{server}-workers 1-1", f"{server}-workers 1-2"}
     assert aggregate(run.jtl, run.t0_ms).frame["threads"].max() == 4
+    # Stopped during JMeter's 5 s sleep after the remote engines ended ("... end of run" comes after it),
+    # with every sample in the JTL (check_run compared it with an independent count).
+    console = run.output.read_text()
+    assert "Tidying up remote" in console and "end of run" not in console
     log = run.log.read_text()
     assert "Using batching" in log and "DataStrippingSampleSender" in log
     for alias in ("clients=2", "hostname=127.0.0.1", "duration_seconds=5", "think_time_milliseconds=50"):

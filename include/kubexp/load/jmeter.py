@@ -15,6 +15,7 @@ import os
 import re
 import signal
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -56,6 +57,7 @@ GRACE_S = 120  # beyond duration and timeouts: JVM start-up, remote configuratio
 # What a request without a timeout (connect or response timeout 0) may take past the load's end before
 # JMeter is killed; with GRACE_S the kill comes before the DAG's load task limit (duration + 15 min).
 UNBOUNDED_REQUEST_S = 300
+TIDYING = "Tidying up remote"  # the master's console line once every remote engine has ended
 
 
 class LoadError(RuntimeError):
@@ -225,7 +227,7 @@ def run_load(params: Mapping[str, Any], endpoint: Endpoint, results_dir: Path, *
     argv = jmeter_command(plan, jtl, log, properties, servers=servers, sample_sender_mode=mode,
                           rmi_hostname=rmi_hostname)
     timeout = kill_after_s(properties)
-    returncode = _run_master(argv, output, timeout, results_dir)
+    returncode = _run_master(argv, output, timeout, results_dir, jtl if servers else None)
     console = output.read_text(errors="replace")
     log_text = log.read_text(errors="replace") if log.exists() else ""
     if returncode is None:
@@ -245,16 +247,37 @@ def run_load(params: Mapping[str, Any], endpoint: Endpoint, results_dir: Path, *
                    properties=properties, samples=span.rows)
 
 
-def _run_master(argv: list[str], output: Path, timeout: float, cwd: Path) -> int | None:
-    """Run the master in its own process group; its exit code, or None if it was killed after `timeout`."""
+def _results_closed(pid: int, output: Path, jtl: Path) -> bool:
+    """A distributed master has received every sample: it is tidying up and no longer holds the JTL open."""
+    if TIDYING not in output.read_text(errors="replace"):
+        return False
+    try:
+        held = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+    except OSError:  # the master exited meanwhile
+        return False
+    return str(jtl.resolve()) not in held
+
+
+def _run_master(argv: list[str], output: Path, timeout: float, cwd: Path, jtl: Path | None = None) -> int | None:
+    """Run the master in its own process group; its exit code, or None if it was killed after `timeout`.
+
+    With `jtl` (distributed mode): once the remote engines have ended, JMeter's master sleeps 5 s "to allow
+    listeners to close files" before it exits. As soon as it has said it is tidying up and has closed the
+    JTL (closing flushes the last samples), its work is done: it is stopped then, and that counts as exit 0.
+    """
     with open(output, "wb") as out:
         process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    cwd=cwd, start_new_session=True)
+        deadline = time.monotonic() + timeout
         try:
-            return process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
+            while (code := process.poll()) is None:
+                if time.monotonic() > deadline:
+                    return None
+                if jtl is not None and _results_closed(process.pid, output, jtl):
+                    return 0
+                time.sleep(0.1)
+            return code
         finally:
-            if process.poll() is None:  # timed out, or this task is being killed: leave no JMeter behind
+            if process.poll() is None:  # timed out, done, or this task is being killed: leave no JMeter behind
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()

@@ -344,9 +344,14 @@ def run_load(data: Mapping[str, Any], checked: Mapping[str, Any]) -> dict[str, A
     with _store() as conn:
         attempts.record_provenance(conn, _attempt(current), {"load": {
             "t0": loaded.t0.isoformat(), "ended_at": loaded.ended_at.isoformat(), "samples": loaded.samples,
-            "plan": str(loaded.plan), "servers": list(loaded.servers), "properties": loaded.properties}})
+            "plan": str(loaded.plan), "servers": list(loaded.servers), "properties": loaded.properties,
+            "generator": loaded.generator}})
+    if loaded.generator["saturated"]:
+        log.warning("%s: the load generator was the bottleneck: %s", current.label,
+                    "; ".join(loaded.generator["reasons"]))
     return {"jtl": str(loaded.jtl), "artifacts": [dataclasses.asdict(artifact) for artifact in kept],
-            "t0": loaded.t0.isoformat(), "t0_ms": loaded.t0_ms, "ended_at": loaded.ended_at.isoformat()}
+            "t0": loaded.t0.isoformat(), "t0_ms": loaded.t0_ms, "ended_at": loaded.ended_at.isoformat(),
+            "generator": loaded.generator}
 
 
 def _default_path() -> str:
@@ -402,7 +407,7 @@ def collect(data: Mapping[str, Any], load_run: Mapping[str, Any]) -> dict[str, A
     return {"rows": parsed.rows, "malformed": parsed.malformed, "seconds": len(parsed.frame),
             "requests": int(parsed.frame["requests"].sum()) if len(parsed.frame) else 0,
             "series": len(metrics.series), "events": len(events), "artifacts": len(kept),
-            "metric_problems": metric_problems}
+            "metric_problems": metric_problems, "generator": load_run.get("generator")}
 
 
 def finalize(data: Mapping[str, Any], collected: Mapping[str, Any]) -> None:

@@ -287,6 +287,10 @@ def postconditions(suite: Suite, params: Mapping[str, Any], collected: Mapping[s
         problems.append(f"{malformed} malformed JTL lines of {rows + malformed}, more than the allowed {limit:.1%} "
                         f"(load.max_malformed_share in {suite.path})")
     problems += collected.get("metric_problems", [])
+    generator = collected.get("generator") or {}
+    if generator.get("saturated") and suite.load.get("refuse_saturated_generator", False):
+        problems.append("the load generator was the bottleneck (" + "; ".join(generator["reasons"])
+                        + f"); load.refuse_saturated_generator is set in {suite.path}")
     if not collected.get("artifacts"):
         problems.append("no raw file was archived")
     return problems

@@ -102,6 +102,7 @@ SUITE_SCHEMA: dict[str, Any] = {
                 "pod_rate_per_s": {"type": "number", "exclusiveMinimum": 0},
                 "generator_rate_per_s": {"type": "number", "exclusiveMinimum": 0},
                 "max_malformed_share": {"type": "number", "minimum": 0, "maximum": 1},
+                "refuse_saturated_generator": {"type": "boolean"},
             },
             "additionalProperties": False,
         },

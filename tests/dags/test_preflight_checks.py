@@ -172,3 +172,34 @@ def test_remote_load_servers_on_a_platform_that_cannot_restart_them_are_a_proble
     assert preflight.restart_load_servers(suite, problems, unavailable) == []
     assert unavailable == [] and len(problems) == 1
     assert "the local platform cannot restart remote load servers" in problems[0] and str(suite.path) in problems[0]
+
+def test_a_saturated_generator_is_refused_only_when_the_suite_asks() -> None:
+    from kubexp.load.saturation import assess
+
+    suite = load_suite(SUITE)
+    params = suite.scenarios()[0].params
+    busy = assess(master_cpu_s=19.0, wall_s=10.0, servers=[], server_cpu_s={}, samples=400, duration_s=10,
+                  intended_rate_per_s=None, cores=2)
+    assert busy["saturated"] and busy["cpu_share"] == {"master": 0.95}
+    collected = {"requests": 100, "seconds": params["duration_s"], "rows": 100, "malformed": 0, "artifacts": 3,
+                 "metric_problems": [], "generator": busy}
+    assert preflight.postconditions(suite, params, collected) == []  # default: flagged in the report only
+    strict = dataclasses.replace(suite, load={**suite.load, "refuse_saturated_generator": True})
+    assert preflight.postconditions(strict, params, collected) == [
+        "the load generator was the bottleneck (JMeter engine master used 95% of 2 cores (cap 90%)); "
+        f"load.refuse_saturated_generator is set in {suite.path}"]
+    calm = assess(master_cpu_s=5.0, wall_s=10.0, servers=[], server_cpu_s={}, samples=400, duration_s=10,
+                  intended_rate_per_s=None, cores=2)
+    assert preflight.postconditions(strict, params, {**collected, "generator": calm}) == []
+
+
+def test_generator_record_of_distributed_and_open_loop_runs() -> None:
+    from kubexp.load.saturation import assess
+
+    record = assess(master_cpu_s=30.0, wall_s=10.0, servers=["127.0.0.1:1", "10.0.0.5:1099"],
+                    server_cpu_s={"127.0.0.1:1": 18.5}, samples=900, duration_s=10, intended_rate_per_s=100, cores=2)
+    # The master only receives samples in distributed mode: its CPU is recorded, the senders are judged.
+    assert record["cpu_share"] == {"master": 1.5, "127.0.0.1:1": 0.925, "10.0.0.5:1099": None}
+    assert record["achieved_rate_per_s"] == 90.0 and record["saturated"]
+    assert record["reasons"] == ["JMeter engine 127.0.0.1:1 used 92% of 2 cores (cap 90%)",
+                                 "90.0 arrivals/s sent of 100 intended (minimum 95%)"]

@@ -61,6 +61,7 @@ def test_local_closed_loop(cropapp: Endpoint, ram_results: Path) -> None:
     assert {row["threadName"] for row in rows} == {"workers 1-1", "workers 1-2"}
     assert max(int(row["allThreads"]) for row in rows) == 2
     assert "Starting standalone test" in run.output.read_text()
+    assert run.generator["cpu_s"]["master"] > 0 and 0 < run.generator["cpu_share"]["master"] < 1
 
 
 def _paper_style_plan(folder: Path) -> Path:
@@ -112,6 +113,8 @@ def test_distributed_over_two_servers_with_a_paper_style_plan(cropapp: Endpoint,
     # with every sample in the JTL (check_run compared it with an independent count).
     console = run.output.read_text()
     assert "Tidying up remote" in console and "end of run" not in console
+    # Both local servers' CPU was measured from /proc (each ran 2 workers).
+    assert all(run.generator["cpu_s"][server] > 0 for server in jmeter_servers)
     log = run.log.read_text()
     assert "Using batching" in log and "DataStrippingSampleSender" in log
     for alias in ("clients=2", "hostname=127.0.0.1", "duration_seconds=5", "think_time_milliseconds=50"):
@@ -124,6 +127,8 @@ def test_open_loop_arrivals(cropapp: Endpoint, ram_results: Path) -> None:
     rows = check_run(run, cropapp)
     assert len(rows) <= 10 * 5  # arrivals follow the schedule, never more
     assert max(int(row["allThreads"]) for row in rows) <= int(run.properties["server_concurrency_limit"])
+    assert run.generator["intended_rate_per_s"] == 10
+    assert run.generator["achieved_rate_per_s"] == pytest.approx(len(rows) / 5)
 
 
 class _SlowAnswer(BaseHTTPRequestHandler):

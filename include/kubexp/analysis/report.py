@@ -107,7 +107,8 @@ def build_report(conn: psycopg.Connection, suite: str, out_dir: Path, *,
         html.statistics(tables, data.settings, finished=len(data.per_experiment)),
         html.repetitions(repetitions, data.parameters, data.settings),
         html.completeness(data, loaders.metric_completeness(conn, suite)),
-        html.provenance(loaders.attempts(conn, suite)),
+        html.provenance(attempt_rows := loaders.attempts(conn, suite)),
+        html.generator(attempt_rows, data.parameters),
         html.unfinished(data.experiments, data.parameters),
     ]
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")

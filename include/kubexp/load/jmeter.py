@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from kubexp.load import saturation
 from kubexp.load.home import jmeter_argv, jmeter_home, jvm_args
 from kubexp.load.jtl import sample_span
 from kubexp.load.properties import load_properties, request_bound_s
@@ -77,6 +78,7 @@ class LoadRun:
     servers: tuple[str, ...]  # 'host:port' of each JMeter server; empty when JMeter ran locally
     properties: dict[str, str]  # the plan properties passed (-G or -J)
     samples: int  # well-formed samples in the JTL
+    generator: dict[str, Any]  # JMeter engines' CPU use, achieved arrivals, saturated (kubexp.load.saturation)
 
 
 @dataclass
@@ -227,7 +229,12 @@ def run_load(params: Mapping[str, Any], endpoint: Endpoint, results_dir: Path, *
     argv = jmeter_command(plan, jtl, log, properties, servers=servers, sample_sender_mode=mode,
                           rmi_hostname=rmi_hostname)
     timeout = kill_after_s(properties)
-    returncode = _run_master(argv, output, timeout, results_dir, jtl if servers else None)
+    server_pids = saturation.local_server_pids(servers)
+    servers_before = saturation.cpu_seconds(server_pids)
+    launched = time.monotonic()
+    returncode, master_cpu_s = _run_master(argv, output, timeout, results_dir, jtl if servers else None)
+    wall_s = time.monotonic() - launched
+    servers_after = saturation.cpu_seconds(server_pids)
     console = output.read_text(errors="replace")
     log_text = log.read_text(errors="replace") if log.exists() else ""
     if returncode is None:
@@ -242,9 +249,14 @@ def run_load(params: Mapping[str, Any], endpoint: Endpoint, results_dir: Path, *
     if span.rows == 0 or span.first_start_ms is None or span.last_end_ms is None:
         raise LoadError(f"JMeter wrote no sample to {jtl} (is {endpoint.url} reachable from the JMeter "
                         f"{'servers ' + ', '.join(servers) if servers else 'host'}?); see {log}")
+    generator = saturation.assess(
+        master_cpu_s=master_cpu_s, wall_s=wall_s, servers=servers, samples=span.rows,
+        server_cpu_s={name: servers_after[name] - servers_before[name] for name in servers_after
+                      if name in servers_before},
+        duration_s=float(params["duration_s"]), intended_rate_per_s=params.get("arrival_rate_per_s"))
     return LoadRun(jtl=jtl, t0=_utc(span.first_start_ms), t0_ms=span.first_start_ms, ended_at=_utc(span.last_end_ms),
                    started_at=started_at, log=log, output=output, plan=plan, servers=tuple(servers),
-                   properties=properties, samples=span.rows)
+                   properties=properties, samples=span.rows, generator=generator)
 
 
 def _results_closed(pid: int, output: Path, jtl: Path) -> bool:
@@ -258,8 +270,10 @@ def _results_closed(pid: int, output: Path, jtl: Path) -> bool:
     return str(jtl.resolve()) not in held
 
 
-def _run_master(argv: list[str], output: Path, timeout: float, cwd: Path, jtl: Path | None = None) -> int | None:
-    """Run the master in its own process group; its exit code, or None if it was killed after `timeout`.
+def _run_master(argv: list[str], output: Path, timeout: float, cwd: Path,
+                jtl: Path | None = None) -> tuple[int | None, float]:
+    """Run the master in its own process group: its exit code (None if it was killed after `timeout`) and
+    the CPU seconds it used.
 
     With `jtl` (distributed mode): once the remote engines have ended, JMeter's master sleeps 5 s "to allow
     listeners to close files" before it exits. As soon as it has said it is tidying up and has closed the
@@ -269,15 +283,33 @@ def _run_master(argv: list[str], output: Path, timeout: float, cwd: Path, jtl: P
         process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    cwd=cwd, start_new_session=True)
         deadline = time.monotonic() + timeout
+        code: int | None = None
         try:
-            while (code := process.poll()) is None:
+            while True:
+                pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+                if pid:
+                    process.returncode = code = os.waitstatus_to_exitcode(status)
+                    return code, usage.ru_utime + usage.ru_stime
                 if time.monotonic() > deadline:
-                    return None
+                    break
                 if jtl is not None and _results_closed(process.pid, output, jtl):
-                    return 0
+                    code = 0
+                    break
                 time.sleep(0.1)
-            return code
-        finally:
-            if process.poll() is None:  # timed out, done, or this task is being killed: leave no JMeter behind
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        except BaseException:
+            os.killpg(process.pid, signal.SIGKILL)  # this task is being killed: leave no JMeter behind
+            process.wait()
+            raise
+        cpu_s = process_cpu_s(process.pid)
+        os.killpg(process.pid, signal.SIGKILL)  # timed out, or done (see above)
+        process.wait()
+        return code, cpu_s
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a running process has used so far, from /proc; 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15)

@@ -1,4 +1,4 @@
-# The two commands: `make demo` (run the demo suite end to end) and `make test`.
+# The two commands: `make demo` (run the demo suite end to end) and `make test`; `make bench` prints the figures.
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -7,7 +7,10 @@ PYTHON3 := python3
 DEB_PACKAGES := python3 python3-venv postgresql haproxy prometheus openssh-server fio strace \
 	openjdk-17-jre-headless procps iproute2
 
-.PHONY: setup system demo test lint down
+# Only `make bench` needs these: wrk is the peer of the load generator's ceiling.
+BENCH_DEB_PACKAGES := wrk
+
+.PHONY: setup system demo test lint down bench
 .DEFAULT_GOAL := demo
 
 setup: system $(VENV)/.installed
@@ -50,9 +53,24 @@ test: setup lint
 	@echo "== pytest (starts and stops its own PostgreSQL, Prometheus, etcd, HAProxy, JMeter, Airflow)"
 	@$(VENV)/bin/pytest -q
 
-demo: setup
-	@$(VENV)/bin/kubexp services up
-	@$(VENV)/bin/kubexp demo
+# Prints where its time went: Debian packages, .venv, services, the demo suite (each experiment: kubexp demo).
+demo:
+	@t0=$$(date +%s); $(MAKE) --no-print-directory system; t1=$$(date +%s); \
+	$(MAKE) --no-print-directory $(VENV)/.installed; t2=$$(date +%s); \
+	$(VENV)/bin/kubexp services up || exit 1; t3=$$(date +%s); \
+	$(VENV)/bin/kubexp demo; rc=$$?; t4=$$(date +%s); \
+	echo "== make demo took $$((t4 - t0)) s: Debian packages $$((t1 - t0)) s, .venv $$((t2 - t1)) s, services" \
+	  "$$((t3 - t2)) s, demo suite $$((t4 - t3)) s (per experiment above)"; exit $$rc
+
+# Short mode (a few minutes) by default; `make bench FULL=1` runs the full settings; README=1 rewrites
+# README.md's figures table from this run.
+bench: setup
+	@missing=$$(for p in $(BENCH_DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  else echo "make bench needs: sudo apt-get install -y --no-install-recommends $$missing"; exit 1; fi; \
+	fi
+	@$(PY) benchmarks/bench.py $(if $(FULL),--full) $(if $(README),--readme)
 
 down:
 	@if [ -x $(VENV)/bin/kubexp ]; then $(VENV)/bin/kubexp services down; else echo "nothing to stop ($(VENV) is not set up)"; fi

@@ -25,3 +25,26 @@ def test_one_command_does_not_import_the_others() -> None:
             "print(sorted(m for m in sys.modules if m.startswith(('kubexp.cli.', 'airflow', 'kubexp.airflow_api'))))")
     loaded = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert loaded.strip() == "['kubexp.cli.jtl']"
+
+
+def test_demo_prints_where_each_runs_time_went() -> None:
+    from kubexp.cli.demo import time_breakdown
+
+    class Client:  # the two REST answers time_breakdown reads, as Airflow's API v2 shapes them
+        def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
+            assert (dag_id, run_id) == ("demo", "slot-1")
+            return [
+                {"task_id": "load", "start_date": "2026-01-01T00:00:10+00:00", "end_date": "2026-01-01T00:00:40+00:00",
+                 "duration": 30.0},
+                {"task_id": "select", "start_date": "2026-01-01T00:00:00+00:00",
+                 "end_date": "2026-01-01T00:00:02+00:00", "duration": 2.0},
+                {"task_id": "collect", "start_date": "2026-01-01T00:00:41.5+00:00",
+                 "end_date": "2026-01-01T00:00:45+00:00", "duration": 3.5},
+                {"task_id": "skipped", "start_date": None, "end_date": None, "duration": None},
+            ]
+
+    runs = [{"dag_run_id": "slot-1", "start_date": "2026-01-01T00:00:00+00:00",
+             "end_date": "2026-01-01T00:00:46+00:00"}]
+    # gaps: select ends at 2, load starts at 10 (8 s); load ends at 40, collect starts at 41.5 (1.5 s)
+    assert time_breakdown(Client(), "demo", runs) == [  # type: ignore[arg-type]
+        "slot-1: 46 s (load 30.0 s, collect 3.5 s, select 2.0 s; gaps 9.5 s)"]  # a task that never ran is left out

@@ -56,6 +56,26 @@ def run_all_slots(client: AirflowClient, dag_id: str, conf: dict[str, Any] | Non
     return client.dag_runs(dag_id, logical_date_gte=start, logical_date_lte=end)
 
 
+def _seconds(start: str | None, end: str | None) -> float:
+    if not start or not end:
+        return 0.0
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
+def time_breakdown(client: AirflowClient, dag_id: str, runs: list[dict]) -> list[str]:
+    """One line per run: its wall time, its four longest tasks and the gaps between its tasks."""
+    lines = []
+    for run in sorted(runs, key=lambda r: r.get("start_date") or ""):
+        tasks = sorted((ti for ti in client.task_instances(dag_id, run["dag_run_id"]) if ti.get("start_date")),
+                       key=lambda ti: ti["start_date"])
+        gaps = sum(max(0.0, _seconds(a["end_date"], b["start_date"])) for a, b in zip(tasks, tasks[1:], strict=False))
+        longest = sorted(tasks, key=lambda ti: -float(ti.get("duration") or 0))[:4]
+        lines.append(f"{run['dag_run_id']}: {_seconds(run.get('start_date'), run.get('end_date')):.0f} s ("
+                     + ", ".join(f"{ti['task_id']} {float(ti.get('duration') or 0):.1f} s" for ti in longest)
+                     + f"; gaps {gaps:.1f} s)")
+    return lines
+
+
 @main.command()
 @click.option("--suite", "suite_name", default=DEMO_SUITE, show_default=True, help="Suite to run.")
 @click.option("--timeout", default=3600.0, show_default=True, help="Seconds to wait for the runs.")
@@ -80,6 +100,9 @@ def demo(suite_name: str, timeout: float, allow_dirty: bool) -> None:
         runs = run_all_slots(client, dag_id, conf, timeout_s=timeout)
     except AirflowApiError as exc:
         raise click.ClickException(str(exc)) from exc
+    click.echo("\nwhere the experiments' time went (wall time of each run; its longest tasks; the scheduler's gaps):")
+    for line in time_breakdown(client, dag_id, runs):
+        click.echo(f"  {line}")
     with db.connect() as conn:
         progress = status.suite_status(conn, suite_name)
     report = progress_page.build_report(suite_name)

@@ -3,10 +3,10 @@
 Starts the local services (PostgreSQL, Prometheus, the four Airflow components) on free ports in a
 temporary KUBEXP_HOME, writes a one-scenario suite, triggers runs one after the other over the
 REST API and prints, per run and on average, the run's wall time, the load duration, the
-overhead, each task's duration and the scheduler's gaps between tasks. Everything it started is
-stopped at the end.
+overhead, each task's duration and the scheduler's gaps between tasks. The suite uses the local
+platform's shipped defaults (no `local:` section). Everything it started is stopped at the end.
 
-    .venv/bin/python benchmarks/orchestration_overhead.py [--runs 3] [--duration 10] [--keep]
+    .venv/bin/python benchmarks/orchestration_overhead.py [--runs 3] [--duration 10] [--keep] [--json OUT]
 """
 
 from __future__ import annotations
@@ -19,11 +19,15 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
+import figures
 import yaml
 
 from kubexp.processes import free_port
 
 SUITE = "bench-overhead"
+# What the figure used: the local platform's shipped defaults (no `local:` section), i.e. a 10 s readiness
+# probe period (Kubernetes' default), the etcd fingerprint of 300 puts (at most 15 s), one JMeter server.
+SUITE_SETTINGS = "1 pod, 2 workers, 50 ms think time, 1 JMeter server, no local: section"
 
 
 def suite_document(duration_s: int, runs: int, results_dir: Path) -> dict:
@@ -31,8 +35,7 @@ def suite_document(duration_s: int, runs: int, results_dir: Path) -> dict:
             "cluster": "bench-local", "repetitions": runs, "seed": 1, "allow_dirty": True,
             "defaults": {"pods": 1, "duration_s": duration_s, "think_time_ms": 50, "memory_limit_mib": 256,
                          "cpu_limit_millicores": 1000},
-            "matrix": {"workers": [2]}, "load": {"servers": 1, "results_dir": str(results_dir)},
-            "local": {"health_check_interval_s": 1, "fingerprint_puts": 50, "fingerprint_max_s": 5}}
+            "matrix": {"workers": [2]}, "load": {"servers": 1, "results_dir": str(results_dir)}}
 
 
 def seconds(start: str | None, end: str | None) -> float:
@@ -41,7 +44,10 @@ def seconds(start: str | None, end: str | None) -> float:
     return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
 
 
-def measure(runs: int, duration_s: int, keep: bool = False) -> None:
+PAPER_FIXED_WAITS_S = 65  # the paper's framework: fixed waits of at least 65 s per experiment (+300 s per reboot)
+
+
+def measure(runs: int, duration_s: int, keep: bool = False, json_out: Path | None = None) -> None:
     from kubexp.airflow_api import AirflowClient
     from kubexp.services import LocalServices
 
@@ -84,6 +90,14 @@ def measure(runs: int, duration_s: int, keep: bool = False) -> None:
         for task_id in good[0][2]:
             print(f"  {task_id:<25} {statistics.mean(row[2].get(task_id, 0.0) for row in good):6.1f}")
         print(f"  {'(gaps between tasks)':<25} {statistics.mean(row[3] for row in good):6.1f}")
+        tasks = ", ".join(f"{task_id} {statistics.mean(row[2].get(task_id, 0.0) for row in good):.1f}"
+                          for task_id in good[0][2])
+        figures.write(json_out, [figures.figure(
+            "orchestration overhead per experiment (run wall time - load), local platform",
+            round(statistics.mean(walls) - duration_s, 1), "s", peer="paper's fixed waits (constant, not measured)",
+            peer_value=PAPER_FIXED_WAITS_S,
+            settings=f"mean of {len(good)} runs ({min(walls) - duration_s:.1f}-{max(walls) - duration_s:.1f} s), "
+                     f"{duration_s} s load, shipped defaults (suite: {SUITE_SETTINGS}); mean s per task: {tasks}")])
     finally:
         services.down(log=lambda line: None)
         shutil.rmtree(results_dir, ignore_errors=True)
@@ -98,8 +112,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--duration", type=int, default=10, help="load duration per experiment, seconds")
     parser.add_argument("--keep", action="store_true", help="keep the run folder (task logs) for a closer look")
+    parser.add_argument("--json", type=Path, help="append the figures to this JSON list (make bench)")
     args = parser.parse_args()
-    measure(args.runs, args.duration, args.keep)
+    measure(args.runs, args.duration, args.keep, args.json)
 
 
 if __name__ == "__main__":

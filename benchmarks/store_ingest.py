@@ -8,17 +8,24 @@ Starts a throwaway PostgreSQL 15 unless --url is given. Prints figures; asserts 
 (goals: ingest >= 500k rows/s, scenario_summary < 1 s).
 
     .venv/bin/python benchmarks/store_ingest.py [--experiments 1400] [--seconds 1200] [--series 3] [--url URL]
+        [--json OUT]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import tempfile
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
+import figures
 import numpy as np
 import pandas as pd
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 from scratch_postgres import database
 
 from kubexp.records import LOAD_SECOND_COLUMNS, MetricSeries
@@ -74,6 +81,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=1200)
     parser.add_argument("--series", type=int, default=3, help="metric series per experiment")
     parser.add_argument("--url", help="an empty database to use instead of a throwaway server")
+    parser.add_argument("--json", type=Path, help="append the figures to this JSON list (make bench)")
     args = parser.parse_args()
     rng = np.random.default_rng(7)
     with database(args.url, "kubexp-bench-pg-") as url:
@@ -125,6 +133,59 @@ def main() -> None:
                       f"a plain view would pay per query)")
             size = conn.execute("SELECT pg_size_pretty(pg_database_size(current_database()))").fetchone()
             print(f"database size          {size[0] if size else '?':>12}")
+            copy_s = psql_copy(conn, url)
+            print(f"psql \\copy of the same rows {copy_s:>7.1f} s  (load_second and metric_series rows, CSV)")
+            summary_s = min(timed(conn, "SELECT * FROM scenario_summary WHERE suite = %s", ("bench",))[0]
+                            for _ in range(3))
+            group_by_s = min(timed(conn, PLAIN_GROUP_BY)[0] for _ in range(3))
+            print(f"plain GROUP BY         {group_by_s:>12.3f} s  (per scenario over load_second, best of 3)")
+            settings = (f"{len(planned):,} experiments x {args.seconds} s ({load_rows:,} load rows + {points:,} metric "
+                        f"points), PostgreSQL 15 on this machine")
+            figures.write(args.json, [
+                figures.figure("store ingest through the per-experiment calls", round(store_s, 2), "s",
+                               peer="psql \\copy of the same rows", peer_value=round(copy_s, 2),
+                               settings=f"{settings}; kubexp {total / store_s:,.0f} rows/s"),
+                figures.figure("scenario summary query", round(summary_s, 4), "s",
+                               peer="plain GROUP BY over load_second", peer_value=round(group_by_s, 4),
+                               settings=f"{settings}; best of 3"),
+            ])
+
+
+PLAIN_GROUP_BY = """
+    SELECT e.scenario_id, count(DISTINCT e.id) AS experiments, count(*) AS seconds, sum(l.requests) AS requests,
+           sum(l.successes) AS successes, avg(l.successes) AS successes_per_s_mean,
+           stddev_samp(l.successes) AS successes_per_s_std,
+           sum(l.elapsed_mean_ms * l.requests) / nullif(sum(l.requests), 0) AS elapsed_mean_ms
+    FROM load_second l JOIN experiment e ON e.id = l.experiment_id AND l.attempt_id = e.finished_attempt_id
+    WHERE e.suite = 'bench' AND e.status = 'finished'
+    GROUP BY e.scenario_id
+"""
+
+
+def psql_copy(conn, url: str) -> float:
+    """Seconds psql's \\copy takes to load the bench's load_second and metric_series rows into copies of the tables."""
+    params = conninfo_to_dict(url)
+    env = {**os.environ, "PGHOST": str(params.get("host", "")), "PGPORT": str(params.get("port", "")),
+           "PGUSER": str(params.get("user", "")), "PGPASSWORD": str(params.get("password", "")),
+           "PGDATABASE": str(params.get("dbname", ""))}
+    with tempfile.TemporaryDirectory(prefix="kubexp-bench-copy-") as folder:
+        os.chmod(folder, 0o700)
+        elapsed = 0.0
+        for table in ("load_second", "metric_series"):
+            path = Path(folder) / f"{table}.csv"
+            with conn.cursor().copy(sql.SQL("COPY (SELECT * FROM {} WHERE experiment_id IN (SELECT id FROM experiment "
+                                            "WHERE suite = 'bench')) TO STDOUT (FORMAT csv)").format(
+                                                sql.Identifier(table))) as copy, open(path, "wb") as out:
+                for data in copy:
+                    out.write(data)
+            conn.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(
+                sql.Identifier(f"copy_{table}"), sql.Identifier(table)))
+            conn.commit()
+            started = time.perf_counter()
+            subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c",
+                            f"\\copy copy_{table} FROM '{path}' (FORMAT csv)"], env=env, check=True)
+            elapsed += time.perf_counter() - started
+    return elapsed
 
 
 if __name__ == "__main__":

@@ -135,3 +135,27 @@ def test_report_of_a_single_scenario_suite(postgres_server: Postgres, tmp_path: 
     assert "3 / 3" in html and "Unfinished experiments (0)" in html
     for figure in report.figures:
         png_check(figure.path)
+
+
+def test_load_generator_section_flags_saturated_attempts() -> None:
+    import pandas as pd
+
+    from kubexp.analysis import report_html
+    from kubexp.load.saturation import assess
+
+    calm = assess(master_cpu_s=4.0, wall_s=20.0, servers=["127.0.0.1:1"], server_cpu_s={"127.0.0.1:1": 6.0},
+                  samples=500, duration_s=10, intended_rate_per_s=None, cores=2)
+    busy = assess(master_cpu_s=3.0, wall_s=20.0, servers=[], server_cpu_s={}, samples=800, duration_s=10,
+                  intended_rate_per_s=100, cores=2)
+    attempts = pd.DataFrame([
+        {"experiment_id": "aaaaaaaa-1", "repetition": 1, "counted": True, "workers": 2,
+         "facts": {"load": {"generator": calm}}},
+        {"experiment_id": "bbbbbbbb-2", "repetition": 2, "counted": False, "workers": 4,
+         "facts": {"load": {"generator": busy}}},
+        {"experiment_id": "cccccccc-3", "repetition": 1, "counted": False, "workers": 4, "facts": {}},
+    ])
+    html = report_html.generator(attempts, ["workers"])
+    assert "<b>1</b> of 2 flagged" in html
+    assert "master 10%, 127.0.0.1:1 15%" in html and "80 of 100" in html
+    assert html.count('class="flagged"') == 1 and "80.0 arrivals/s sent of 100 intended" in html
+    assert report_html.generator(attempts.iloc[2:], ["workers"]).endswith("recorded its generator's CPU use.</p>")

@@ -20,7 +20,8 @@ workers = int(os.environ.get("CROPAPP_WORKERS", "1"))
 timeout = 30
 graceful_timeout = 5
 keepalive = 5
-accesslog = os.environ.get("CROPAPP_ACCESS_LOG") or None
+# Access lines come from the app itself (CROPAPP_ACCESS_LOG), in one format under either server.
+accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("CROPAPP_LOG_LEVEL", "info")
 # gunicorn 23+ opens a control socket at one shared path per user; replicas must not share it.

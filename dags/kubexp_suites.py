@@ -18,6 +18,7 @@ from airflow.sdk import DAG, ExceptionRetryPolicy, PokeReturnValue, RetryAction,
 from airflow.sdk.exceptions import AirflowSkipException
 
 from kubexp import experiment, suite_dag
+from kubexp.load.profiles import settle_s_for
 from kubexp.suite import Suite, SuiteError, load_suite, suite_files
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ def _close_attempt_on_failure(context: dict[str, Any]) -> None:
 
 def build_dag(suite: Suite) -> DAG:
     scenarios = suite.scenarios()
-    longest_load = timedelta(seconds=max(s.params["duration_s"] for s in scenarios))
+    longest_load = timedelta(seconds=max(s.params["duration_s"] for s in scenarios) + settle_s_for(suite.load))
     with DAG(
         dag_id=suite_dag.dag_id(suite.name),
         dag_display_name=f"suite {suite.name}",

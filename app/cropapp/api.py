@@ -8,7 +8,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,6 +43,7 @@ def create_app(image_dir: Path | str | None = None) -> Flask:
     ensure_images(root)
     folder = ImageFolder(root)
     app = Flask(__name__)
+    access = access_logger(os.environ.get("CROPAPP_ACCESS_LOG"))
 
     def text(body: str | bytes, status: int = 200) -> Response:
         return Response(body, status=status, mimetype="text/plain")
@@ -74,6 +77,11 @@ def create_app(image_dir: Path | str | None = None) -> Flask:
         metrics.LATENCY.labels(endpoint).observe(time.perf_counter() - g.started)
         metrics.IN_FLIGHT.dec()
         metrics.record_memory()
+        if access is not None:
+            environ = request.environ
+            access.info('%s:%s "%s %s" %s %.1f', environ.get("REMOTE_ADDR", "-"), environ.get("REMOTE_PORT", "-"),
+                        request.method, request.full_path.rstrip("?"), response.status_code,
+                        1000 * (time.perf_counter() - g.started))
         return response
 
     @app.errorhandler(HTTPException)
@@ -109,3 +117,18 @@ def create_app(image_dir: Path | str | None = None) -> Flask:
             return text(crop_base64_png(picture, box))
 
     return app
+
+
+def access_logger(target: str | None) -> logging.Logger | None:
+    """One line per answered request, the same under either server: time, peer address:port (a new port is a
+    new TCP connection), request line, status, ms. `target` is a file path, "-" for stdout, or None for off."""
+    if not target:
+        return None
+    logger = logging.getLogger("cropapp.access")
+    logger.handlers.clear()
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    handler = logging.StreamHandler(sys.stdout) if target == "-" else logging.FileHandler(target)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    logger.addHandler(handler)
+    return logger

@@ -1,8 +1,8 @@
 """The bundled images: generated deterministically by the project, never downloaded.
 
 The large photo-like image makes a crop cost real CPU (PNG decode and encode) and
-memory (the decoded 2000x1500 RGB image alone is about 9 MB), as in the paper, where
-that cost under a 64 MiB limit is what gets workers OOM-killed.
+memory (the decoded 2000x1500 RGB image alone is about 9 MB); `photo.png` (800x600) is
+the size of the paper's photos, which the `paper` load profile crops.
 
 Files are written once into the image folder (atomically, so several workers starting
 at once are harmless); `python -m cropapp.images DIR` does it ahead of time (Dockerfile).
@@ -40,6 +40,8 @@ BUNDLED_IMAGES = (
     ImageSpec("landscape.png", 2000, 1500, seed=1),  # the large one the default load crops
     ImageSpec("square.png", 1000, 1000, seed=2),
     ImageSpec("small.png", 320, 240, seed=3),
+    # The paper's request crops 30x30 at (0,0) of a photo; its authors scaled their photos to 800 px wide.
+    ImageSpec("photo.png", 800, 600, seed=4),
 )
 
 

@@ -329,21 +329,28 @@ def _attempt(current: Current) -> int:
 def run_load(data: Mapping[str, Any], checked: Mapping[str, Any]) -> dict[str, Any]:
     """Run the JMeter plan for the scenario's duration; the JTL and JMeter's log are archived at once."""
     from kubexp.artifacts import archive
-    from kubexp.load import jmeter
+    from kubexp.load import jmeter, profiles
 
     current = _current(data)
     suite = current.suite()
     target = current.platform()
-    plan = suite.load.get("plan")
+    settle_s = profiles.settle_s_for(suite.load)
+    if settle_s:
+        # As the paper's authors did: the SUT rests between the sanity request and the load.
+        log.info("load profile %s: waiting %d s (load.settle_s) before the load", suite.load.get("profile",
+                 profiles.DEFAULT_PROFILE), settle_s)
+        time.sleep(settle_s)
+        _current(data)  # renew the lease and the heartbeat after the wait
     loaded = jmeter.run_load(
         current.params, target.endpoint(), Path(current.results_dir), servers=checked.get("load_servers") or None,
-        plan=Path(plan) if plan else None, request_path=suite.load.get("request_path") or _default_path(),
+        plan=profiles.plan_for(suite.load, current.params), request_path=profiles.request_path_for(suite.load),
         sample_sender_mode=suite.load.get("sample_sender_mode", jmeter.DEFAULT_SAMPLE_SENDER_MODE),
     )
     kept = [archive(path, artifacts_dir(current)) for path in (loaded.jtl, loaded.log, loaded.output) if path.exists()]
     with _store() as conn:
         attempts.record_provenance(conn, _attempt(current), {"load": {
             "t0": loaded.t0.isoformat(), "ended_at": loaded.ended_at.isoformat(), "samples": loaded.samples,
+            "profile": profiles.profile_of(suite.load).name, "settle_s": settle_s,
             "plan": str(loaded.plan), "servers": list(loaded.servers), "properties": loaded.properties,
             "generator": loaded.generator}})
     if loaded.generator["saturated"]:
@@ -352,12 +359,6 @@ def run_load(data: Mapping[str, Any], checked: Mapping[str, Any]) -> dict[str, A
     return {"jtl": str(loaded.jtl), "artifacts": [dataclasses.asdict(artifact) for artifact in kept],
             "t0": loaded.t0.isoformat(), "t0_ms": loaded.t0_ms, "ended_at": loaded.ended_at.isoformat(),
             "generator": loaded.generator}
-
-
-def _default_path() -> str:
-    from kubexp.appserver import DEFAULT_CROP_PATH
-
-    return DEFAULT_CROP_PATH
 
 
 def artifacts_dir(current: Current) -> Path:

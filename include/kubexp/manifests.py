@@ -9,6 +9,9 @@ Settings read from the suite's `kubernetes:` section (all optional):
     image               app container image (default "cropapp:0.1.0", built from app/Dockerfile)
     image_pull_policy   default "IfNotPresent"
     node_port           NodePort of the app Service (default 30080; null lets Kubernetes choose)
+    app_server          "gunicorn" (default) or "flask" (Flask's threaded server, as the paper's app);
+                        the suite's load profile chooses when the section does not
+    probe_path          readiness and liveness probe path (default "/healthz"; the paper profile's "/images")
     app_workers         gunicorn workers per pod (default 1)
     app_threads         requests per worker at once (default 4; see app/gunicorn.conf.py)
     istio.gateway_selector   labels of the ingress gateway pods (default {"istio": "ingressgateway"})
@@ -24,13 +27,15 @@ from typing import Any
 import yaml
 
 APP_NAME = "cropapp"
-APP_PORT = 8000  # the port app/Dockerfile's gunicorn binds
+APP_PORT = 8000  # the port app/Dockerfile's server binds
 ISTIO_API = "networking.istio.io/v1beta1"  # served by Istio 1.5 and every later release
 DEFAULTS: dict[str, Any] = {
     "namespace": "kubexp",
     "image": "cropapp:0.1.0",
     "image_pull_policy": "IfNotPresent",
     "node_port": 30080,
+    "app_server": "gunicorn",
+    "probe_path": "/healthz",
     "app_workers": 1,
     "app_threads": 4,
 }
@@ -102,13 +107,14 @@ def deployment(namespace: str, labels: dict[str, str], params: Mapping[str, Any]
         "imagePullPolicy": str(conf["image_pull_policy"]),
         "ports": [{"name": "http", "containerPort": APP_PORT, "protocol": "TCP"}],
         "env": [
+            {"name": "CROPAPP_SERVER", "value": str(conf["app_server"])},
             {"name": "CROPAPP_WORKERS", "value": str(conf["app_workers"])},
             {"name": "CROPAPP_THREADS", "value": str(conf["app_threads"])},
         ],
         # requests = limits: Guaranteed QoS, and the memory limit is what OOM-kills (paper 5.2.1)
         "resources": {"requests": dict(resources), "limits": dict(resources)},
-        "readinessProbe": health_probe(),
-        "livenessProbe": health_probe(),
+        "readinessProbe": health_probe(str(conf["probe_path"])),
+        "livenessProbe": health_probe(str(conf["probe_path"])),
         "securityContext": {"runAsNonRoot": True, "allowPrivilegeEscalation": False,
                             "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}},
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # gunicorn + metrics files
@@ -131,8 +137,8 @@ def deployment(namespace: str, labels: dict[str, str], params: Mapping[str, Any]
     }
 
 
-def health_probe() -> dict[str, Any]:
-    return {"httpGet": {"path": "/healthz", "port": "http"}, **PROBE_DEFAULTS}
+def health_probe(path: str = "/healthz") -> dict[str, Any]:
+    return {"httpGet": {"path": path, "port": "http"}, **PROBE_DEFAULTS}
 
 
 def service(namespace: str, labels: dict[str, str], node_port: int | None) -> dict[str, Any]:

@@ -90,6 +90,8 @@ SUITE_SCHEMA: dict[str, Any] = {
         "load": {
             "type": "object",
             "properties": {
+                "profile": {"enum": ["kubexp", "paper"]},
+                "settle_s": {"type": "integer", "minimum": 0},
                 "servers": {"oneOf": [{"type": "integer", "minimum": 1},
                                       {"type": "array", "minItems": 1, "items": _HOST_PORT}]},
                 "plan": {"type": "string"},

@@ -17,6 +17,7 @@ PIXELS_SHA256 = {
     "landscape.png": "7c5f387cf804af42e25a04eee404855b011ed6d3aae0b5f4c997da9f70863a3d",
     "square.png": "cae27e2b8f53e3853bbfad192ee1339d8acb3091075557d8211634f98c24b856",
     "small.png": "d75cb8e94fb2f29f4cbfdf8465a0d2d8e58d5fb05a592620c8459cccfaa4c670",
+    "photo.png": "b9358629ddc0ef47fa8f23ab9aeaf367025fe9e013a0701f3f718c50877d8939",
 }
 
 
@@ -38,8 +39,9 @@ def test_ensure_images_writes_only_what_is_missing(tmp_path: Path) -> None:
     small = next(spec for spec in BUNDLED_IMAGES if spec.name == "small.png")
     (tmp_path / "landscape.png").write_bytes(b"kept as is")
     (tmp_path / "square.png").write_bytes(b"kept as is")
+    (tmp_path / "photo.png").write_bytes(b"kept as is")
     assert missing_images(tmp_path) == [small]
     assert ensure_images(tmp_path) == [tmp_path / "small.png"]
     assert ensure_images(tmp_path) == []
     assert (tmp_path / "landscape.png").read_bytes() == b"kept as is"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["landscape.png", "small.png", "square.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["landscape.png", "photo.png", "small.png", "square.png"]

@@ -14,6 +14,7 @@ from cloudcoil.models.istio.networking import v1beta1 as istio_networking
 
 from kubexp import manifests
 from kubexp.cli import main
+from kubexp.load import profiles
 from kubexp.settings import SUITES_DIR
 from kubexp.suite import PARAMETER_DEFAULTS, load_suite
 
@@ -174,7 +175,12 @@ def test_render_cli_writes_readable_yaml_by_index_and_by_id(tmp_path: Path) -> N
     assert [f.name for f in files] == sorted(f.name for f in (tmp_path / "b").iterdir())
     assert files[0].name == "01-namespace-kubexp.yaml"
     loaded = [yaml.safe_load(f.read_text()) for f in files]
-    assert loaded == manifests.render(scenario.id, scenario.params, load_suite(suite_path).kubernetes)
+    suite = load_suite(suite_path)
+    assert loaded == manifests.render(scenario.id, scenario.params, profiles.app_settings(suite.kubernetes, suite.load))
+    # the paper profile's app: Flask's threaded server, probes on /images as the authors had them
+    container = loaded[1]["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "CROPAPP_SERVER", "value": "flask"} in container["env"]
+    assert container["readinessProbe"]["httpGet"]["path"] == container["livenessProbe"]["httpGet"]["path"] == "/images"
     assert all("&id" not in f.read_text() for f in files)  # no YAML anchors for readers
 
 

@@ -8,6 +8,8 @@ import jsonschema
 import pytest
 import yaml
 
+from kubexp.load import profiles
+from kubexp.settings import SUITES_DIR
 from kubexp.suite import (
     PARAMETER_DEFAULTS,
     SuiteError,
@@ -54,6 +56,23 @@ def test_shipped_suites_match_the_paper_and_the_demo() -> None:
     etcd = suites["paper-etcd"].scenarios()
     assert len(etcd) == 24
     assert {s.params["etcd_storage"] for s in etcd} == {"ramdisk", "disk"}
+    assert {s.params["etcd_storage"] for s in loadgen} == {"ramdisk"}  # the authors' define-loadgeneration.sh
+
+
+def test_paper_suites_run_the_authors_traffic() -> None:
+    """Every paper suite: the paper load profile, 60 s settle, no response timeout, 2 s connect timeout,
+    20 ms think time, 64 MiB / 200 m per pod, and all seconds analysed; each value cited in the file."""
+    for name in ("paper-loadgeneration", "paper-scaling", "paper-etcd"):
+        suite = load_suite(SUITES_DIR / f"{name}.yaml")
+        assert (suite.load["profile"], profiles.settle_s_for(suite.load)) == ("paper", 60), name
+        assert (suite.warmup_s, suite.cooldown_s) == (0, 0), name
+        for scenario in suite.scenarios():
+            params = scenario.params
+            assert (params["response_timeout_ms"], params["connect_timeout_ms"], params["think_time_ms"],
+                    params["memory_limit_mib"], params["cpu_limit_millicores"]) == (0, 2000, 20, 64, 200), name
+        text = suite.path.read_text()
+        for cited in ("fw:run-experiment.sh", "app:backend/k8s/generic/deployment.yml", "paper 5.2.1"):
+            assert cited in text, f"{name} does not cite {cited}"
 
 
 def test_defaults_apply_and_pods_max_follows_pods(tmp_path: Path) -> None:

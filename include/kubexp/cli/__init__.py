@@ -13,7 +13,8 @@ from kubexp.settings import SettingsError
 # Command name -> the module that defines it (each registers itself on `main` when imported). A command's
 # module is imported only when that command runs: `kubexp jtl aggregate` does not load Airflow's client.
 COMMANDS = {"services": "services", "app": "app", "render": "render", "trigger": "trigger", "backfill": "trigger",
-            "report": "report", "demo": "demo", "db": "db", "suite": "suite", "dimension": "dimension", "jtl": "jtl"}
+            "report": "report", "demo": "demo", "db": "db", "suite": "suite", "dimension": "dimension", "jtl": "jtl",
+            "load": "load"}
 
 
 class _Main(click.Group):

@@ -8,6 +8,7 @@ import click
 
 from kubexp import manifests
 from kubexp.cli import main
+from kubexp.load import profiles
 from kubexp.suite import Scenario, Suite, SuiteError, load_suite
 
 
@@ -25,8 +26,8 @@ def render(suite_file: Path, wanted: str, out_dir: Path) -> None:
         raise click.ClickException(str(exc)) from exc
     scenario = find_scenario(suite, wanted)
     try:
-        objects = manifests.render(scenario.id, scenario.params, suite.kubernetes)
-    except manifests.ManifestError as exc:
+        objects = manifests.render(scenario.id, scenario.params, profiles.app_settings(suite.kubernetes, suite.load))
+    except (manifests.ManifestError, profiles.ProfileError) as exc:
         raise click.ClickException(f"{suite_file}: scenario {scenario.id}: {exc}") from exc
     for path in manifests.write_manifests(objects, out_dir):
         click.echo(path)

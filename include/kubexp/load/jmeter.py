@@ -25,18 +25,17 @@ from typing import Any
 from kubexp.load import saturation
 from kubexp.load.home import jmeter_argv, jmeter_home, jvm_args
 from kubexp.load.jtl import sample_span
+from kubexp.load.profiles import OPEN_LOOP_PLAN, PLANS_DIR, PROFILES
 from kubexp.load.properties import load_properties, request_bound_s
 from kubexp.load.ramdisk import require_ramdisk
 from kubexp.platform.base import Endpoint
 from kubexp.processes import ManagedProcess, free_port, tail
-from kubexp.settings import REPO_ROOT
 
-__all__ = ["CLOSED_LOOP_PLAN", "OPEN_LOOP_PLAN", "SAMPLE_SENDER_MODES", "LoadError", "LoadRun",
-           "LocalJMeterServers", "jmeter_home", "run_load"]
+__all__ = ["CLOSED_LOOP_PLAN", "OPEN_LOOP_PLAN", "PAPER_PLAN", "PLANS_DIR", "SAMPLE_SENDER_MODES", "LoadError",
+           "LoadRun", "LocalJMeterServers", "jmeter_home", "run_load"]
 
-PLANS_DIR = REPO_ROOT / "include" / "jmeter"
-CLOSED_LOOP_PLAN = PLANS_DIR / "closed-loop.jmx"
-OPEN_LOOP_PLAN = PLANS_DIR / "open-loop.jmx"
+CLOSED_LOOP_PLAN = PROFILES["kubexp"].plan
+PAPER_PLAN = PROFILES["paper"].plan
 # JMeter's sample sender modes (distributed mode). Statistical is left out: it sends aggregates, not
 # samples, so the per-second ingest would count one row per aggregate. A class name is accepted too.
 SAMPLE_SENDER_MODES = ("Standard", "Batch", "StrippedBatch", "Stripped", "Asynch", "StrippedAsynch",

@@ -75,7 +75,13 @@ class KubernetesSettings:
 
 
 def settings_from_suite(suite: Suite) -> KubernetesSettings:
-    return parse_settings(suite.kubernetes, suite.load, suite.path)
+    from kubexp.load import profiles
+
+    try:
+        section = profiles.app_settings(suite.kubernetes, suite.load)
+    except profiles.ProfileError as exc:
+        raise SettingsError(f"{suite.path}: kubernetes: {exc}") from None
+    return parse_settings(section, suite.load, suite.path)
 
 
 def parse_settings(section: Mapping[str, Any], load: Mapping[str, Any] | None = None,

@@ -19,6 +19,8 @@ class LocalSettings:
     restart_backoff_s: float = 10.0  # kubelet's first crash back-off, doubled per restart
     restart_backoff_cap_s: float = 300.0  # kubelet's cap (5 min)
     restart_backoff_reset_s: float = 600.0  # a replica running this long starts again at the first back-off
+    app_server: str = "gunicorn"  # "gunicorn" or "flask" (Flask's threaded server); the load profile's by default
+    probe_path: str = "/healthz"  # the health check (readiness probe) path; the load profile's by default
     app_workers: int = 1  # gunicorn workers per replica
     app_threads: int = 4  # threads per gunicorn worker (CROPAPP_THREADS)
     frontend_port: int | None = None  # HAProxy's frontend; None = a free port
@@ -61,6 +63,13 @@ class LocalSettings:
                                 f"restart_backoff_s ({self.restart_backoff_s})")
         if self.retry_attempts < 0:
             raise PlatformError(f"{origin}: retry_attempts must be >= 0, got {self.retry_attempts}")
+        if self.app_server not in ("gunicorn", "flask"):
+            raise PlatformError(f"{origin}: app_server must be gunicorn or flask, got {self.app_server!r}")
+        if self.app_server == "flask" and self.app_workers != 1:
+            raise PlatformError(f"{origin}: app_workers={self.app_workers}: Flask's threaded server is one process; "
+                                f"set app_workers: 1 or app_server: gunicorn")
+        if not self.probe_path.startswith("/"):
+            raise PlatformError(f"{origin}: probe_path must start with /, got {self.probe_path!r}")
         if self.frontend_port is not None and not 0 < self.frontend_port < 65536:
             raise PlatformError(f"{origin}: frontend_port must be 1-65535, got {self.frontend_port}")
 

@@ -34,6 +34,7 @@ class HAProxyConfig:
     connect_timeout_ms: int = 2000
     retry_attempts: int = 3
     retry_per_try_timeout_s: float = 2.0
+    probe_path: str = "/healthz"
 
     def render(self) -> str:
         inter_ms = max(1, round(self.health_check_interval_s * 1000))
@@ -68,7 +69,7 @@ class HAProxyConfig:
             "    stats uri /stats",
             f"backend {BACKEND}",
             "    balance roundrobin",
-            "    option httpchk GET /healthz",
+            f"    option httpchk GET {self.probe_path}",
             "    http-check expect status 200",
             f"    default-server inter {inter_ms}ms fall 1 rise 1",
             *(f"    {line}" for line in routing),

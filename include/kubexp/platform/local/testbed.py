@@ -74,7 +74,9 @@ class LocalPlatform(Platform):
 
     @classmethod
     def from_suite(cls, suite: Suite) -> LocalPlatform:
-        return cls(suite.local, origin=f"{suite.path}: section local")
+        from kubexp.load import profiles
+
+        return cls(profiles.app_settings(suite.local, suite.load), origin=f"{suite.path}: section local")
 
     # -- files of this platform ------------------------------------------------------------------
     @property
@@ -194,7 +196,8 @@ class LocalPlatform(Platform):
         config = haproxy.HAProxyConfig(
             frontend_port=frontend, stats_port=stats, servers=[(s.name, s.port) for s in specs],
             health_check_interval_s=self.settings.health_check_interval_s, mesh=str(params.get("mesh", "native")),
-            retry_attempts=self.settings.retry_attempts, retry_per_try_timeout_s=self.settings.retry_per_try_timeout_s)
+            retry_attempts=self.settings.retry_attempts, retry_per_try_timeout_s=self.settings.retry_per_try_timeout_s,
+            probe_path=self.settings.probe_path)
         self._file("haproxy.cfg").write_text(config.render())
         try:
             self._file("supervisor.started").unlink(missing_ok=True)
@@ -225,9 +228,12 @@ class LocalPlatform(Platform):
                 group = cgroups.ReplicaCgroup("none", None, None)
                 specs = [ReplicaSpec(**{**s.to_json(), "memory_dir": None, "cpu_dir": None}) for s in specs]
             metrics_dir = self.state_dir / "app-metrics" / name
-            env = appserver.gunicorn_env(metrics_dir, threads=self.settings.app_threads)
+            # The access log goes to the replica's log (archived with the experiment): one line per request
+            # with the peer's port, so connections per request can be read from it.
+            env = appserver.gunicorn_env(metrics_dir, threads=self.settings.app_threads, access_log="-")
             specs.append(ReplicaSpec(
-                name=name, port=port, argv=appserver.gunicorn_argv("127.0.0.1", port, self.settings.app_workers),
+                name=name, port=port,
+                argv=appserver.server_argv(self.settings.app_server, "127.0.0.1", port, self.settings.app_workers),
                 env=env, cwd=str(settings.APP_DIR), metrics_dir=str(metrics_dir), cgroup_version=group.version,
                 memory_dir=str(group.memory_dir) if group.memory_dir else None,
                 cpu_dir=str(group.cpu_dir) if group.cpu_dir else None))
@@ -285,7 +291,8 @@ class LocalPlatform(Platform):
             "cpus": os.cpu_count(), "memory_total_mib": psutil.virtual_memory().total // 2**20,
             **facts,
             "autoscaling_modelled": False, "etcd_in_routing": False,
-            "service_model": f"HAProxy round robin, readiness check GET /healthz every "
+            "app_server": self.settings.app_server,
+            "service_model": f"HAProxy round robin, readiness check GET {self.settings.probe_path} every "
                              f"{self.settings.health_check_interval_s:g} s (fall 1 rise 1)",
             "mesh_model": (f"HAProxy retries {self.settings.retry_attempts} on conn-failure/empty-response/"
                            f"response-timeout/502/503/504, {self.settings.retry_per_try_timeout_s:g} s per try; "

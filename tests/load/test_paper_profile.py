@@ -69,7 +69,8 @@ def test_paper_profile_runs_flask_with_one_tcp_connection_per_request(
     platform, load = deployed
     assert served_by(platform) == {"flask"}
     seen, successes = run_profile(platform, load, ram_results)
-    assert successes > 50 and len(seen) == successes, "every successful JMeter sample is one line in the access log"
+    # every successful sample is one line; requests cut off at the load's end are logged by the app only
+    assert successes > 50 and successes <= len(seen) <= successes + PARAMS["workers"]
     reused = {peer: count for peer, count in Counter(seen).items() if count > 1}
     assert not reused, f"TCP connections that carried more than one request: {reused}"
 
@@ -82,7 +83,7 @@ def test_paper_plan_itself_opens_a_connection_per_request(
     platform, load = deployed
     assert served_by(platform) == {"gunicorn"}
     seen, successes = run_profile(platform, load, ram_results)
-    assert successes > 50 and len(seen) == successes
+    assert successes > 50 and successes <= len(seen) <= successes + PARAMS["workers"]
     reused = {peer: count for peer, count in Counter(seen).items() if count > 1}
     assert not reused, f"TCP connections that carried more than one request: {reused}"
 
@@ -95,5 +96,5 @@ def test_kubexp_profile_keeps_connections_alive(
     platform, load = deployed
     assert served_by(platform) == {"gunicorn"}
     seen, successes = run_profile(platform, load, ram_results)
-    assert successes >= 10 and len(seen) == successes
+    assert successes >= 10 and successes <= len(seen) <= successes + PARAMS["workers"]
     assert len(set(seen)) < len(seen), f"keep-alive: connections carry several requests: {Counter(seen)}"

@@ -24,7 +24,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from kubexp import appserver
+from kubexp.platform.local import appserver
 from kubexp.processes import ManagedProcess, free_port
 
 MEMORY_CGROUPS = Path("/sys/fs/cgroup/memory")

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import psutil
 
-from kubexp import appserver
+from kubexp.platform.local import appserver
 from kubexp.processes import free_port
 
 

@@ -29,11 +29,10 @@ from pathlib import Path
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from kubexp import appserver
 from kubexp.collect import prometheus, queries
-from kubexp.platform.local import haproxy
+from kubexp.local_services import prometheus_process
+from kubexp.platform.local import appserver, haproxy
 from kubexp.processes import ManagedProcess, free_port
-from kubexp.services import prometheus_process
 from kubexp.settings import REPO_ROOT
 
 ETCD = REPO_ROOT / ".venv" / "bin" / "etcd"

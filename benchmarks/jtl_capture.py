@@ -21,9 +21,9 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from kubexp.appserver import DEFAULT_CROP_PATH
 from kubexp.load.jmeter import LocalJMeterServers, run_load
 from kubexp.platform.base import Endpoint
+from kubexp.platform.local.appserver import DEFAULT_CROP_PATH
 
 OUTPUT = Path(__file__).parent / "data" / "jmeter-5.5-rows.jtl"
 REQUEST_PATH = f"{DEFAULT_CROP_PATH}&format=png&quality=85&session=9f1c2e7a-44b1-4b8e-9d4e-3a6f0c1d2b7e&trace=on"

@@ -24,9 +24,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from kubexp import appserver
 from kubexp.load import jmeter, jtl
-from kubexp.platform.local import LocalPlatform
+from kubexp.platform.local import LocalPlatform, appserver
 from kubexp.platform.local.supervisor import Deployment
 
 

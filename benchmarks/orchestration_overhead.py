@@ -48,8 +48,8 @@ PAPER_FIXED_WAITS_S = 65  # the paper's framework: fixed waits of at least 65 s 
 
 
 def measure(runs: int, duration_s: int, keep: bool = False, json_out: Path | None = None) -> None:
-    from kubexp.airflow_api import AirflowClient
-    from kubexp.services import LocalServices
+    from kubexp.local_services import LocalServices
+    from kubexp.orchestration.airflow_api import AirflowClient
 
     root = Path(tempfile.mkdtemp(prefix="kubexp-bench-", dir="/tmp"))
     root.chmod(0o755)

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from kubexp.local_services import Postgres
 from kubexp.processes import free_port
-from kubexp.services import Postgres
 
 
 @contextmanager

@@ -17,8 +17,9 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG, ExceptionRetryPolicy, PokeReturnValue, RetryAction, RetryRule, TriggerRule, chain, task
 from airflow.sdk.exceptions import AirflowSkipException
 
-from kubexp import experiment, suite_dag
+from kubexp import experiment
 from kubexp.load.profiles import settle_s_for
+from kubexp.orchestration import suite_dag
 from kubexp.suite import Suite, SuiteError, load_suite, suite_files
 
 log = logging.getLogger(__name__)

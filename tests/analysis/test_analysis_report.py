@@ -23,7 +23,7 @@ from kubexp.analysis import loaders
 from kubexp.analysis.dataset import load_suite_data
 from kubexp.analysis.report import build_report
 from kubexp.cli import main
-from kubexp.services import Postgres
+from kubexp.local_services import Postgres
 from kubexp.store import db
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psutil
 
-from kubexp import appserver
+from kubexp.platform.local import appserver
 from kubexp.processes import ManagedProcess, free_port
 
 

@@ -12,7 +12,7 @@ import pytest
 from app_served import MAX_CROP_PIXELS, SECRET, Served
 from PIL import Image
 
-from kubexp.appserver import DEFAULT_CROP_PATH, LARGE_IMAGE, LARGE_IMAGE_SIZE
+from kubexp.platform.local.appserver import DEFAULT_CROP_PATH, LARGE_IMAGE, LARGE_IMAGE_SIZE
 
 
 def get(served: Served, path: str, method: str = "GET") -> tuple[int, str, str]:

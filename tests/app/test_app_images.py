@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from cropapp.images import BUNDLED_IMAGES, ImageSpec, ensure_images, missing_images, render
-from kubexp.appserver import LARGE_IMAGE, LARGE_IMAGE_SIZE
+from kubexp.platform.local.appserver import LARGE_IMAGE, LARGE_IMAGE_SIZE
 
 # Pixel checksums: experiments on different machines crop the very same pictures. A
 # Pillow upgrade that changes them fails here, so the change is a decision, not an accident.

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from kubexp import appserver
+from kubexp.platform.local import appserver
 from kubexp.processes import ManagedProcess, free_port
 
 MEMORY_CGROUPS = Path("/sys/fs/cgroup/memory")

@@ -1,10 +1,7 @@
-"""An isolated AIRFLOW_HOME for parsing the DAG files (no metadata database is needed for that)."""
+"""Parsing the DAG files in an isolated AIRFLOW_HOME (no metadata database is needed for that)."""
 
 from __future__ import annotations
 
-import os
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,17 +12,8 @@ DAGS_DIR = REPO_ROOT / "dags"
 
 
 @pytest.fixture(scope="session", autouse=True)
-def airflow_home() -> Iterator[Path]:
-    saved = {key: os.environ.get(key) for key in ("AIRFLOW_HOME", "AIRFLOW__CORE__LOAD_EXAMPLES")}
-    with tempfile.TemporaryDirectory(prefix="kubexp-airflow-home-") as home:
-        os.environ["AIRFLOW_HOME"] = home
-        os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
-        yield Path(home)
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+def _isolated_airflow_home(airflow_home: Path) -> Path:
+    return airflow_home
 
 
 @pytest.fixture(scope="session")

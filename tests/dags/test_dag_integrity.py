@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kubexp import services, suite_dag
+from kubexp import local_services
+from kubexp.orchestration import suite_dag
 from kubexp.settings import REPO_ROOT, SUITES_DIR, Ports
 from kubexp.suite import load_suite, suite_files
 
@@ -132,7 +133,7 @@ def test_compose_parses_and_references_existing_files(tmp_path: Path) -> None:
     assert {"postgres", "prometheus", "airflow-init"} <= set(compose["services"])
     secrets = {"airflow_admin_password": "a", "airflow_fernet_key": "f", "airflow_secret_key": "s",
                "airflow_jwt_secret": "j"}
-    local_env = services.airflow_env(tmp_path, Ports(1, 2, 3), services.Postgres(tmp_path, 1, "p"), secrets)
+    local_env = local_services.airflow_env(tmp_path, Ports(1, 2, 3), local_services.Postgres(tmp_path, 1, "p"), secrets)
     env = compose["services"]["airflow-scheduler"]["environment"]
     for key in ("AIRFLOW_CONN_KUBEXP_RESULTS", "KUBEXP_DATABASE_URL", "KUBEXP_PROMETHEUS_URL", "KUBEXP_HOME"):
         assert key in env and key in local_env

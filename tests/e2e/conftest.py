@@ -23,7 +23,7 @@ from kubexp.processes import free_port
 @pytest.fixture(scope="session")
 def e2e() -> Iterator[E2E]:
     """PostgreSQL and Prometheus of `kubexp services` on free ports; Airflow is started by the tests that need it."""
-    from kubexp.services import LocalServices
+    from kubexp.local_services import LocalServices
     from kubexp.store import migrations
 
     root = reachable_tmpdir("kubexp-e2e-")

@@ -19,7 +19,7 @@ def main(dag_id: str, runs: list[tuple[int, dict]]) -> None:
     from airflow.dag_processing.dagbag import DagBag
     from airflow.utils.db import initdb
 
-    from kubexp import suite_dag
+    from kubexp.orchestration import suite_dag
 
     if not os.path.exists(os.path.join(os.environ["AIRFLOW_HOME"], "initialised")):
         initdb()

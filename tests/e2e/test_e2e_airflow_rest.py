@@ -15,8 +15,8 @@ import pytest
 import requests
 from e2e_harness import E2E
 
-from kubexp.airflow_api import AirflowClient
-from kubexp.services import LocalServices
+from kubexp.local_services import LocalServices
+from kubexp.orchestration.airflow_api import AirflowClient
 
 KUBEXP = str(Path(sys.executable).parent / "kubexp")
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from cropapp_server import running_app
 
-from kubexp import appserver
 from kubexp.load.home import jmeter_home
 from kubexp.load.jmeter import LocalJMeterServers
 from kubexp.platform.base import Endpoint
+from kubexp.platform.local import appserver
 
 
 @pytest.fixture(scope="session")

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from jtl_reference import assert_matches_reference
 
-from kubexp.appserver import DEFAULT_CROP_PATH
 from kubexp.load.jmeter import CLOSED_LOOP_PLAN, LoadError, LoadRun, run_load
 from kubexp.load.jtl import aggregate
 from kubexp.load.properties import PAPER_ALIASES
 from kubexp.load.ramdisk import RamDiskError
 from kubexp.platform.base import Endpoint
+from kubexp.platform.local.appserver import DEFAULT_CROP_PATH
 from kubexp.processes import ManagedProcess, free_port
 from kubexp.settings import REPO_ROOT
 

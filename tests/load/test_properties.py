@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kubexp import model
+from kubexp import queueing
 from kubexp.load.jmeter import GRACE_S, UNBOUNDED_REQUEST_S, _failure, kill_after_s
 from kubexp.load.properties import (
     PAPER_ALIASES,
@@ -120,4 +120,4 @@ def test_every_shipped_scenario_runs_through_properties_and_the_model(path: Path
         props = load_properties(scenario.params, TARGET, servers=engines, request_path="/")
         assert int(props["server_threads"]) * engines == scenario.params["workers"]
         assert props["response_timeout_ms"] == str(scenario.params["response_timeout_ms"])
-        assert isinstance(model.load_region_warnings(scenario.params, settings), list)
+        assert isinstance(queueing.load_region_warnings(scenario.params, settings), list)

@@ -2,7 +2,7 @@
 
 Section 4.1 of the paper: at low load the response time is the service time, so the lowest
 mean response time measured in a group of scenarios (same pods, mesh, ...) estimates it.
-With that, the think time and the pods as servers, kubexp.model's closed-network mean
+With that, the think time and the pods as servers, kubexp.queueing's closed-network mean
 value analysis predicts throughput and response time for every number of workers.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from kubexp import model
+from kubexp import queueing
 from kubexp.analysis.figures import group_labels, varying
 
 PREDICTION_COLUMNS = ["group", "workers", "successes_per_s", "response_time_ms", "service_ms"]
@@ -26,7 +26,7 @@ def predict(per_experiment: pd.DataFrame) -> pd.DataFrame:
         if measured.empty or measured.min() <= 0:
             continue
         service_ms = float(measured.min())
-        curve = model.mva(int(group["workers"].max()), float(group["think_time_ms"].iloc[0]), service_ms,
+        curve = queueing.mva(int(group["workers"].max()), float(group["think_time_ms"].iloc[0]), service_ms,
                           int(group["pods"].iloc[0]))
         rows += [(label, point.workers, point.throughput, point.response_time_ms, service_ms) for point in curve]
     return pd.DataFrame(rows, columns=PREDICTION_COLUMNS)

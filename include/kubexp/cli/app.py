@@ -6,9 +6,10 @@ import os
 
 import click
 
-from kubexp import appserver, settings
+from kubexp import settings
 from kubexp.cli import main
 from kubexp.load.profiles import APP_SERVERS
+from kubexp.platform.local import appserver
 
 
 @main.group()

@@ -14,10 +14,11 @@ from typing import Any
 
 import click
 
-from kubexp import progress as progress_page
-from kubexp import settings, suite_dag
-from kubexp.airflow_api import AirflowApiError, AirflowClient, AirflowLogin
+from kubexp import settings
 from kubexp.cli import main
+from kubexp.orchestration import progress as progress_page
+from kubexp.orchestration import suite_dag
+from kubexp.orchestration.airflow_api import AirflowApiError, AirflowClient, AirflowLogin
 
 DEMO_SUITE = "demo"
 

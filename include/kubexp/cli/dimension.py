@@ -8,7 +8,7 @@ import json
 import click
 
 from kubexp.cli import main
-from kubexp.model import ModelError, dimension
+from kubexp.queueing import ModelError, dimension
 
 
 @main.command("dimension")

@@ -16,8 +16,8 @@ from kubexp.cli.render import find_scenario
 from kubexp.load import profiles
 from kubexp.load.jmeter import DEFAULT_SAMPLE_SENDER_MODE, jmeter_command
 from kubexp.load.properties import LoadParameterError, load_properties
-from kubexp.manifests import DEFAULTS as MANIFEST_DEFAULTS
 from kubexp.platform.base import Endpoint
+from kubexp.platform.kubernetes.manifests import DEFAULTS as MANIFEST_DEFAULTS
 from kubexp.settings import SUITES_DIR
 from kubexp.suite import Suite, SuiteError, load_suite, suite_files
 

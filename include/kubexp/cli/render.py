@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from kubexp import manifests
 from kubexp.cli import main
 from kubexp.load import profiles
+from kubexp.platform.kubernetes import manifests
 from kubexp.suite import Scenario, Suite, SuiteError, load_suite
 
 

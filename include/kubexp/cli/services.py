@@ -8,8 +8,8 @@ import click
 
 from kubexp import settings
 from kubexp.cli import main
+from kubexp.local_services import LocalServices
 from kubexp.processes import ProcessError
-from kubexp.services import LocalServices
 
 
 def _services() -> LocalServices:

@@ -13,9 +13,9 @@ from typing import Any
 
 import click
 
-from kubexp import suite_dag
-from kubexp.airflow_api import AirflowApiError, AirflowClient, default_run_id, slot_window
 from kubexp.cli import main
+from kubexp.orchestration import suite_dag
+from kubexp.orchestration.airflow_api import AirflowApiError, AirflowClient, default_run_id, slot_window
 from kubexp.suite import SuiteError, load_suite
 
 REPROCESS = {"missing": "none", "failed": "failed"}

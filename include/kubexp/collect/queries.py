@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from kubexp.suite import Suite
 
 DEFAULT_RATE_WINDOW = {"local": "5s", "kubernetes": "1m"}
-DEFAULT_NAMESPACE = "kubexp"  # kubexp.manifests' default
+DEFAULT_NAMESPACE = "kubexp"  # kubexp.platform.kubernetes.manifests' default
 
 
 def _mean(metric: str, by: str = "", selector: str = "") -> str:

@@ -1,6 +1,7 @@
 """Load generation: JMeter runs (local or distributed) and per-second ingest of their JTL results.
 
 - `jmeter`: local JMeter servers and `run_load`.
+- `servers`: the load servers' lifecycle around an experiment (restart, stop, leftovers).
 - `properties`: scenario parameters as JMeter properties, with the paper's aliases.
 - `ramdisk`: the check that results go to a RAM disk.
 - `jtl`: streamed JTL CSV -> one row per second (`kubexp.records.LOAD_SECOND_COLUMNS`), built on

@@ -90,12 +90,9 @@ class Platform(ABC):
     def fingerprint(self) -> dict[str, Any]:
         """Facts about the platform for provenance (versions, hosts, what is modelled)."""
 
+    @abstractmethod
     def etcd_logs(self, suite: Suite, start: datetime, end: datetime, t0: datetime, dest_dir: Path) -> EtcdLogs:
-        """etcd's log events in [start, end] and the raw logs archived into dest_dir: by default
-        fetched over SSH from the suite's etcd log sources (kubexp.collect.etcd_log)."""
-        from kubexp.collect import etcd_log
-
-        return etcd_log.collect_remote(etcd_log.sources_from_suite(suite), start, end, t0, dest_dir)
+        """etcd's log events in [start, end] and the raw logs archived into dest_dir."""
 
     def log_files(self) -> dict[str, Path]:
         """Logs of the SUT that exist now, to archive with the experiment (none by default)."""

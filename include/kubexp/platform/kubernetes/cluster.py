@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-MANAGED_LABEL = "app.kubernetes.io/part-of"  # set on every object kubexp.manifests renders
+MANAGED_LABEL = "app.kubernetes.io/part-of"  # set on every object kubexp.platform.kubernetes.manifests renders
 MANAGED_VALUE = "kubexp"
 
 

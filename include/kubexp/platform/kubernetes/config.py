@@ -2,7 +2,7 @@
 
 Keys this platform reads (all optional unless a step needs them; docs/cluster-setup.md has a full example):
     conn_id          Airflow Kubernetes connection with the kubeconfig (default "kubexp_kubernetes")
-    namespace        the app's namespace (shared with kubexp.manifests; default "kubexp")
+    namespace        the app's namespace (shared with kubexp.platform.kubernetes.manifests; default "kubexp")
     ingress_host     address the load and the sanity request use (default: first Ready node's
                      ExternalIP, else InternalIP)
     sanity_path      path of the sanity request after the rollout (default "/healthz")
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from kubexp.suite import Suite
 
 DEFAULT_CONN_ID = "kubexp_kubernetes"
-# Keys of the section read here; kubexp.manifests reads the keys of its DEFAULTS.
+# Keys of the section read here; kubexp.platform.kubernetes.manifests reads the keys of its DEFAULTS.
 _SECTION_KEYS = ("conn_id", "namespace", "ingress_host", "sanity_path", "field_manager", "timeouts",
                  "openstack_cloud", "openstack", "istio", "etcd", "load_hosts")
 
@@ -56,7 +56,7 @@ class Timeouts:
 
 @dataclass(frozen=True)
 class KubernetesSettings:
-    raw: Mapping[str, Any]  # the whole section, as kubexp.manifests.render reads it
+    raw: Mapping[str, Any]  # the whole section, as kubexp.platform.kubernetes.manifests.render reads it
     conn_id: str = DEFAULT_CONN_ID
     namespace: str = "kubexp"
     ingress_host: str | None = None
@@ -87,7 +87,7 @@ def settings_from_suite(suite: Suite) -> KubernetesSettings:
 def parse_settings(section: Mapping[str, Any], load: Mapping[str, Any] | None = None,
                    path: Path | str = "<suite>") -> KubernetesSettings:
     """Typed settings from the raw sections; SettingsError names `path` and the key."""
-    from kubexp.manifests import DEFAULTS as MANIFEST_DEFAULTS
+    from kubexp.platform.kubernetes.manifests import DEFAULTS as MANIFEST_DEFAULTS
 
     def where(key: str) -> str:
         return f"{path}: kubernetes.{key}"

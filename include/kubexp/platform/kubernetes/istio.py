@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from kubexp.platform.kubernetes.cluster import Cluster
 
 INSTALLERS = ("istioctl", "helm")
-_MANIFEST_KEYS = ("gateway_selector", "gateway_port")  # read by kubexp.manifests, not here
+_MANIFEST_KEYS = ("gateway_selector", "gateway_port")  # read by kubexp.platform.kubernetes.manifests, not here
 
 _ISTIOCTL_INSTALL = (("{istioctl}", "install", "--skip-confirmation", "--set", "profile={profile}",
                       "--set", "values.gateways.istio-ingressgateway.type=NodePort"),)

@@ -12,6 +12,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kubexp.platform.base import Endpoint, NodeStatus, Platform, PlatformError
@@ -24,6 +25,7 @@ from kubexp.platform.kubernetes.openstack import OpenStackRebooter
 from kubexp.records import PlatformEvent
 
 if TYPE_CHECKING:
+    from kubexp.collect.etcd_log import EtcdLogs
     from kubexp.suite import Suite
 
 log = logging.getLogger(__name__)
@@ -107,7 +109,7 @@ class KubernetesPlatform(Platform):
         return {**reconfigurer.switch(storage), "managed": True}
 
     def deploy(self, scenario_id: str, params: Mapping[str, Any]) -> None:
-        from kubexp.manifests import ManifestError, render
+        from kubexp.platform.kubernetes.manifests import ManifestError, render
 
         mesh = self.istio.ensure(str(params.get("mesh", "native")))
         log.info("mesh: %s", mesh)
@@ -119,7 +121,7 @@ class KubernetesPlatform(Platform):
         log.info("applied %s", ", ".join(applied))
 
     def rollout_ready(self, params: Mapping[str, Any]) -> bool:
-        from kubexp.manifests import APP_NAME
+        from kubexp.platform.kubernetes.manifests import APP_NAME
 
         state = self.cluster.rollout(self.settings.namespace, APP_NAME, int(params["pods"]))
         if not state.ready:
@@ -132,7 +134,7 @@ class KubernetesPlatform(Platform):
         return ok
 
     def endpoint(self) -> Endpoint:
-        from kubexp.manifests import APP_NAME
+        from kubexp.platform.kubernetes.manifests import APP_NAME
 
         host = self.settings.ingress_host or self.cluster.first_node_address()
         namespace = self.cluster.namespace(self.settings.namespace)
@@ -146,12 +148,18 @@ class KubernetesPlatform(Platform):
         return Endpoint(host=str(host), port=port)
 
     def events(self, start: datetime, end: datetime, t0: datetime) -> list[PlatformEvent]:
-        from kubexp.collect import kube_events
+        from kubexp.platform.kubernetes import events
 
         namespaces = [self.settings.namespace]
         if self.settings.istio.version:
             namespaces.append(self.settings.istio.namespace)
-        return list(kube_events.collect(self.settings.conn_id, namespaces, start, end, t0))
+        return list(events.collect(self.settings.conn_id, namespaces, start, end, t0))
+
+    def etcd_logs(self, suite: Suite, start: datetime, end: datetime, t0: datetime, dest_dir: Path) -> EtcdLogs:
+        """Fetched over SSH from the suite's etcd log sources (kubexp.platform.kubernetes.etcd_log)."""
+        from kubexp.platform.kubernetes import etcd_log
+
+        return etcd_log.collect_remote(etcd_log.sources_from_suite(suite), start, end, t0, dest_dir)
 
     def restart_load_servers(self) -> list[str]:
         """Restart the remote JMeter servers (load.servers + load.ssh_conn_ids); their 'host:port' list."""

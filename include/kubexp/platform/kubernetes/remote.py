@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from kubexp.platform.base import PlatformError
 from kubexp.platform.kubernetes.commands import shell_line
-from kubexp.remote_exec import exec_to_end
+from kubexp.platform.kubernetes.remote_exec import exec_to_end
 
 if TYPE_CHECKING:
     import paramiko

@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 import psutil
 import requests
 
-from kubexp import appserver, settings
+from kubexp import settings
 from kubexp.platform.base import Endpoint, NodeStatus, Platform, PlatformError
-from kubexp.platform.local import cgroups, haproxy, journal, targets
+from kubexp.platform.local import appserver, cgroups, haproxy, journal, targets
 from kubexp.platform.local.config import LocalSettings
 from kubexp.platform.local.etcd import MEMBER, LocalEtcd
 from kubexp.platform.local.etcd import version as etcd_version

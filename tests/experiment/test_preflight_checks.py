@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kubexp import preflight, services, settings
+from kubexp import local_services, postconditions, preflight, settings
 from kubexp.processes import free_port
 from kubexp.suite import load_suite
 
@@ -77,7 +77,7 @@ def test_facts_when_all_is_well(checkout: Path, database_url: str, monkeypatch: 
                                 tmp_path: Path) -> None:
     monkeypatch.setenv("KUBEXP_DATABASE_URL", database_url)
     port = free_port()
-    prometheus = services.prometheus_process(tmp_path / "prometheus", port)
+    prometheus = local_services.prometheus_process(tmp_path / "prometheus", port)
     prometheus.start(timeout=30)
     suite = dataclasses.replace(load_suite(SUITE), metrics={"prometheus": [{"name": "p", "url": f"http://127.0.0.1:{port}"}]},
                                 load={"servers": 1, "region": "underload", "expected_response_time_ms": 50})
@@ -99,13 +99,13 @@ def test_postconditions_name_what_is_missing() -> None:
     params = suite.scenarios()[0].params
     good = {"requests": 100, "seconds": params["duration_s"], "rows": 100, "malformed": 0, "artifacts": 3,
             "metric_problems": []}
-    assert preflight.postconditions(suite, params, good) == []
+    assert postconditions.postconditions(suite, params, good) == []
     bad = {**good, "seconds": 5, "malformed": 10, "metric_problems": ["required metric 'x' returned no series"]}
-    problems = preflight.postconditions(suite, params, bad)
+    problems = postconditions.postconditions(suite, params, bad)
     assert problems == [f"load rows cover 5 s of {params['duration_s']} s",
                         f"10 malformed JTL lines of 110, more than the allowed 1.0% (load.max_malformed_share in "
                         f"{suite.path})", "required metric 'x' returned no series"]
-    assert preflight.postconditions(suite, params, {**good, "malformed": 1}) == []  # a cut-off last line
+    assert postconditions.postconditions(suite, params, {**good, "malformed": 1}) == []  # a cut-off last line
 
 
 def test_postconditions_use_the_suites_malformed_limit() -> None:
@@ -114,10 +114,10 @@ def test_postconditions_use_the_suites_malformed_limit() -> None:
     collected = {"requests": 100, "seconds": params["duration_s"], "rows": 100, "malformed": 10, "artifacts": 3,
                  "metric_problems": []}
     tolerant = dataclasses.replace(suite, load={**suite.load, "max_malformed_share": 0.1})
-    assert preflight.max_malformed_share(suite) == 0.01 and preflight.max_malformed_share(tolerant) == 0.1
-    assert preflight.postconditions(tolerant, params, collected) == []  # 10 of 110 = 9.1 %
+    assert postconditions.max_malformed_share(suite) == 0.01 and postconditions.max_malformed_share(tolerant) == 0.1
+    assert postconditions.postconditions(tolerant, params, collected) == []  # 10 of 110 = 9.1 %
     strict = dataclasses.replace(suite, load={**suite.load, "max_malformed_share": 0.05})
-    assert preflight.postconditions(strict, params, collected) == [
+    assert postconditions.postconditions(strict, params, collected) == [
         f"10 malformed JTL lines of 110, more than the allowed 5.0% (load.max_malformed_share in {suite.path})"]
 
 
@@ -183,14 +183,14 @@ def test_a_saturated_generator_is_refused_only_when_the_suite_asks() -> None:
     assert busy["saturated"] and busy["cpu_share"] == {"master": 0.95}
     collected = {"requests": 100, "seconds": params["duration_s"], "rows": 100, "malformed": 0, "artifacts": 3,
                  "metric_problems": [], "generator": busy}
-    assert preflight.postconditions(suite, params, collected) == []  # default: flagged in the report only
+    assert postconditions.postconditions(suite, params, collected) == []  # default: flagged in the report only
     strict = dataclasses.replace(suite, load={**suite.load, "refuse_saturated_generator": True})
-    assert preflight.postconditions(strict, params, collected) == [
+    assert postconditions.postconditions(strict, params, collected) == [
         "the load generator was the bottleneck (JMeter engine master used 95% of 2 cores (cap 90%)); "
         f"load.refuse_saturated_generator is set in {suite.path}"]
     calm = assess(master_cpu_s=5.0, wall_s=10.0, servers=[], server_cpu_s={}, samples=400, duration_s=10,
                   intended_rate_per_s=None, cores=2)
-    assert preflight.postconditions(strict, params, {**collected, "generator": calm}) == []
+    assert postconditions.postconditions(strict, params, {**collected, "generator": calm}) == []
 
 
 def test_generator_record_of_distributed_and_open_loop_runs() -> None:

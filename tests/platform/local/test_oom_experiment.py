@@ -14,9 +14,9 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from kubexp.appserver import DEFAULT_CROP_PATH
 from kubexp.load import jmeter, jtl
 from kubexp.platform.local import LocalPlatform
+from kubexp.platform.local.appserver import DEFAULT_CROP_PATH
 from kubexp.records import PlatformEvent
 
 PARAMS = {"pods": 2, "pods_max": 2, "workers": 8, "think_time_ms": 20, "mesh": "native", "cpu_limit_millicores": 1000,

@@ -15,8 +15,8 @@ from typing import Any
 import kmock
 import pytest
 
-from kubexp.collect import kube_events
-from kubexp.collect.kube_events import KubeEventsError
+from kubexp.platform.kubernetes import events as kube_events
+from kubexp.platform.kubernetes.events import KubeEventsError
 
 T0 = datetime(2025, 3, 4, 10, 0, 0, 500000, tzinfo=UTC)
 START, END = T0 - timedelta(seconds=30), T0 + timedelta(seconds=60)

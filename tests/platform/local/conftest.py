@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 import requests
 
-from kubexp.appserver import DEFAULT_CROP_PATH
 from kubexp.platform.local import LocalPlatform
+from kubexp.platform.local.appserver import DEFAULT_CROP_PATH
 
 
 @pytest.fixture

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kubexp import settings, suite_dag
+from kubexp import settings
+from kubexp.orchestration import suite_dag
 from kubexp.suite import Suite, SuiteError, load_suite, suite_files
 
 

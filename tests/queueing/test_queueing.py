@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from kubexp.cli import main
-from kubexp.model import (
+from kubexp.queueing import (
     ModelError,
     dimension,
     load_region_warnings,

@@ -15,9 +15,9 @@ import psutil
 import pytest
 import requests
 
+from kubexp.local_services import prometheus_process
 from kubexp.platform.local import LocalPlatform, targets, testbed
 from kubexp.processes import free_port, port_is_free
-from kubexp.services import prometheus_process
 
 INTERVAL_S = 6
 BACKOFF_S = 8  # longer than the checks' period: HAProxy sees the replica down before it is restarted

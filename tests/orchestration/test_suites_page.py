@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from kubexp import experiment, progress
+from kubexp import experiment
+from kubexp.orchestration import progress
 from kubexp.settings import REPO_ROOT, SUITES_DIR
 
 

@@ -18,10 +18,10 @@ from fake_openstack import FakeOpenStack
 from fake_tools import KUBE_CONN_ID, FakeTool, SanityServer
 from kmock import resource
 
-from kubexp.manifests import render
 from kubexp.platform import create
 from kubexp.platform.base import Endpoint, NodeStatus, PlatformError
 from kubexp.platform.kubernetes import KubernetesPlatform
+from kubexp.platform.kubernetes.manifests import render
 from kubexp.suite import Suite, load_suite, parse_suite, suite_files
 
 NAMESPACE = "kx-app"

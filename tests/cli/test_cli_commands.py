@@ -22,7 +22,7 @@ def test_every_registered_command_is_listed_with_its_module() -> None:
 
 def test_one_command_does_not_import_the_others() -> None:
     code = ("import sys; from kubexp.cli import main; main.get_command(None, 'jtl'); "
-            "print(sorted(m for m in sys.modules if m.startswith(('kubexp.cli.', 'airflow', 'kubexp.airflow_api'))))")
+            "print(sorted(m for m in sys.modules if m.startswith(('kubexp.cli.', 'airflow', 'kubexp.orchestration'))))")
     loaded = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert loaded.strip() == "['kubexp.cli.jtl']"
 

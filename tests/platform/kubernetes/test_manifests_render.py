@@ -12,9 +12,9 @@ import yaml
 from click.testing import CliRunner
 from cloudcoil.models.istio.networking import v1beta1 as istio_networking
 
-from kubexp import manifests
 from kubexp.cli import main
 from kubexp.load import profiles
+from kubexp.platform.kubernetes import manifests
 from kubexp.settings import SUITES_DIR
 from kubexp.suite import PARAMETER_DEFAULTS, load_suite
 

@@ -1,0 +1,40 @@
+"""What must hold after an experiment's data are stored before it counts as finished."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from kubexp.suite import Suite
+
+
+def max_malformed_share(suite: Suite) -> float:
+    """The share of malformed JTL lines the suite tolerates (load.max_malformed_share)."""
+    from kubexp.load.jtl import MAX_MALFORMED_SHARE
+
+    return float(suite.load.get("max_malformed_share", MAX_MALFORMED_SHARE))
+
+
+def postconditions(suite: Suite, params: Mapping[str, Any], collected: Mapping[str, Any]) -> list[str]:
+    """What must hold before an experiment counts as finished: its data are complete and stored."""
+    from kubexp.load.jtl import too_many_malformed
+
+    problems = []
+    duration = int(params["duration_s"])
+    if collected.get("requests", 0) <= 0:
+        problems.append("the load produced no request")
+    if collected.get("seconds", 0) < 0.9 * duration:
+        problems.append(f"load rows cover {collected.get('seconds', 0)} s of {duration} s")
+    malformed, rows, limit = collected.get("malformed", 0), collected.get("rows", 0), max_malformed_share(suite)
+    if too_many_malformed(malformed, rows + malformed, limit):
+        problems.append(f"{malformed} malformed JTL lines of {rows + malformed}, more than the allowed {limit:.1%} "
+                        f"(load.max_malformed_share in {suite.path})")
+    problems += collected.get("metric_problems", [])
+    generator = collected.get("generator") or {}
+    if generator.get("saturated") and suite.load.get("refuse_saturated_generator", False):
+        problems.append("the load generator was the bottleneck (" + "; ".join(generator["reasons"])
+                        + f"); load.refuse_saturated_generator is set in {suite.path}")
+    if not collected.get("artifacts"):
+        problems.append("no raw file was archived")
+    return problems
+

@@ -14,12 +14,25 @@ from datetime import timedelta
 from typing import Any
 
 from airflow.providers.standard.operators.empty import EmptyOperator
-from airflow.sdk import DAG, ExceptionRetryPolicy, PokeReturnValue, RetryAction, RetryRule, TriggerRule, chain, task
+from airflow.sdk import (
+    DAG,
+    ExceptionRetryPolicy,
+    PokeReturnValue,
+    RetryAction,
+    RetryRule,
+    TaskGroup,
+    TriggerRule,
+    chain,
+    task,
+)
 from airflow.sdk.exceptions import AirflowSkipException
 
 from kubexp import experiment
+from kubexp.experiment import ExperimentError
 from kubexp.load.profiles import settle_s_for
 from kubexp.orchestration import suite_dag
+from kubexp.preflight import PreflightError
+from kubexp.settings import SettingsError
 from kubexp.suite import Suite, SuiteError, load_suite, suite_files
 
 log = logging.getLogger(__name__)
@@ -29,10 +42,9 @@ log = logging.getLogger(__name__)
 LOCK_WAIT = timedelta(hours=6)
 # Errors that name something for the user to fix (uncommitted code, a finished forced experiment, a lost
 # lease) fail at once; a service that did not answer (preflight.ServiceUnavailable) gets the retries.
+NO_RETRY: tuple[type[Exception], ...] = (PreflightError, ExperimentError, SettingsError)
 NEEDS_A_FIX = ExceptionRetryPolicy(rules=[RetryRule(
-    exception=["kubexp.preflight.PreflightError", "kubexp.experiment.ExperimentError",
-               "kubexp.settings.SettingsError"],
-    action=RetryAction.FAIL, match_subclasses=False, reason="needs a fix, not a retry")])
+    exception=list(NO_RETRY), action=RetryAction.FAIL, match_subclasses=False, reason="needs a fix, not a retry")])
 NODES_READY_WAIT = timedelta(minutes=15)
 ROLLOUT_WAIT = timedelta(minutes=10)
 
@@ -153,8 +165,11 @@ def build_dag(suite: Suite) -> DAG:
         chosen = select()
         current = chosen["experiment"]
         checked = preflight(current)
-        nodes = nodes_check(current)
-        rebooted = nodes_reboot(current)
+        # One group in the graph; the task ids stay nodes_check, nodes_reboot, nodes_wait_ready.
+        with TaskGroup("nodes", prefix_group_id=False, tooltip="every node Ready, else reboot it and wait"):
+            nodes = nodes_check(current)
+            rebooted = nodes_reboot(current)
+            nodes_ready = nodes_wait_ready(current)
         cleared = teardown(current)
         load_run = load(current, checked)
         finalized = finalize(current, collect(current, load_run))
@@ -162,7 +177,7 @@ def build_dag(suite: Suite) -> DAG:
 
         chain(lock, chosen, [checked, suite_complete])
         chain(checked, nodes, [rebooted, cleared])
-        chain(rebooted, nodes_wait_ready(current), cleared)
+        chain(rebooted, nodes_ready, cleared)
         chain(cleared, etcd(current), deploy(current), deploy_wait_rollout(current), load_run)
         # cleanup is Airflow's teardown of the run: it runs whatever failed, once the lock was taken.
         chain([finalized, suite_complete], done.as_teardown(setups=lock))

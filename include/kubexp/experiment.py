@@ -1,11 +1,11 @@
 """The steps of one experiment; each function is one task of a suite's DAG (dags/kubexp_suites.py).
 
 The steps pass one small dict between them (the *current* experiment: ids, parameters, where raw
-files go), which Airflow carries as an XCom; each step reloads the suite and its platform from it,
-so every step can run in its own process, on a retry, after a crash. The store is the record:
-a failing step leaves the experiment unfinished and its attempt closed as failed with the reason,
-and `cleanup` always runs. Raw files are archived as soon as they exist, and collected data is
-stored in one transaction, so a crash anywhere never loses or half-writes data.
+files go), which Airflow carries as an XCom; each step rebuilds the suite and its platform from it
+once (cached on `Current`), so every step can run in its own process, on a retry, after a crash.
+The store is the record: a failing step leaves the experiment unfinished and its attempt closed
+as failed with the reason, and `cleanup` always runs. Raw files are archived as soon as they exist,
+and collected data is stored in one transaction, so a crash anywhere never loses or half-writes data.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -92,11 +93,14 @@ class Current:
     def from_xcom(cls, data: Mapping[str, Any]) -> Current:
         return cls(**data)
 
+    # Read once per task: a step's Current is built once (`_current`) and asked many times.
+    @cached_property
     def suite(self) -> Suite:
         return apply_overrides(load_suite(self.suite_path), self.overrides)
 
+    @cached_property
     def platform(self) -> platforms.Platform:
-        return platforms.create(self.suite())
+        return platforms.create(self.suite)
 
     @property
     def label(self) -> str:
@@ -128,7 +132,7 @@ def _store() -> Iterator[psycopg.Connection]:
 
 def _beat(conn: psycopg.Connection, current: Current) -> None:
     """Renew the cluster lease and the attempt's heartbeat; fail loudly if another run took over."""
-    suite = current.suite()
+    suite = current.suite
     if not selection.try_lock_cluster(conn, suite.cluster, current.holder, lease_s(suite)):
         raise ExperimentError(
             f"cluster {suite.cluster!r} is locked by another run: the lease of {current.holder} expired "
@@ -238,7 +242,7 @@ def preflight(data: Mapping[str, Any]) -> dict[str, Any]:
     Load servers are restarted fresh (not in a dry run). Returns the facts (recorded in provenance)
     with `load_servers` for the load step and `plan`, a one-line summary."""
     current = _current(data)
-    suite = current.suite()
+    suite = current.suite
     facts = preflight_checks.run_all(suite, Path(current.results_dir), current.params, restart_load=not current.dry_run)
     facts["plan"] = f"{current.label} with {current.params}"
     for warning in facts.get("warnings", []):
@@ -255,7 +259,7 @@ def preflight(data: Mapping[str, Any]) -> dict[str, Any]:
 def nodes_not_ready(data: Mapping[str, Any]) -> list[str]:
     """Names of the platform's nodes that are not Ready (empty: go on)."""
     current = _current(data)
-    statuses = current.platform().check_nodes()
+    statuses = current.platform.check_nodes()
     bad = [node.name for node in statuses if not node.ready]
     for node in statuses:
         if not node.ready:
@@ -266,7 +270,7 @@ def nodes_not_ready(data: Mapping[str, Any]) -> list[str]:
 def reboot_nodes(data: Mapping[str, Any]) -> list[str]:
     """Reboot every node that is not Ready through the platform (cloud API); returns their names."""
     current = _current(data)
-    target = current.platform()
+    target = current.platform
     rebooted = [node.name for node in target.check_nodes() if not node.ready]
     for name in rebooted:
         log.warning("rebooting node %s", name)
@@ -280,7 +284,7 @@ def reboot_nodes(data: Mapping[str, Any]) -> list[str]:
 def teardown(data: Mapping[str, Any]) -> None:
     """Remove every trace of the SUT (and raw files of an earlier try of this attempt)."""
     current = _current(data)
-    current.platform().teardown()
+    current.platform.teardown()
     shutil.rmtree(current.results_dir, ignore_errors=True)
 
 
@@ -290,7 +294,7 @@ def configure_etcd(data: Mapping[str, Any]) -> dict[str, Any]:
     With kubernetes.etcd.dry_run the platform only prints the commands: the experiment then stops here
     with an ExperimentError (never retried), since its data would not show the storage it claims."""
     current = _current(data)
-    fingerprint = current.platform().configure_etcd(current.params)
+    fingerprint = current.platform.configure_etcd(current.params)
     with _store() as conn:
         attempts.record_provenance(conn, _attempt(current), {"etcd": fingerprint})
     if fingerprint.get("dry_run"):
@@ -304,7 +308,7 @@ def configure_etcd(data: Mapping[str, Any]) -> dict[str, Any]:
 def deploy(data: Mapping[str, Any]) -> None:
     """Deploy the app for the scenario; its start time opens the window of platform events collected."""
     current = _current(data)
-    target = current.platform()
+    target = current.platform
     with _store() as conn:
         attempts.record_provenance(conn, _attempt(current), {"deploy": {"started_at": datetime.now(UTC).isoformat()}})
     target.deploy(current.scenario_id, current.params)
@@ -315,7 +319,7 @@ def deploy(data: Mapping[str, Any]) -> None:
 def rollout_ready(data: Mapping[str, Any]) -> bool:
     """One poke of the rollout sensor: replicas ready and a sanity request answered."""
     current = _current(data)
-    return current.platform().rollout_ready(current.params)
+    return current.platform.rollout_ready(current.params)
 
 
 def _attempt(current: Current) -> int:
@@ -333,8 +337,8 @@ def run_load(data: Mapping[str, Any], checked: Mapping[str, Any]) -> dict[str, A
     from kubexp.load import jmeter, profiles
 
     current = _current(data)
-    suite = current.suite()
-    target = current.platform()
+    suite = current.suite
+    target = current.platform
     settle_s = profiles.settle_s_for(suite.load)
     if settle_s:
         # As the paper's authors did: the SUT rests between the sanity request and the load.
@@ -379,7 +383,7 @@ def collect(data: Mapping[str, Any], load_run: Mapping[str, Any]) -> dict[str, A
     from kubexp.store import ingest
 
     current = _current(data)
-    suite, target = current.suite(), current.platform()
+    suite, target = current.suite, current.platform
     t0, end = datetime.fromisoformat(load_run["t0"]), datetime.fromisoformat(load_run["ended_at"])
     max_malformed_share = postconditions.max_malformed_share(suite)
     parsed = jtl.aggregate(Path(load_run["jtl"]), int(load_run["t0_ms"]), max_malformed_share=max_malformed_share)
@@ -417,7 +421,7 @@ def finalize(data: Mapping[str, Any], collected: Mapping[str, Any]) -> None:
     from kubexp.store import experiments
 
     current = _current(data)
-    problems = postconditions.postconditions(current.suite(), current.params, collected)
+    problems = postconditions.postconditions(current.suite, current.params, collected)
     if problems:
         raise ExperimentError(f"{current.label}: postconditions failed: " + "; ".join(problems)
                               + ". The experiment stays unfinished; a later run reattempts it.")
@@ -466,8 +470,8 @@ def cleanup(data: Mapping[str, Any] | None, suite_path: str | Path, dag_id: str,
             attempt("keeping the raw files of the attempt", lambda: keep_evidence(current))
         # Independent, and each takes seconds (graceful stops): side by side.
         with ThreadPoolExecutor(max_workers=2) as pool:
-            pool.submit(attempt, "platform teardown", lambda: current.platform().teardown())
-            pool.submit(attempt, "stopping the load servers", lambda: servers.stop(current.suite()))
+            pool.submit(attempt, "platform teardown", lambda: current.platform.teardown())
+            pool.submit(attempt, "stopping the load servers", lambda: servers.stop(current.suite))
         shutil.rmtree(current.results_dir, ignore_errors=True)  # archived by load, or just now by keep_evidence
     with _store() as conn:
         if current is not None and current.attempt_id is not None and _outcome(conn, current.attempt_id) == "running":
@@ -497,7 +501,7 @@ def keep_evidence(current: Current) -> list[dict[str, Any]]:
             return []
     results = Path(current.results_dir)
     files = sorted(path for path in results.rglob("*") if path.is_file()) if results.is_dir() else []
-    files += [path for path in current.platform().log_files().values() if path.is_file()]
+    files += [path for path in current.platform.log_files().values() if path.is_file()]
     dest = artifacts_dir(current) / "evidence"
     kept = [dataclasses.asdict(archive(path, dest)) for path in files]
     if kept:

@@ -171,3 +171,40 @@ def test_compose_parses_and_references_existing_files(tmp_path: Path) -> None:
                                     cwd=tmp_path, env={**os.environ, "PYTHONPATH": pythonpath}, timeout=120)
             assert result.returncode == 0, f"python -m {module} {' '.join(argv)}:\n{result.stderr}"
             assert result.stdout.startswith(f"Usage: kubexp {' '.join(argv[:-1])}".rstrip())
+
+
+def test_node_steps_form_the_nodes_group(dagbag) -> None:
+    dag = dagbag.dags[suite_dag.dag_id("demo")]
+    group = dag.task_group_dict["nodes"]
+    assert set(group.children) == {"nodes_check", "nodes_reboot", "nodes_wait_ready"}
+
+
+def _state_after(task, error: Exception) -> str:
+    """What Airflow's task runner makes of `error` raised by `task` on its first of several tries: the same
+    decision function a worker calls (retry policy first, then the retries left)."""
+    from types import SimpleNamespace
+
+    import structlog
+    from airflow.sdk.execution_time.task_runner import _handle_current_task_failed
+
+    ti = SimpleNamespace(task=task, try_number=1, rendered_map_index=None, end_date=None,
+                         _failure_metrics_emitted=True,
+                         _ti_context_from_server=SimpleNamespace(max_tries=max(task.retries, 1), should_retry=True))
+    _, state = _handle_current_task_failed(ti, error, structlog.get_logger())
+    return str(state.value)
+
+
+@pytest.mark.parametrize("error", ["PreflightError", "ExperimentError", "SettingsError"])
+def test_errors_that_need_a_fix_fail_every_step_without_a_retry(dagbag, error: str) -> None:
+    from kubexp.experiment import ExperimentError
+    from kubexp.preflight import PreflightError, ServiceUnavailable
+    from kubexp.settings import SettingsError
+
+    raised = {"PreflightError": PreflightError, "ExperimentError": ExperimentError,
+              "SettingsError": SettingsError}[error]("something to fix")
+    dag = dagbag.dags[suite_dag.dag_id("demo")]
+    for task in dag.tasks:
+        assert _state_after(task, raised) == "failed", task.task_id
+    # A service that did not answer is worth the retry; so is any other error.
+    assert _state_after(dag.get_task("preflight"), ServiceUnavailable("database down")) == "up_for_retry"
+    assert _state_after(dag.get_task("collect"), RuntimeError("Prometheus busy")) == "up_for_retry"

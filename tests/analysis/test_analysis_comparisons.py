@@ -33,8 +33,8 @@ def test_table_one_rows_match_scipy(etcd_frames: Frames) -> None:
         in_scenario.loc[in_scenario["etcd_storage"] == "ramdisk", "successes"]).pvalue)
     assert row["n[disk]"] == row["n[ramdisk]"] == 4
     assert row["median[ramdisk]"] == pytest.approx(np.median(ram))
-    low, high = row["ci[ramdisk]"]
-    assert low <= row["median[ramdisk]"] <= high
+    interval = row["ci[ramdisk]"]  # n = 4: even [min, max] covers the median only 1 - 2/2^4 = 87.5 % of the time
+    assert (interval.low, interval.high, interval.coverage) == (None, None, 0.875)
     # Synthetic disk is 15 % slower: every disk experiment below every RAM disk one.
     assert row["cliffs_delta"] == -1.0 and row["magnitude"] == "large"
     assert row["note"] == ""
@@ -169,10 +169,9 @@ def test_repetition_table_by_scenario(etcd_frames: Frames) -> None:
     first = table.iloc[0]
     assert (first["finished"], first["planned"]) == (4, 5)
     assert (table["finished"] == 4).all()
-    for _, row in table.iterrows():
-        assert row["ci_low"] <= row["median"] <= row["ci_high"]
-        assert row["pinned"] == (row["relative_width"] <= 0.05)
-        assert (row["more_needed"] == 0) == row["pinned"]
+    for _, row in table.iterrows():  # 4 experiments each: too few for any 95 % interval of a median
+        assert pd.isna(row["ci_low"]) and pd.isna(row["ci_high"]) and not row["pinned"]
+        assert row["more_needed"] == 2 and "no 95% interval: n = 4" in row["verdict"]
     strict = repetition_table(etcd_frames.per_experiment, experiments, list(PAPER_ETCD_MATRIX),
                               AnalysisSettings(min_group_size=5))
     assert strict["more_needed"].isna().all()

@@ -76,9 +76,10 @@ def test_report_sections_match_the_store(built: Built) -> None:
         section = html.split(f"<h3>Does {factor} change successful responses/s?</h3>")[1].split("</table>")[0]
         others = [p for p in built.parameters if p != factor]
         rows = len(combinations.drop_duplicates(others)) if others else 0
-        assert section.count("<tr") == 1 + rows + 1  # header, one per combination of the others, pooled
+        long_form = section.split("</table>")[0]
+        assert long_form.count("<tr") == 1 + rows + 1  # header, one per combination of the others, pooled
         assert section.count('<tr class="pooled') == 1
-        assert re.search(r"<td>\d+: [\d.]+ \[[\d.]+, [\d.]+\]</td>", section)  # n: median [CI]
+        assert re.search(r"<td>\d+: [\d.]+ \[[\d.]+, [\d.]+\] \([\d.]+%\)</td>", section)  # n: median [CI] (cov)
     assert "scenarios pinned" in html
     assert "seconds as the unit (paper&#x27;s variant" in html
 
@@ -159,3 +160,29 @@ def test_load_generator_section_flags_saturated_attempts() -> None:
     assert "master 10%, 127.0.0.1:1 15%" in html and "80 of 100" in html
     assert html.count('class="flagged"') == 1 and "80.0 arrivals/s sent of 100 intended" in html
     assert report_html.generator(attempts.iloc[2:], ["workers"]).endswith("recorded its generator's CPU use.</p>")
+
+
+def test_demo_suite_report_shows_no_95_percent_interval_at_two_repetitions(postgres_server: Postgres,
+                                                                          tmp_path: Path) -> None:
+    """The shipped demo suite (2 scenarios x 2 repetitions): a 95 % interval of a median needs 6 values; the
+    report says so with the real coverage of the range of 2 (50 %) instead of printing one."""
+    from kubexp.analysis import synthetic
+    from kubexp.settings import SUITES_DIR
+    from kubexp.store import migrations
+    from kubexp.suite import load_suite
+
+    postgres_server.create_databases("a_demo_report")
+    url = postgres_server.url("a_demo_report")
+    migrations.upgrade(url)
+    suite = load_suite(SUITES_DIR / "demo.yaml")
+    with db.connect(url) as conn:
+        assert synthetic.populate(conn, suite, seed=3) == 4
+        report = build_report(conn, "demo", tmp_path / "out")
+    html = report.path.read_text()
+    statistics = html.split("<h2>Statistics")[1].split("<h2>")[0]
+    assert statistics.count("(no 95% interval at n = 2)") == 2  # workers = 4 and 8, in the row of the table
+    assert re.search(r"\[[\d.]+, [\d.]+\] \([\d.]+%\)", statistics) is None  # no interval anywhere
+    repetitions = html.split("<h2>Repetitions")[1].split("<h2>")[0]
+    assert repetitions.count("none (see verdict)") == 2
+    assert repetitions.count("no 95% interval: n = 2, and even the full range covers the median only 50.0% of "
+                             "the time; 6 values are needed") == 2

@@ -147,46 +147,68 @@ def test_delta_magnitude(delta: float, label: str) -> None:
     assert stats.delta_magnitude(delta) == label
 
 
-def test_bootstrap_median_is_seeded_and_agrees_with_scipy() -> None:
-    rng = np.random.default_rng(11)
-    values = rng.normal(100, 15, 201)
-    first = stats.bootstrap_median(values, seed=5, resamples=4000)
-    assert first == stats.bootstrap_median(values, seed=5, resamples=4000)
-    assert first.median == pytest.approx(np.median(values))
-    assert first.low < first.median < first.high
-    reference = scipy_stats.bootstrap((values,), np.median, method="percentile", n_resamples=4000,
-                                      rng=np.random.default_rng(1)).confidence_interval
-    assert first.low == pytest.approx(reference.low, abs=1.5)
-    assert first.high == pytest.approx(reference.high, abs=1.5)
+@pytest.mark.parametrize("n", [1, 2, 5, 6, 9, 20, 101])
+def test_median_interval_is_the_narrowest_order_statistic_interval_with_exact_coverage(n: int) -> None:
+    values = np.random.default_rng(n).normal(100, 15, n)
+    ordered = np.sort(values)
+    interval = stats.median_interval(values, confidence=0.95)
+    assert interval.median == pytest.approx(np.median(values))
+
+    def coverage(k: int) -> float:  # P(x(k) <= m < x(n+1-k)) = P(k <= B(n, 1/2) <= n - k), by hand
+        return sum(math.comb(n, j) for j in range(k, n - k + 1)) / 2**n
+
+    reaching = [k for k in range(1, (n + 1) // 2 + 1) if coverage(k) >= 0.95]
+    if not reaching:  # n <= 5: no interval, only the range's real coverage
+        assert (interval.low, interval.high, interval.relative_width) == (None, None, None)
+        assert interval.coverage == pytest.approx(coverage(1) if n > 1 else 0.0)
+        assert f"no 95% interval: n = {n}" in interval.text
+    else:
+        k = max(reaching)
+        assert (interval.low, interval.high) == (ordered[k - 1], ordered[n - k])
+        assert interval.coverage == pytest.approx(coverage(k)) and interval.coverage >= 0.95
 
 
-def test_bootstrap_median_of_constant_values_has_zero_width() -> None:
-    interval = stats.bootstrap_median([120, 120, 120])
+def test_median_interval_at_n_2_says_why_there_is_none() -> None:
+    interval = stats.median_interval([30.0, 34.0])
+    assert interval.low is None and interval.coverage == 0.5
+    assert interval.text == ("no 95% interval: n = 2, and even the full range covers the median only 50.0% of "
+                             "the time; 6 values are needed")
+    assert stats.min_n_for(0.95) == 6 and stats.min_n_for(0.99) == 8
+
+
+def test_median_interval_of_constant_values_has_zero_width() -> None:
+    interval = stats.median_interval([120] * 6)
     assert (interval.low, interval.median, interval.high) == (120, 120, 120)
     assert interval.relative_width == 0
 
 
 def test_repetitions_verdict_pinned() -> None:
-    verdict = stats.repetitions_verdict([100, 101, 99, 100, 100], target_relative_width=0.1)
+    verdict = stats.repetitions_verdict([100, 101, 99, 100, 100, 100, 101, 99, 100], target_relative_width=0.1)
     assert verdict.pinned and verdict.more_needed == 0
     assert verdict.interval is not None and verdict.interval.relative_width is not None
     assert verdict.interval.relative_width <= 0.1
 
 
 def test_repetitions_verdict_estimates_more_repetitions() -> None:
-    values = [80, 120, 95, 105, 140]
-    verdict = stats.repetitions_verdict(values, target_relative_width=0.1, seed=2)
+    values = [80, 120, 95, 105, 140, 90, 110]
+    verdict = stats.repetitions_verdict(values, target_relative_width=0.1)
     assert not verdict.pinned
     assert verdict.interval is not None
     width = verdict.interval.relative_width
     assert width is not None and width > 0.1
-    assert verdict.more_needed == math.ceil(5 * (width / 0.1) ** 2) - 5
+    assert verdict.more_needed == math.ceil(7 * (width / 0.1) ** 2) - 7
     assert verdict.more_needed is not None and verdict.more_needed > 0
     assert f"{verdict.more_needed} more" in verdict.message
+
+
+def test_repetitions_verdict_without_an_interval_counts_to_the_first_one() -> None:
+    verdict = stats.repetitions_verdict([100, 110, 90, 105], min_n=3)
+    assert not verdict.pinned and verdict.more_needed == 2 and "no 95% interval: n = 4" in verdict.message
 
 
 def test_repetitions_verdict_below_minimum_and_zero_median() -> None:
     tiny = stats.repetitions_verdict([100, 110])
     assert not tiny.pinned and tiny.more_needed is None and "at least 3" in tiny.message
-    zero = stats.repetitions_verdict([0, 0, 0, 5])
+    assert "no 95% interval: n = 2" in tiny.message
+    zero = stats.repetitions_verdict([0] * 8 + [5])
     assert zero.more_needed is None and "median is 0" in zero.message

@@ -10,7 +10,7 @@ over all of them (as the paper's section 6.1 pools istio against native). Each r
 - the effect size, Cliff's delta: between the two levels of a two-level factor; for more
   levels, for every pair of levels, beside that pair's Dunn test p-value (Holm-adjusted over
   the row's pairs; `pairwise` lists them in long form);
-- bootstrap CIs of each level's median.
+- each level's median with its exact order-statistic interval (none when n is too small for one).
 """
 
 from __future__ import annotations
@@ -27,16 +27,35 @@ from kubexp.analysis.dataset import DEFAULT_SETTINGS, AnalysisSettings
 
 OUTCOME = "successes_median"  # per experiment: steady-state median successful responses/s
 POOLED = "(pooled)"
+NULL_LEVEL = "null"
 
 
 def _level_groups(frame: pd.DataFrame, factor: str, column: str, levels: Sequence[Any]) -> dict[str, np.ndarray]:
     return {str(level): frame.loc[frame[factor] == level, column].to_numpy(dtype=float) for level in levels}
 
 
+def named_nulls(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """`frame` with missing parameter values replaced by the level name "null" (arrival_rate_per_s: null is the
+    closed loop, a level like any other: it must be compared and shown, never dropped)."""
+    missing = [c for c in columns if c in frame and frame[c].isna().any()]
+    if not missing:
+        return frame
+    frame = frame.copy()
+    for column in missing:
+        frame[column] = frame[column].astype(object).where(frame[column].notna(), NULL_LEVEL)
+    return frame
+
+
+def _level_order(value: Any) -> tuple[int, Any]:
+    return (1, str(value)) if isinstance(value, str) else (0, value)
+
+
 def compare_factor(per_experiment: pd.DataFrame, steady: pd.DataFrame, factor: str, *, within: Sequence[str],
                    settings: AnalysisSettings = DEFAULT_SETTINGS, pooled_row: bool = True) -> pd.DataFrame:
     """One row per combination of `within` (+ a pooled row): the comparison of `factor`'s levels."""
-    levels = sorted(per_experiment[factor].dropna().unique())
+    per_experiment = named_nulls(per_experiment, [factor, *within])
+    steady = named_nulls(steady, [factor, *within])
+    levels = sorted(per_experiment[factor].unique(), key=_level_order)
     steady = steady[[*dict.fromkeys([*within, factor, "successes"])]]  # rows are taken per table row: keep them narrow
     combos: list[tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]] = []
     if within:
@@ -54,7 +73,29 @@ def compare_factor(per_experiment: pd.DataFrame, steady: pd.DataFrame, factor: s
     table.insert(table.columns.get_loc("p_experiments") + 1, "p_experiments_holm",
                  [np.nan if p is None else p for p in adjusted])
     table["significant"] = table["p_experiments_holm"] < settings.alpha
+    if len(levels) > 2:  # post-hoc pairs only where the row's own test says the levels differ at all
+        table.loc[~table["significant"] & table["p_experiments"].notna(), "dunn_pairs"] = \
+            "not tested: Kruskal-Wallis not significant"
     return table
+
+
+def table1_grid(table: pd.DataFrame, columns: str = "mesh") -> pd.DataFrame:
+    """A compare_factor table as the paper's Table 1: one row per combination of the other fixed parameters
+    (pods x workers), one column per value of `columns` (native | istio), cells the row's p-values.
+
+    Each cell holds (p_seconds, p_experiments_holm, significant): the paper's per-second p-value first. The pooled
+    row is left out (it is not a cell of the grid); the long form stays in `table`."""
+    within = within_columns(table)
+    if columns not in within:
+        raise ValueError(f"the table holds {', '.join(within) or 'nothing'} fixed, not {columns}")
+    index = [w for w in within if w != columns]
+    cells = table[table[columns] != POOLED]
+    if not index:
+        index = ["_all"]
+        cells = cells.assign(_all="all")
+    grid = cells.assign(cell=list(zip(cells["p_seconds"], cells["p_experiments_holm"], cells["significant"],
+                                      strict=True)))
+    return grid.pivot(index=index, columns=columns, values="cell").sort_index()
 
 
 def _row(values: dict[str, Any], group: pd.DataFrame, seconds: pd.DataFrame, factor: str, levels: Sequence[Any],
@@ -65,10 +106,9 @@ def _row(values: dict[str, Any], group: pd.DataFrame, seconds: pd.DataFrame, fac
     for level, sample in by_experiment.items():
         row[f"n[{level}]"] = sample.size
         if sample.size:
-            interval = stats.bootstrap_median(sample, confidence=settings.confidence,
-                                              resamples=settings.bootstrap_resamples, seed=settings.seed)
+            interval = stats.median_interval(sample, confidence=settings.confidence)
             row[f"median[{level}]"] = interval.median
-            row[f"ci[{level}]"] = (interval.low, interval.high)
+            row[f"ci[{level}]"] = interval
         else:
             row[f"median[{level}]"], row[f"ci[{level}]"] = np.nan, None
     test = stats.kruskal_wallis(by_experiment, unit="experiment", min_group_size=settings.min_group_size)
@@ -158,15 +198,17 @@ def repetition_table(per_experiment: pd.DataFrame, experiments: pd.DataFrame, pa
     for (scenario_id, index), group in experiments.groupby(["scenario_id", "scenario_index"], sort=False):
         values = per_experiment.loc[per_experiment["scenario_id"] == scenario_id, OUTCOME]
         verdict = stats.repetitions_verdict(values, target_relative_width=settings.target_relative_ci_width,
-                                            confidence=settings.confidence, min_n=settings.min_group_size,
-                                            seed=settings.seed)
+                                            confidence=settings.confidence, min_n=settings.min_group_size)
         interval = verdict.interval
+        has_interval = interval is not None and interval.low is not None
         rows.append({
             "scenario_index": index, "scenario_id": scenario_id,
             **{p: group[p].iloc[0] for p in parameters},
             "finished": verdict.n, "planned": len(group),
             "median": interval.median if interval else np.nan,
-            "ci_low": interval.low if interval else np.nan, "ci_high": interval.high if interval else np.nan,
+            "ci_low": interval.low if interval and has_interval else np.nan,
+            "ci_high": interval.high if interval and has_interval else np.nan,
+            "coverage": interval.coverage if interval and has_interval else np.nan,
             "relative_width": interval.relative_width if interval and interval.relative_width is not None else np.nan,
             "pinned": verdict.pinned, "more_needed": verdict.more_needed, "verdict": verdict.message,
         })

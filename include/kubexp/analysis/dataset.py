@@ -35,11 +35,9 @@ class AnalysisSettings:
     target_relative_ci_width: float = 0.10
     confidence: float = 0.95
     alpha: float = 0.05
-    bootstrap_resamples: int = 2000
     seed: int = 0
 
-    KEYS = ("warmup_s", "cooldown_s", "min_group_size", "target_relative_ci_width", "confidence", "alpha",
-            "bootstrap_resamples")
+    KEYS = ("warmup_s", "cooldown_s", "min_group_size", "target_relative_ci_width", "confidence", "alpha")
 
     @classmethod
     def from_mapping(cls, analysis: dict[str, Any], *, seed: int = 0, where: str = "suite") -> AnalysisSettings:
@@ -54,7 +52,6 @@ class AnalysisSettings:
             "target_relative_ci_width": ((int, float), lambda v: v > 0, "a number > 0 (0.1 = 10 %)"),
             "confidence": ((int, float), lambda v: 0 < v < 1, "a number between 0 and 1"),
             "alpha": ((int, float), lambda v: 0 < v < 1, "a number between 0 and 1"),
-            "bootstrap_resamples": (int, lambda v: v >= 100, "an integer >= 100"),
         }
         for key, value in analysis.items():
             kind, valid, allowed = checks[key]

@@ -105,6 +105,25 @@ def _line_colours(count: int) -> list[tuple[float, float, float, float] | str]:
     return [colormaps["viridis"](x) for x in np.linspace(0.9, 0.0, count)]
 
 
+def fig3_data(per_experiment: pd.DataFrame) -> pd.DataFrame:
+    """Fig. 3's points as the paper drew them: per varying setting and worker count, the mean over experiments of
+    each experiment's mean successful responses/s and of its mean response time (ms; all requests, weighted by
+    requests), with the number of experiments."""
+    keys = [*varying(per_experiment, exclude=("workers",)), "workers"]
+    grouped = per_experiment.groupby(keys, sort=True)
+    return grouped.agg(successes_per_s=("successes_mean", "mean"), response_time_ms=("elapsed_mean_ms", "mean"),
+                       experiments=("experiment_id", "size")).reset_index()
+
+
+def fig4_data(per_experiment: pd.DataFrame) -> pd.DataFrame:
+    """Fig. 4's points: per other varying setting (every worker level, none left out), mesh and initial pods, the
+    mean over experiments of each experiment's mean successful responses/s, with min, max and count."""
+    keys = [*varying(per_experiment, exclude=("pods", "mesh")), *(["mesh"] if "mesh" in per_experiment else []),
+            "pods"]
+    grouped = per_experiment.groupby(keys, sort=True)["successes_mean"]
+    return grouped.agg(successes_per_s="mean", low="min", high="max", experiments="size").reset_index()
+
+
 def throughput_and_response_time(per_experiment: pd.DataFrame, prediction: pd.DataFrame | None = None) -> Figure:
     """Fig. 3: how do successful responses/s and response time grow with the number of workers?
 
@@ -129,12 +148,13 @@ def throughput_and_response_time(per_experiment: pd.DataFrame, prediction: pd.Da
             if group.empty:
                 continue
             colour = colours[line]
-            medians = group.groupby("workers")[["successes_median", "elapsed_mean_ms"]].median()
-            top.scatter(group["workers"], group["successes_median"], s=8, alpha=0.35, color=colour)
-            top.plot(medians.index, medians["successes_median"], marker="o", markersize=3, color=colour,
+            means = fig3_data(group.drop(columns=["_group", "_panel", "_line"])).groupby("workers").mean(
+                numeric_only=True)
+            top.scatter(group["workers"], group["successes_mean"], s=8, alpha=0.35, color=colour)
+            top.plot(means.index, means["successes_per_s"], marker="o", markersize=3, color=colour,
                      label=line if column == 0 else None)
             bottom.scatter(group["workers"], group["elapsed_mean_ms"], s=8, alpha=0.35, color=colour)
-            bottom.plot(medians.index, medians["elapsed_mean_ms"], marker="o", markersize=3, color=colour)
+            bottom.plot(means.index, means["response_time_ms"], marker="o", markersize=3, color=colour)
             model = pd.DataFrame() if prediction is None or prediction.empty else \
                 prediction[prediction["group"] == group["_group"].iloc[0]].sort_values("workers")
             if not model.empty:
@@ -150,34 +170,35 @@ def throughput_and_response_time(per_experiment: pd.DataFrame, prediction: pd.Da
     if pd.notna(measured_top) and measured_top > 0:
         axes[1][0].set_ylim(0, measured_top * 1.3)
     _floor_at_zero(axes[0])
-    axes[0][0].set_ylabel("successful responses/s\n(steady-state median per experiment)")
+    axes[0][0].set_ylabel("successful responses/s\n(mean over experiments of their means)")
     axes[1][0].set_ylabel("mean response time (ms)")
     handles, labels = axes[0][0].get_legend_handles_labels()
     handles += [Line2D([], [], color="0.3"), Line2D([], [], color="0.3", linestyle="--")]
-    labels += ["measured (median; dots: experiments)", "queueing model (MVA)"]
+    labels += ["measured (mean; dots: experiments)", "queueing model (MVA)"]
     figure.legend(handles, labels, loc="outside right center", fontsize="small")
     figure.suptitle("Successful responses/s and response time vs workers, with the queueing model")
     return figure
 
 
 def throughput_vs_pods(per_experiment: pd.DataFrame) -> Figure:
-    """Fig. 4: how many successful responses/s per initial pod count, native vs istio?"""
+    """Fig. 4: how many successful responses/s per initial pod count, native vs istio? One panel per value of the
+    other settings (every worker level: more panel rows, none left out), points from fig4_data."""
     panels = varying(per_experiment, exclude=("pods", "mesh"))
-    panel_values = _evenly_spaced(ordered_labels(per_experiment, panels), MAX_FACET_COLUMNS * 2)
-    frame = per_experiment.assign(_panel=group_labels(per_experiment, panels))
+    data = fig4_data(per_experiment)
+    data = data.assign(_panel=group_labels(data, panels))
+    panel_values = ordered_labels(data, panels)
     columns = min(len(panel_values), 4)
     figure, grid = _grid(-(-len(panel_values) // columns), columns, width=4.0, height=3.0)
     axes = grid.ravel()
-    meshes = sorted(per_experiment["mesh"].unique()) if "mesh" in per_experiment else ["native"]
+    meshes = sorted(data["mesh"].unique()) if "mesh" in data else ["native"]
     for axis, panel in zip(axes, panel_values, strict=False):
-        subset = frame[frame["_panel"] == panel]
+        subset = data[data["_panel"] == panel]
         for colour, mesh in zip(_cycle(), meshes, strict=False):
-            rows_of_mesh = subset[subset["mesh"] == mesh] if "mesh" in subset else subset
-            if rows_of_mesh.empty:
+            points = subset[subset["mesh"] == mesh] if "mesh" in subset else subset
+            if points.empty:
                 continue
-            stats = rows_of_mesh.groupby("pods")["successes_median"].agg(["median", "min", "max"])
-            axis.errorbar(stats.index, stats["median"], yerr=[stats["median"] - stats["min"],
-                                                                 stats["max"] - stats["median"]],
+            axis.errorbar(points["pods"], points["successes_per_s"],
+                          yerr=[points["successes_per_s"] - points["low"], points["high"] - points["successes_per_s"]],
                           marker="o", capsize=3, color=colour, label=str(mesh))
         axis.set_title(str(panel), fontsize="small")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -187,7 +208,7 @@ def throughput_vs_pods(per_experiment: pd.DataFrame) -> Figure:
     _floor_at_zero(axes)
     axes[0].legend(title="mesh", fontsize="small")
     figure.supxlabel("initial pods")
-    figure.supylabel("successful responses/s (median of experiments; bars: min-max)")
+    figure.supylabel("successful responses/s (mean of experiments' means; bars: min-max)")
     figure.suptitle("Successful responses/s vs initial pods, native vs istio")
     return figure
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import pandas as pd
 
-from kubexp.analysis.comparisons import POOLED, pairwise, within_columns
+from kubexp.analysis import stats
+from kubexp.analysis.comparisons import POOLED, pairwise, table1_grid, within_columns
 from kubexp.analysis.dataset import AnalysisSettings, SuiteData
 from kubexp.analysis.stats import UNIT_LABELS
 
@@ -104,7 +105,10 @@ def statistics(tables: dict[str, pd.DataFrame], settings: AnalysisSettings, *, f
              f"pools them (as the paper's section 6.1 did). <b>p (experiments)</b>: Kruskal-Wallis H-test with "
              f"{escape(UNIT_LABELS['experiment'])}, Holm-adjusted over the rows; <b>significant</b> means adjusted "
              f"p &lt; {settings.alpha:g}. <b>p (seconds)</b>: the paper's variant, {escape(UNIT_LABELS['second'])}. "
-             f"Medians with {settings.confidence:.0%} bootstrap CIs (seed {settings.seed}). <b>Effect size</b>: "
+             f"Medians with their {settings.confidence:.0%} order-statistic interval [x(k), x(n+1-k)] and its exact "
+             f"coverage (distribution-free); below {stats.min_n_for(settings.confidence)} experiments no interval "
+             f"reaches {settings.confidence:.0%} and none is shown (the sample range of n = 2 covers the median "
+             f"only 50 % of the time). <b>Effect size</b>: "
              f"Cliff's delta, P(X &gt; Y) - P(X &lt; Y) over the experiments (negligible &lt; 0.147 &le; small "
              f"&lt; 0.33 &le; medium &lt; 0.474 &le; large); for parameters with more than two levels, per pair of "
              f"levels, beside the <b>post-hoc p-value</b> of that pair (Dunn test, Holm-adjusted over the row's "
@@ -132,16 +136,19 @@ def _factor_table(factor: str, frame: pd.DataFrame, alpha: float) -> str:
         cells = [fmt(row[w]) for w in within]
         for level in levels:
             ci = row[f"ci[{level}]"]
-            interval = f" [{ci[0]:.4g}, {ci[1]:.4g}]" if isinstance(ci, tuple) else ""
-            cells.append(f"{row[f'n[{level}]']}: {fmt(row[f'median[{level}]'], 4)}{interval}")
+            interval = ("" if not isinstance(ci, stats.MedianInterval) else f" {ci.text}" if ci.low is not None
+                        else f" (no {ci.confidence:.0%} interval at n = {ci.n})")
+            cells.append(f"{row[f'n[{level}]']}: {fmt(row[f'median[{level}]'], 4)}{escape(interval)}")
         if len(levels) == 2:
             cells.append("&ndash;" if pd.isna(row["cliffs_delta"])
                          else f"{row['cliffs_delta']:.2f} ({escape(row['magnitude'])})")
         else:
             ran = any(not math.isnan(pair.p_dunn_holm) for pair in row["pairs"])
-            differing = [pair for pair in row["pairs"] if pair.p_dunn_holm < alpha]
+            # a pair is only called different where the row's Kruskal-Wallis test is significant
+            differing = [pair for pair in row["pairs"] if row["significant"] and pair.p_dunn_holm < alpha]
+            silent = "none" if row["significant"] else "not tested (Kruskal-Wallis not significant)"
             cells.append("<br>".join(f"{escape(pair.label)}: {fmt_p(pair.p_dunn_holm)}" for pair in differing)
-                         or ("none" if ran else "&ndash;"))
+                         or (silent if ran else "&ndash;"))
             cells.append("<br>".join(f"{escape(pair.label)}: {_delta(pair.cliffs_delta, pair.magnitude)}"
                                      for pair in differing) or "&ndash;")
         cells += [fmt_p(row["p_experiments"]), fmt_p(row["p_experiments_holm"]),
@@ -151,10 +158,27 @@ def _factor_table(factor: str, frame: pd.DataFrame, alpha: float) -> str:
         classes.append(" ".join(c for c in ("pooled" if pooled else "", "significant" if row["significant"] else "")
                                 if c))
     body = table(header, rows, text_columns=len(within), row_classes=classes)
+    if "mesh" in within and len(within) > 1:
+        body += _grid(factor, frame)
     if len(levels) > 2:
         body += _all_pairs(factor, frame, within)
     return f"<h3>Does {escape(factor)} change successful responses/s?</h3>{body}".replace(
         "<td><b>yes</b>", "<td class=sig><b>yes</b>")
+
+
+def _grid(factor: str, frame: pd.DataFrame) -> str:
+    """The table above as the paper's Table 1: rows = the other fixed parameters, columns = mesh."""
+    grid = table1_grid(frame, "mesh")
+    header = [*grid.index.names, *(f"{mesh}: {factor} significant?" for mesh in grid.columns)]
+    rows = []
+    for key, cells in grid.iterrows():
+        keys = key if isinstance(key, tuple) else (key,)
+        rows.append([*(fmt(k) for k in keys), *(
+            "&ndash;" if not isinstance(cell, tuple) else
+            f"<b>{fmt(bool(cell[2]))}</b> (p seconds {fmt_p(cell[0])}; experiments, Holm {fmt_p(cell[1])})"
+            for cell in cells)])
+    return ("<p>As the paper's Table 1 (a cell is a row of the table above; <i>significant</i> from the "
+            "experiment-level test):</p>" + table(header, rows, text_columns=len(grid.index.names)))
 
 
 def _delta(delta: float, magnitude: str) -> str:
@@ -174,7 +198,8 @@ def _all_pairs(factor: str, frame: pd.DataFrame, within: Sequence[str]) -> str:
 
 def repetitions(frame: pd.DataFrame, parameters: Sequence[str], settings: AnalysisSettings) -> str:
     title = (f"<h2>Repetitions</h2><p>Do the finished repetitions pin each scenario's median successful "
-             f"responses/s to a {settings.confidence:.0%} bootstrap CI no wider than "
+             f"responses/s to a {settings.confidence:.0%} order-statistic interval (exact coverage in brackets) "
+             f"no wider than "
              f"{settings.target_relative_ci_width:.0%} of the median? Further repetitions are estimated from the "
              f"1/&radic;n narrowing of the interval (a planning figure, not a guarantee).</p>")
     if frame.empty:
@@ -182,7 +207,8 @@ def repetitions(frame: pd.DataFrame, parameters: Sequence[str], settings: Analys
     header = ["#", *parameters, "finished / planned", "median", "CI", "relative width", "pinned", "more needed",
               "verdict"]
     rows = [[str(r["scenario_index"]), *[fmt(r[p]) for p in parameters], f"{r['finished']} / {r['planned']}",
-             fmt(r["median"], 4), "&ndash;" if pd.isna(r["ci_low"]) else f"[{r['ci_low']:.4g}, {r['ci_high']:.4g}]",
+             fmt(r["median"], 4), "none (see verdict)" if pd.isna(r["ci_low"])
+             else f"[{r['ci_low']:.4g}, {r['ci_high']:.4g}] ({r['coverage']:.1%})",
              "&ndash;" if pd.isna(r["relative_width"]) else f"{r['relative_width']:.1%}", fmt(bool(r["pinned"])),
              fmt(r["more_needed"]), escape(str(r["verdict"]))] for _, r in frame.iterrows()]
     pinned = int(frame["pinned"].sum())

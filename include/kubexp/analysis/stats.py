@@ -1,4 +1,4 @@
-"""Statistics for comparing scenario groups: Kruskal-Wallis, Dunn-Holm, Cliff's delta, bootstrap medians.
+"""Statistics for comparing scenario groups: Kruskal-Wallis, Dunn-Holm, Cliff's delta, exact median intervals.
 
 The unit of analysis matters. Per-second rows of one experiment are autocorrelated, so
 treating them as independent samples (as the paper did for its Table 1) overstates
@@ -146,29 +146,69 @@ def delta_magnitude(delta: float) -> str:
 
 @dataclass(frozen=True)
 class MedianInterval:
+    """A distribution-free interval of a median: [x(k), x(n+1-k)] of the sorted values, with its exact coverage.
+
+    low/high are None when n is too small for `confidence`: then even the whole range [min, max] covers the
+    median less often than asked (`coverage` is the range's), and no interval is claimed."""
+
     median: float
-    low: float
-    high: float
+    low: float | None
+    high: float | None
     n: int
-    confidence: float
+    confidence: float  # the coverage asked for
+    coverage: float  # the exact coverage of [low, high] (of [min, max] when there is no interval)
 
     @property
     def relative_width(self) -> float | None:
-        """(high - low) / |median|; None when the median is 0."""
-        return None if self.median == 0 else (self.high - self.low) / abs(self.median)
+        """(high - low) / |median|; None when there is no interval or the median is 0."""
+        if self.low is None or self.high is None or self.median == 0:
+            return None
+        return (self.high - self.low) / abs(self.median)
+
+    @property
+    def text(self) -> str:
+        """'[a, b] (96.9 %)', or why there is no interval."""
+        if self.low is None or self.high is None:
+            return (f"no {self.confidence:.0%} interval: n = {self.n}, and even the full range covers the median "
+                    f"only {self.coverage:.1%} of the time; {min_n_for(self.confidence)} values are needed")
+        return f"[{self.low:.4g}, {self.high:.4g}] ({self.coverage:.1%})"
 
 
-def bootstrap_median(values: Sequence[float] | np.ndarray | pd.Series, *, confidence: float = 0.95,
-                     resamples: int = 2000, seed: int = 0) -> MedianInterval:
-    """Percentile bootstrap confidence interval of the median (seeded: same data, same interval)."""
-    sample = _values(values)
-    if sample.size == 0:
-        raise ValueError("bootstrap of the median needs at least one value")
-    rng = np.random.default_rng(seed)
-    medians = np.median(sample[rng.integers(0, sample.size, size=(resamples, sample.size))], axis=1)
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(medians, [tail, 1 - tail])
-    return MedianInterval(float(np.median(sample)), float(low), float(high), int(sample.size), confidence)
+def _range_coverage(n: int, k: int) -> float:
+    """P(x(k) <= median < x(n+1-k)) for any continuous distribution: 1 - 2 P(Binomial(n, 1/2) <= k - 1)."""
+    return float(1 - 2 * scipy_stats.binom.cdf(k - 1, n, 0.5))
+
+
+def min_n_for(confidence: float) -> int:
+    """The fewest values whose full range covers the median with at least `confidence`."""
+    n = 1
+    while _range_coverage(n, 1) < confidence:
+        n += 1
+    return n
+
+
+def median_interval(values: Sequence[float] | np.ndarray | pd.Series, *,
+                    confidence: float = 0.95) -> MedianInterval:
+    """The narrowest order-statistic interval of the median with exact coverage >= `confidence`.
+
+    Exact for any continuous distribution (the binomial argument; no resampling). A percentile bootstrap of a
+    median at n <= 5 only ever returns the sample range and calls it 95 %; here n < min_n_for(confidence)
+    (6 for 95 %) gives no interval, with the range's real coverage (50 % at n = 2) in `coverage`."""
+    sample = np.sort(_values(values))
+    n = int(sample.size)
+    if n == 0:
+        raise ValueError("an interval of the median needs at least one value")
+    median = float(np.median(sample))
+    best: tuple[int, float] | None = None
+    for k in range(1, (n + 1) // 2 + 1):
+        coverage = _range_coverage(n, k)
+        if coverage < confidence:
+            break
+        best = (k, coverage)
+    if best is None:
+        return MedianInterval(median, None, None, n, confidence, _range_coverage(n, 1) if n > 1 else 0.0)
+    k, coverage = best
+    return MedianInterval(median, float(sample[k - 1]), float(sample[n - k]), n, confidence, coverage)
 
 
 @dataclass(frozen=True)
@@ -184,7 +224,7 @@ class RepetitionVerdict:
 
 
 def repetitions_verdict(values: Sequence[float] | np.ndarray | pd.Series, *, target_relative_width: float = 0.1,
-                        confidence: float = 0.95, min_n: int = MIN_GROUP_SIZE, seed: int = 0) -> RepetitionVerdict:
+                        confidence: float = 0.95, min_n: int = MIN_GROUP_SIZE) -> RepetitionVerdict:
     """Judge one scenario's per-experiment values (e.g. median successful responses/s).
 
     The estimate of further repetitions assumes the interval narrows as 1/sqrt(n):
@@ -193,9 +233,14 @@ def repetitions_verdict(values: Sequence[float] | np.ndarray | pd.Series, *, tar
     sample = _values(values)
     n = int(sample.size)
     if n < min_n:
+        why = f"; {median_interval(sample, confidence=confidence).text}" if n else ""
         return RepetitionVerdict(n, None, target_relative_width, False, None,
-                                 f"{n} finished experiment(s); at least {min_n} are needed to estimate the interval")
-    interval = bootstrap_median(sample, confidence=confidence, seed=seed)
+                                 f"{n} finished experiment(s); at least {min_n} are needed{why}")
+    interval = median_interval(sample, confidence=confidence)
+    if interval.low is None:
+        needed = min_n_for(confidence)
+        return RepetitionVerdict(n, interval, target_relative_width, False, needed - n,
+                                 f"{interval.text}; at least {needed - n} more repetition(s) before an interval exists")
     width = interval.relative_width
     if width is None:
         return RepetitionVerdict(n, interval, target_relative_width, False, None,

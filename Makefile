@@ -5,12 +5,13 @@ PY := $(VENV)/bin/python
 # The interpreter the venv is made from (>= 3.11), e.g. `make PYTHON3=python3.11 demo`.
 PYTHON3 := python3
 DEB_PACKAGES := python3 python3-venv postgresql haproxy prometheus openssh-server fio strace \
-	openjdk-17-jre-headless procps iproute2
+	openjdk-17-jre-headless procps iproute2 \
+	containerd runc containernetworking-plugins iptables conntrack debootstrap gcc libc6-dev curl
 
 # Only `make bench` needs these: wrk is the peer of the load generator's ceiling.
 BENCH_DEB_PACKAGES := wrk
 
-.PHONY: setup system demo test lint down bench
+.PHONY: setup system demo test lint down bench cluster-build
 .DEFAULT_GOAL := demo
 
 setup: system $(VENV)/.installed
@@ -49,8 +50,14 @@ lint: setup
 	@echo "== mypy include/kubexp"
 	@$(VENV)/bin/mypy include/kubexp
 
-test: setup lint
-	@echo "== pytest (starts and stops its own PostgreSQL, Prometheus, etcd, HAProxy, JMeter, Airflow)"
+# Kubernetes, etcd and metrics-server from Go modules, the pause/app images: cached by version under
+# ~/.cache/kubexp (cold: see README, "A real cluster on this machine"; warm: seconds).
+cluster-build: setup
+	@go version >/dev/null 2>&1 || { echo "the local cluster is built with Go >= 1.24: install Go and rerun"; exit 1; }
+	@$(VENV)/bin/kubexp cluster build
+
+test: setup lint cluster-build
+	@echo "== pytest (starts and stops its own PostgreSQL, Prometheus, etcd, HAProxy, JMeter, Airflow, Kubernetes)"
 	@$(VENV)/bin/pytest -q
 
 # Prints where its time went: Debian packages, .venv, services, the demo suite (each experiment: kubexp demo).

@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,12 +135,16 @@ def prometheus_process(root: Path, port: int) -> ManagedProcess:
     base = root / "prometheus"
     (base / "targets").mkdir(parents=True, exist_ok=True)
     config = base / "prometheus.yml"
+    # `kubexp cluster up` leaves the single-node cluster's scrape jobs in cluster.yml (Prometheus 2.42
+    # has no scrape_config_files, so they are copied in).
+    cluster = base / "cluster.yml"
     config.write_text(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
         "scrape_configs:\n"
         "  - job_name: kubexp-local\n"
         "    file_sd_configs:\n"
         f"      - files: ['{base / 'targets'}/*.json']\n"
+        + (textwrap.indent(cluster.read_text(), "  ") if cluster.exists() else "")
     )
     binary = shutil.which("prometheus") or "prometheus"
     return ManagedProcess(
@@ -200,6 +205,9 @@ def airflow_env(root: Path, ports: settings.Ports, pg: Postgres, secrets: dict[s
         "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.25",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
         "AIRFLOW_CONN_KUBEXP_RESULTS": pg.url("kubexp"),
+        # Connections written after the services started (`kubexp cluster up`) are read from this file.
+        "AIRFLOW__SECRETS__BACKEND": "airflow.secrets.local_filesystem.LocalFilesystemBackend",
+        "AIRFLOW__SECRETS__BACKEND_KWARGS": json.dumps({"connections_file_path": str(home / "connections.json")}),
         "KUBEXP_DATABASE_URL": pg.url("kubexp"),
         "KUBEXP_HOME": str(root),
         "KUBEXP_PROMETHEUS_URL": f"http://127.0.0.1:{ports.prometheus}",
@@ -265,6 +273,10 @@ class LocalServices:
         if not with_airflow:
             return
         write_airflow_passwords(self.root, settings.local_secrets())
+        connections = self.root / "airflow" / "connections.json"
+        if not connections.exists():  # the secrets backend's file: `kubexp cluster up` adds to it
+            os.close(os.open(connections, os.O_WRONLY | os.O_CREAT, 0o600))
+            connections.write_text("{}")
         env = self.airflow_env()
         procs = airflow_processes(self.root, env, self.ports.airflow)
         if any(p.running_pid() is None for p in procs):

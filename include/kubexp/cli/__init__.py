@@ -14,6 +14,7 @@ from kubexp.settings import SettingsError
 # module is imported only when that command runs: `kubexp jtl aggregate` does not load Airflow's client.
 COMMANDS = {"services": "services", "app": "app", "render": "render", "trigger": "trigger", "backfill": "trigger",
             "report": "report", "demo": "demo", "db": "db", "suite": "suite", "dimension": "dimension", "jtl": "jtl",
+            "cluster": "cluster",
             "load": "load"}
 
 

@@ -1,0 +1,44 @@
+"""The real single-node cluster, started once for this folder's tests (or used as it runs)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from kubexp.platform.kubernetes.localcluster.node import LocalCluster
+
+KUBE_CONN_ID = "kubexp_real_cluster"
+SSH_CONN_ID = "kubexp_real_cluster_ssh"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "kube_real" in item.nodeid:
+            item.add_marker(pytest.mark.kube_real)
+
+
+@pytest.fixture(scope="session")
+def local_cluster() -> Iterator[LocalCluster]:
+    """`cluster up` (building what the cache lacks); `down` at the end unless it was running before."""
+    node = LocalCluster.from_env()
+    was_running = node.running()
+    if not was_running:
+        node.up()
+    env = {f"AIRFLOW_CONN_{KUBE_CONN_ID.upper()}": json.dumps(
+               {"conn_type": "kubernetes", "extra": {"kube_config_path": str(node.kubeconfig)}}),
+           f"AIRFLOW_CONN_{SSH_CONN_ID.upper()}": node.sshd.connection_json()}
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        yield node
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        if not was_running and node.running():
+            node.down()

@@ -1,0 +1,217 @@
+"""Every Kubernetes step of the DAG against the real single-node cluster (kubexp cluster up).
+
+Runs in file order: the last test stops the cluster and checks that nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psutil
+import pytest
+from click.testing import CliRunner
+
+from kubexp.appserver import DEFAULT_CROP_PATH
+from kubexp.cli import main
+from kubexp.collect import kube_events
+from kubexp.platform.kubernetes.config import parse_settings
+from kubexp.platform.kubernetes.localcluster import build
+from kubexp.platform.kubernetes.localcluster.node import BRIDGE, NODE_IP, LocalCluster, filter_iptables_dump
+from kubexp.platform.kubernetes.platform import KubernetesPlatform, sanity_request
+
+from .conftest import KUBE_CONN_ID, SSH_CONN_ID
+
+NAMESPACE = "kubexp-real-test"
+
+
+def platform_for(node: LocalCluster, **section: Any) -> KubernetesPlatform:
+    settings = parse_settings({"conn_id": KUBE_CONN_ID, "namespace": NAMESPACE,
+                               "timeouts": {"rollout_s": 240, "teardown_s": 240, "poll_interval_s": 1},
+                               "etcd": {"manage": False}, **section}, path="tests/kube_real")
+    return KubernetesPlatform(settings, cluster_name="kube-real", echo=print)
+
+
+def scenario(**params: Any) -> dict[str, Any]:
+    return {"pods": 1, "pods_max": 1, "mesh": "native", "memory_limit_mib": 256, "cpu_limit_millicores": 500,
+            **params}
+
+
+def deploy_and_wait(platform: KubernetesPlatform, params: dict[str, Any], timeout_s: float = 240) -> None:
+    platform.teardown()
+    platform.deploy("real-test", params)
+    deadline = time.monotonic() + timeout_s
+    while not platform.rollout_ready(params):
+        assert time.monotonic() < deadline, "rollout not ready in time"
+        time.sleep(1)
+
+
+def load(url: str, threads: int, seconds: float) -> Counter[str]:
+    """Closed-loop GETs from `threads` threads for `seconds`; counts answers by status (or error kind)."""
+    outcomes: Counter[str] = Counter()
+    lock = threading.Lock()
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    end = time.monotonic() + seconds
+
+    def worker() -> None:
+        while time.monotonic() < end:
+            try:
+                with opener.open(url, timeout=10) as answer:
+                    answer.read()
+                    outcome = str(answer.status)
+            except urllib.error.HTTPError as exc:
+                outcome = str(exc.code)
+            except OSError:
+                outcome = "connection error"
+            with lock:
+                outcomes[outcome] += 1
+
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    return outcomes
+
+
+def kubectl(node: LocalCluster, *args: str) -> Any:
+    done = subprocess.run([str(node.root / "bin" / "kubectl"), "--kubeconfig", str(node.kubeconfig), *args,
+                           "-o", "json"], capture_output=True, text=True, timeout=60, check=True)
+    return json.loads(done.stdout)
+
+
+def test_status_reports_a_ready_node_of_the_pinned_version(local_cluster: LocalCluster) -> None:
+    result = CliRunner().invoke(main, ["cluster", "status", "--json"])
+    assert result.exit_code == 0, result.output
+    state = json.loads(result.output)
+    assert state["nodes_ready"] == 1
+    assert state["version"] == build.KUBERNETES_VERSION
+    assert stat.S_IMODE(local_cluster.kubeconfig.stat().st_mode) == 0o600
+    # The version stamped into the binaries is what the API server reports and what client tools read.
+    platform = platform_for(local_cluster)
+    assert platform.cluster.server_version().startswith(build.KUBERNETES_VERSION)
+    nodes = platform.check_nodes()
+    assert [(n.name, n.ready) for n in nodes] == [("kubexp-node", True)]
+    for key in (local_cluster.pki / "ca.key", local_cluster.pki / "etcd" / "server.key"):
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
+
+
+def test_nothing_listens_beyond_loopback_and_the_node_address(local_cluster: LocalCluster) -> None:
+    pids = {proc.running_pid() for proc in local_cluster.recorded()} - {None}
+    assert len(pids) == len(local_cluster.recorded())
+    family: set[str] = set()
+    for conn in psutil.net_connections(kind="inet"):
+        if conn.status == psutil.CONN_LISTEN and conn.pid in pids:
+            family.add(conn.laddr.ip)
+    assert family and family <= {"127.0.0.1", NODE_IP}, family
+
+
+def test_deploy_rollout_sanity_request_through_the_node_port_and_teardown(local_cluster: LocalCluster) -> None:
+    platform = platform_for(local_cluster)
+    params = scenario(pods=2)
+    deploy_and_wait(platform, params)
+    endpoint = platform.endpoint()
+    assert endpoint.host == NODE_IP
+    ok, detail = sanity_request(f"http://{endpoint.host}:{endpoint.port}/healthz", 10)
+    assert ok, detail
+    # kube-proxy also answers the NodePort on loopback, where the load generator of kube-local aims.
+    ok, detail = sanity_request(f"http://127.0.0.1:{endpoint.port}{DEFAULT_CROP_PATH}", 10)
+    assert ok, detail
+    # Server-side apply again is a no-op on the same manifests (the fields are owned by kubexp).
+    platform.deploy("real-test", params)
+    deployment = kubectl(local_cluster, "-n", NAMESPACE, "get", "deployment")["items"][0]
+    managers = {entry["manager"] for entry in deployment["metadata"]["managedFields"]}
+    assert "kubexp" in managers
+    assert deployment["status"]["readyReplicas"] == 2
+    platform.teardown()
+    assert platform.cluster.namespace(NAMESPACE) is None
+
+
+def test_a_64_mib_replica_is_oom_killed_under_load_and_seen_in_the_events(local_cluster: LocalCluster) -> None:
+    platform = platform_for(local_cluster)
+    params = scenario(memory_limit_mib=64)
+    deploy_and_wait(platform, params)
+    endpoint = platform.endpoint()
+    start = datetime.now(UTC)
+    outcomes = load(f"http://127.0.0.1:{endpoint.port}{DEFAULT_CROP_PATH}", threads=8, seconds=40)
+    end = datetime.now(UTC) + timedelta(seconds=5)
+    time.sleep(5)
+    pods = kubectl(local_cluster, "-n", NAMESPACE, "get", "pods")["items"]
+    statuses = [s for pod in pods for s in pod["status"].get("containerStatuses", [])]
+    restarts = sum(s["restartCount"] for s in statuses)
+    reasons = {s.get("lastState", {}).get("terminated", {}).get("reason") for s in statuses}
+    assert restarts >= 1 and "OOMKilled" in reasons, (outcomes, statuses)
+    events = kube_events.collect(KUBE_CONN_ID, [NAMESPACE], start - timedelta(seconds=5), end, start)
+    kinds = Counter(event.kind for event in events)
+    assert kinds["OOMKilled"] >= 1, kinds
+    assert outcomes["200"] > 0, outcomes
+    platform.teardown()
+
+
+def test_the_hpa_scales_out_under_load_with_metrics_server(local_cluster: LocalCluster) -> None:
+    platform = platform_for(local_cluster)
+    params = scenario(pods=1, pods_max=3, cpu_limit_millicores=200)
+    deploy_and_wait(platform, params)
+    endpoint = platform.endpoint()
+    url = f"http://127.0.0.1:{endpoint.port}{DEFAULT_CROP_PATH}"
+    desired, deadline = 1, time.monotonic() + 150
+    while desired <= 1 and time.monotonic() < deadline:
+        load(url, threads=4, seconds=10)
+        hpa = kubectl(local_cluster, "-n", NAMESPACE, "get", "hpa")["items"][0]
+        desired = hpa["status"].get("desiredReplicas", 1)
+    assert desired > 1, hpa["status"]
+    raw = subprocess.run([str(local_cluster.root / "bin" / "kubectl"), "--kubeconfig", str(local_cluster.kubeconfig),
+                          "get", "--raw", f"/apis/metrics.k8s.io/v1beta1/namespaces/{NAMESPACE}/pods"],
+                         capture_output=True, text=True, timeout=60, check=True)
+    assert json.loads(raw.stdout)["items"], "metrics-server reports no pod metrics"
+    platform.teardown()
+
+
+def test_etcd_moves_between_ram_disk_and_disk_over_ssh_with_the_api_server_healthy(
+        local_cluster: LocalCluster) -> None:
+    platform = platform_for(local_cluster, etcd={
+        "members": [{**member, "ssh_conn_id": SSH_CONN_ID} for member in local_cluster.etcd_members()],
+        "profile": local_cluster.etcd_profile(),
+    })
+    marker = f"kubexp-etcd-move-{int(time.time())}"
+    subprocess.run([str(local_cluster.root / "bin" / "kubectl"), "--kubeconfig", str(local_cluster.kubeconfig),
+                    "-n", "default", "create", "configmap", marker], check=True, capture_output=True)
+    for storage, filesystem in (("ramdisk", "tmpfs"), ("disk", None)):
+        facts = platform.configure_etcd({"etcd_storage": storage})
+        member = facts["members"][0]
+        assert member["storage"] == storage and member["moved"], member
+        assert (member["filesystem"] == "tmpfs") == (filesystem == "tmpfs"), member
+        assert member["version"] == build.ETCD_VERSION.lstrip("v")
+        deadline = time.monotonic() + 60
+        while not local_cluster.api_healthy():
+            assert time.monotonic() < deadline, "API server not ready after the etcd move"
+            time.sleep(1)
+        # The data moved with etcd: an object written before both moves is still there.
+        kubectl(local_cluster, "-n", "default", "get", "configmap", marker)
+    subprocess.run([str(local_cluster.root / "bin" / "kubectl"), "--kubeconfig", str(local_cluster.kubeconfig),
+                    "-n", "default", "delete", "configmap", marker], check=True, capture_output=True)
+
+
+def test_down_leaves_no_process_mount_interface_rule_or_container(local_cluster: LocalCluster) -> None:
+    root = local_cluster.root
+    local_cluster.down()
+    leftovers = [p.info for p in psutil.process_iter(["pid", "cmdline"])
+                 if any(str(root) in arg for arg in (p.info["cmdline"] or []))]
+    assert leftovers == []
+    assert [line for line in open("/proc/mounts") if f" {root}" in line] == []
+    assert subprocess.run(["ip", "link", "show", BRIDGE], capture_output=True).returncode != 0
+    for save in ("iptables-save", "ip6tables-save"):
+        dump = subprocess.run([save], capture_output=True, text=True).stdout
+        assert filter_iptables_dump(dump)[1] == [], save
+        assert "KUBE-" not in dump and "CNI-" not in dump
+    assert not root.exists()
+    result = CliRunner().invoke(main, ["cluster", "status", "--json"])
+    assert result.exit_code == 1 and json.loads(result.output)["nodes_ready"] == 0

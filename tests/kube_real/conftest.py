@@ -10,8 +10,7 @@ import pytest
 
 from kubexp.platform.kubernetes.localcluster.node import LocalCluster
 
-KUBE_CONN_ID = "kubexp_real_cluster"
-SSH_CONN_ID = "kubexp_real_cluster_ssh"
+KUBE_CONN_ID, SSH_CONN_ID = "kubexp_real_cluster", "kubexp_real_cluster_ssh"  # as test_cluster.py names them
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

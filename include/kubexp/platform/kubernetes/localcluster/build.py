@@ -44,8 +44,9 @@ class BuildError(RuntimeError):
 
 def cache_root() -> Path:
     """Where builds are kept across checkouts (KUBEXP_CACHE_DIR, else ~/.cache/kubexp)."""
-    base = os.environ.get("KUBEXP_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kubexp"
-    return Path(base).resolve()
+    if os.environ.get("KUBEXP_CACHE_DIR"):
+        return Path(os.environ["KUBEXP_CACHE_DIR"]).resolve()
+    return (Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kubexp").resolve()
 
 
 def binaries_dir() -> Path:
@@ -115,8 +116,8 @@ def _mkdir(path: Path) -> Path:
 
 def _build_pause(go: str, out: Path) -> None:
     """pause.c of the pinned Kubernetes module, compiled static."""
-    source_dir = _run([go, "list", "-m", "-f", "{{.Dir}}", "k8s.io/kubernetes"], "locating the k8s.io/kubernetes module",
-                      cwd=GO_MODULES / "kubernetes").strip()
+    source_dir = _run([go, "list", "-m", "-f", "{{.Dir}}", "k8s.io/kubernetes"],
+                      "locating the k8s.io/kubernetes module", cwd=GO_MODULES / "kubernetes").strip()
     source = Path(source_dir) / "build" / "pause" / "linux" / "pause.c"
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
@@ -300,8 +301,9 @@ def app_image(bin_dir: Path, name: str, log: Callable[[str], None] = print) -> P
         srv = rootfs / "srv/cropapp"
         site = srv / "site-packages"
         log(f"cluster build: app image: wheels of app/requirements.txt for CPython 3.{version} ...")
-        glibc_minor = int(os.confstr("CS_GNU_LIBC_VERSION").split(".")[1])  # the image is this machine's release
-        platforms = [arg for minor in range(glibc_minor, 16, -1) for arg in ("--platform", f"manylinux_2_{minor}_x86_64")]
+        glibc_minor = int((os.confstr("CS_GNU_LIBC_VERSION") or "glibc 2.17").split(".")[1])  # this machine's release
+        platforms = [arg for minor in range(glibc_minor, 16, -1)
+                     for arg in ("--platform", f"manylinux_2_{minor}_x86_64")]
         _run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps",
               "--only-binary=:all:", *platforms, "--platform", "manylinux2014_x86_64", "--python-version",
               f"3.{version}", "--implementation", "cp", "--target", str(site),

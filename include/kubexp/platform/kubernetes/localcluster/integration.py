@@ -103,7 +103,7 @@ def unregister_cluster(run_dir: Path | None = None) -> list[str]:
 
 def _reload_prometheus(run_dir: Path | None) -> bool:
     """Rewrite the local Prometheus' configuration and ask it to reload, if it runs."""
-    from kubexp.services import LocalServices, prometheus_process
+    from kubexp.local_services import LocalServices, prometheus_process
 
     services = LocalServices(root=run_dir or settings.run_dir(), ports=settings.Ports.from_env())
     process = prometheus_process(services.root, services.ports.prometheus)  # rewrites prometheus.yml

@@ -140,10 +140,10 @@ class LocalCluster:
         script.chmod(0o700)
         self._network_up()
         self._write_configs()
-        steps: list[tuple[str, Callable[[], None]]] = [
+        steps: list[tuple[str, Callable[[], object]]] = [
             ("containerd", lambda: self._start_containerd(images)),
-            ("etcd", lambda: etcd_process(self.root).start(timeout=60)),  # type: ignore[func-returns-value]
-            ("sshd", lambda: self.sshd.process(self.root).start(timeout=30)),  # type: ignore[func-returns-value]
+            ("etcd", lambda: etcd_process(self.root).start(timeout=60)),
+            ("sshd", lambda: self.sshd.process(self.root).start(timeout=30)),
             ("kube-apiserver", self._start_apiserver),
             ("controllers", self._start_controllers),
             ("kubelet, kube-proxy", self._start_node),
@@ -164,7 +164,7 @@ class LocalCluster:
 
     @staticmethod
     def app_image_name() -> str:
-        from kubexp.manifests import DEFAULTS
+        from kubexp.platform.kubernetes.manifests import DEFAULTS
 
         image = str(DEFAULTS["image"])
         return image if "/" in image else f"docker.io/library/{image}"
@@ -523,7 +523,8 @@ def _unmount_under(root: Path) -> list[str]:
     """Unmount every mount below `root`, deepest first (overlay rootfs, shm, volumes, the etcd RAM disk)."""
     unmounted = []
     for _ in range(3):
-        mounts = [line.split()[1].encode().decode("unicode_escape") for line in Path("/proc/mounts").read_text().splitlines()]
+        mounts = [line.split()[1].encode().decode("unicode_escape")
+                  for line in Path("/proc/mounts").read_text().splitlines()]
         below = sorted({m for m in mounts if m == str(root) or m.startswith(f"{root}/")}, key=len, reverse=True)
         if not below:
             break

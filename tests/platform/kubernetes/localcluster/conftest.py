@@ -13,12 +13,6 @@ from kubexp.platform.kubernetes.localcluster.node import LocalCluster
 KUBE_CONN_ID, SSH_CONN_ID = "kubexp_real_cluster", "kubexp_real_cluster_ssh"  # as test_cluster.py names them
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if "kube_real" in item.nodeid:
-            item.add_marker(pytest.mark.kube_real)
-
-
 @pytest.fixture(scope="session")
 def local_cluster() -> Iterator[LocalCluster]:
     """`cluster up` (building what the cache lacks); `down` at the end unless it was running before."""

@@ -20,13 +20,15 @@ import psutil
 import pytest
 from click.testing import CliRunner
 
-from kubexp.appserver import DEFAULT_CROP_PATH
 from kubexp.cli import main
-from kubexp.collect import kube_events
+from kubexp.platform.kubernetes import events as kube_events
 from kubexp.platform.kubernetes.config import parse_settings
 from kubexp.platform.kubernetes.localcluster import build
 from kubexp.platform.kubernetes.localcluster.node import BRIDGE, NODE_IP, LocalCluster, filter_iptables_dump
 from kubexp.platform.kubernetes.platform import KubernetesPlatform, sanity_request
+from kubexp.platform.local.appserver import DEFAULT_CROP_PATH
+
+pytestmark = pytest.mark.kube_real
 
 NAMESPACE = "kubexp-real-test"
 # The Airflow connections the session fixture `local_cluster` defines (env form) for this cluster.

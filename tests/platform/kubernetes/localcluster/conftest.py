@@ -15,8 +15,14 @@ KUBE_CONN_ID, SSH_CONN_ID = "kubexp_real_cluster", "kubexp_real_cluster_ssh"  # 
 
 @pytest.fixture(scope="session")
 def local_cluster() -> Iterator[LocalCluster]:
-    """`cluster up` (building what the cache lacks); `down` at the end unless it was running before."""
+    """`cluster up` (building what the cache lacks); `down` at the end unless it was running before.
+    A machine has one such cluster: test sessions on the same machine take turns (a lock for the session)."""
     node = LocalCluster.from_env()
+    with node.exclusive("tests"):
+        yield from _session(node)
+
+
+def _session(node: LocalCluster) -> Iterator[LocalCluster]:
     was_running = node.running()
     if not was_running:
         node.up()

@@ -1,6 +1,6 @@
 """Every Kubernetes step of the DAG against the real single-node cluster (kubexp cluster up).
 
-Runs in file order: the last test stops the cluster and checks that nothing is left behind.
+test_down.py, collected last in this folder, stops the cluster and checks that nothing is left behind.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from kubexp.cli import main
 from kubexp.platform.kubernetes import events as kube_events
 from kubexp.platform.kubernetes.config import parse_settings
 from kubexp.platform.kubernetes.localcluster import build
-from kubexp.platform.kubernetes.localcluster.node import BRIDGE, NODE_IP, LocalCluster, filter_iptables_dump
+from kubexp.platform.kubernetes.localcluster.node import NODE_IP, LocalCluster
 from kubexp.platform.kubernetes.platform import KubernetesPlatform, sanity_request
 from kubexp.platform.local.appserver import DEFAULT_CROP_PATH
 
@@ -206,19 +206,3 @@ def test_etcd_moves_between_ram_disk_and_disk_over_ssh_with_the_api_server_healt
     subprocess.run([str(local_cluster.root / "bin" / "kubectl"), "--kubeconfig", str(local_cluster.kubeconfig),
                     "-n", "default", "delete", "configmap", marker], check=True, capture_output=True)
 
-
-def test_down_leaves_no_process_mount_interface_rule_or_container(local_cluster: LocalCluster) -> None:
-    root = local_cluster.root
-    local_cluster.down()
-    leftovers = [p.info for p in psutil.process_iter(["pid", "cmdline"])
-                 if any(str(root) in arg for arg in (p.info["cmdline"] or []))]
-    assert leftovers == []
-    assert [line for line in open("/proc/mounts") if f" {root}" in line] == []
-    assert subprocess.run(["ip", "link", "show", BRIDGE], capture_output=True).returncode != 0
-    for save in ("iptables-save", "ip6tables-save"):
-        dump = subprocess.run([save], capture_output=True, text=True).stdout
-        assert filter_iptables_dump(dump)[1] == [], save
-        assert "KUBE-" not in dump and "CNI-" not in dump
-    assert not root.exists()
-    result = CliRunner().invoke(main, ["cluster", "status", "--json"])
-    assert result.exit_code == 1 and json.loads(result.output)["nodes_ready"] == 0

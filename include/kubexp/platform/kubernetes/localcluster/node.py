@@ -11,13 +11,15 @@ cluster made, and the folder itself; the build cache stays.
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import json
 import os
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,8 +117,25 @@ class LocalCluster:
                  "sshd", "etcd", "containerd")
         return [ManagedProcess(name, (), self.root) for name in names]
 
+    @contextlib.contextmanager
+    def exclusive(self, purpose: str = "operation") -> Iterator[None]:
+        """Hold the machine-wide lock of this cluster folder (`<folder>.<purpose>.lock`): one kubelet, one
+        bridge and one set of ports per machine, so concurrent `up`/`down` calls (or test sessions) wait."""
+        lock = self.root.with_name(f"{self.root.name}.{purpose}.lock")
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     # --- up -------------------------------------------------------------------------------------------------------
     def up(self, log: Callable[[str], None] = print) -> dict[str, Any]:
+        with self.exclusive():
+            return self._up(log)
+
+    def _up(self, log: Callable[[str], None]) -> dict[str, Any]:
         started = time.monotonic()
         self._check_host()
         if self.running():
@@ -156,7 +175,7 @@ class LocalCluster:
                 log(f"cluster: {what} up in {time.monotonic() - step_started:.1f} s")
         except (ProcessError, ClusterError, subprocess.CalledProcessError) as exc:
             log(f"cluster: start failed ({exc}); stopping what started")
-            self.down(log=lambda _line: None, keep_logs=True)
+            self._down(log=lambda _line: None, keep_logs=True)
             raise ClusterError(f"cluster up failed: {exc} (logs kept in {self.root}/logs)") from exc
         log(f"cluster: node {NODE_NAME} Ready, Kubernetes {build.KUBERNETES_VERSION}, "
             f"{time.monotonic() - started:.0f} s; kubeconfig {self.kubeconfig}")
@@ -186,7 +205,7 @@ class LocalCluster:
     def _clear_leftovers(self, log: Callable[[str], None]) -> None:
         if self.root.exists():
             log(f"cluster: clearing what an earlier cluster left in {self.root}")
-            self.down(log=log)
+            self._down(log=log)
 
     def _write_pki(self) -> None:
         pki = self.pki
@@ -344,7 +363,10 @@ state = "{root}/containerd/state"
         return done
 
     def _healthy(self, path: str) -> bool:
-        return self._kubectl("get", "--raw", path, check=False, timeout=10).returncode == 0
+        try:
+            return self._kubectl("get", "--raw", path, check=False, timeout=20).returncode == 0
+        except subprocess.TimeoutExpired:
+            return False
 
     def api_healthy(self) -> bool:
         return self._healthy("/readyz")
@@ -398,7 +420,10 @@ state = "{root}/containerd/state"
         ], ports=[10259]).start(timeout=120)
 
     def node_ready(self) -> bool:
-        done = self._kubectl("get", "node", NODE_NAME, "-o", "json", check=False, timeout=10)
+        try:
+            done = self._kubectl("get", "node", NODE_NAME, "-o", "json", check=False, timeout=20)
+        except subprocess.TimeoutExpired:
+            return False
         if done.returncode != 0:
             return False
         conditions = json.loads(done.stdout).get("status", {}).get("conditions", [])
@@ -443,8 +468,12 @@ state = "{root}/containerd/state"
                 "etcd_version": build.ETCD_VERSION, "processes": processes}
 
     # --- down -----------------------------------------------------------------------------------------------------
-    def down(self, log: Callable[[str], None] = print, keep_logs: bool = False) -> list[str]:
+    def down(self, log: Callable[[str], None] = print) -> list[str]:
         """Stop everything and remove what the cluster made. Returns what was stopped or removed."""
+        with self.exclusive():
+            return self._down(log)
+
+    def _down(self, log: Callable[[str], None], keep_logs: bool = False) -> list[str]:
         done: list[str] = []
         procs = {proc.name: proc for proc in self.recorded()}
         for name, proc in procs.items():

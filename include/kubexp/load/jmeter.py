@@ -127,8 +127,10 @@ class LocalJMeterServers:
 
     def stop(self) -> None:
         """Stop every server recorded in state_dir (also those of an earlier, crashed run)."""
+        # SIGKILL: a server has nothing to flush (its log is written as it goes, samples went to the master),
+        # and the JVM's orderly shutdown takes 0.5 s on a quiet machine (2.7 s seen in a busy cleanup).
         for pidfile in sorted((self.state_dir / "pids").glob("jmeter-server-*.pid")):
-            ManagedProcess(name=pidfile.stem, argv=(), state_dir=self.state_dir).stop()
+            ManagedProcess(name=pidfile.stem, argv=(), state_dir=self.state_dir, stop_signal=signal.SIGKILL).stop()
         self.addresses.clear()
 
 

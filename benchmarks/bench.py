@@ -6,7 +6,7 @@ kubexp, peer, the peer's value and the ratio kubexp / peer. Writes the table as 
 as JSON to results/bench-<UTC time>.{md,json} (git-ignored; results/latest.* point at the newest).
 `--readme` rewrites README.md's figures table (between its bench markers) from this run.
 
-    .venv/bin/python benchmarks/bench.py [--full] [--only NAME ...] [--readme]
+    .venv/bin/python benchmarks/bench.py [--full] [--only NAME ...] [--readme] [--from results/latest.json]
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "jtl": ("jtl_ingest.py", ["--rows", "1200000"], ["--rows", "7200000", "--repeat", "3"]),
     "store": ("store_ingest.py", ["--experiments", "200"], []),
-    "report": ("report.py", ["--seconds", "300"], []),
+    "report": ("report.py", ["--seconds", "300", "--repetitions", "2"], []),
     "ceiling": ("load_ceiling.py", ["--duration", "10"], ["--duration", "30"]),
     "overhead": ("orchestration_overhead.py", ["--runs", "2"], ["--runs", "5"]),
 }
@@ -49,7 +49,7 @@ def ratio(item: dict[str, Any]) -> str:
 def number(value: float | None, unit: str) -> str:
     if value is None:
         return "-"
-    text = f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.2f}" if abs(value) < 10 else f"{value:,.1f}"
+    text = f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}" if abs(value) < 10 else f"{value:,.1f}"
     return f"{text} {unit}"
 
 
@@ -79,12 +79,8 @@ def update_readme(table: str) -> None:
     README.write_text(f"{head}{BEGIN}\n{table}{END}{tail}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--full", action="store_true", help="the full settings (about an hour on 2 cores)")
-    parser.add_argument("--only", action="append", choices=sorted(BENCHMARKS), help="run only these benchmarks")
-    parser.add_argument("--readme", action="store_true", help="rewrite README.md's figures table from this run")
-    args = parser.parse_args()
+def run_all(full: bool, names: list[str]) -> tuple[str, list[dict[str, Any]], list[str]]:
+    """Run the benchmarks; write results/bench-<UTC time>.{md,json} and point results/latest.* at them."""
     RESULTS.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     collected = RESULTS / f"bench-{stamp}.json"
@@ -92,27 +88,44 @@ def main() -> None:
     load_before = os.getloadavg()
     started = time.perf_counter()
     failed = []
-    for name in args.only or BENCHMARKS:
-        script, short, full = BENCHMARKS[name]
-        command = [sys.executable, str(HERE / script), *(full if args.full else short), "--json", str(collected)]
+    for name in names:
+        script, short, long = BENCHMARKS[name]
+        command = [sys.executable, str(HERE / script), *(long if full else short), "--json", str(collected)]
         print(f"== {name}: {' '.join(command[1:])}", flush=True)
         began = time.perf_counter()
         if subprocess.run(command, cwd=ROOT).returncode != 0:
             failed.append(name)
         print(f"== {name}: {time.perf_counter() - began:.0f} s", flush=True)
     items = json.loads(collected.read_text())
-    mode = "full" if args.full else "short"
-    header = (f"`make bench{' FULL=1' if args.full else ''}` ({mode} mode), {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
-              f"{len(os.sched_getaffinity(0))} cores, load average {load_before[0]:.1f} at the start "
-              f"(> cores: the machine was busy with other work), {time.perf_counter() - started:.0f} s in all.")
-    table = markdown(items, header)
-    (RESULTS / f"bench-{stamp}.md").write_text(table)
+    header = (f"`make bench{' FULL=1' if full else ''}` ({'full' if full else 'short'} mode), "
+              f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {len(os.sched_getaffinity(0))} cores, load average "
+              f"{load_before[0]:.1f} at the start (above the core count: the machine was busy with other work), "
+              f"{time.perf_counter() - started:.0f} s in all.")
+    collected.write_text(json.dumps({"header": header, "figures": items, "failed": failed}, indent=1))
+    (RESULTS / f"bench-{stamp}.md").write_text(markdown(items, header))
     for suffix in ("md", "json"):
         latest = RESULTS / f"latest.{suffix}"
         latest.unlink(missing_ok=True)
         latest.symlink_to(f"bench-{stamp}.{suffix}")
+    print(f"written: {RESULTS / f'bench-{stamp}.md'} and .json")
+    return header, items, failed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--full", action="store_true", help="the full settings (about an hour on 2 cores)")
+    parser.add_argument("--only", action="append", choices=sorted(BENCHMARKS), help="run only these benchmarks")
+    parser.add_argument("--readme", action="store_true", help="rewrite README.md's figures table from this run")
+    parser.add_argument("--from", dest="source", type=Path,
+                        help="print (and with --readme, write) the table of an earlier run's JSON instead of running")
+    args = parser.parse_args()
+    if args.source:
+        saved = json.loads(args.source.read_text())
+        header, items, failed = saved["header"], saved["figures"], saved["failed"]
+    else:
+        header, items, failed = run_all(args.full, args.only or list(BENCHMARKS))
+    table = markdown(items, header)
     print("\n" + header + "\n\n" + console(items))
-    print(f"\nwritten: {RESULTS / f'bench-{stamp}.md'} and .json")
     if args.readme:
         if failed:
             raise SystemExit(f"not rewriting README.md: {', '.join(failed)} failed")

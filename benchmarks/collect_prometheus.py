@@ -32,6 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from kubexp.collect import prometheus, queries
 from kubexp.local_services import prometheus_process
 from kubexp.platform.local import appserver, haproxy
+from kubexp.platform.local.queries import LOCAL_QUERIES
 from kubexp.processes import ManagedProcess, free_port
 from kubexp.settings import REPO_ROOT
 
@@ -141,7 +142,7 @@ def main() -> None:
         server.start(timeout=60)
         try:
             instance = prometheus.PrometheusInstance("bench", f"http://127.0.0.1:{port}")
-            chosen = queries.render(queries.LOCAL_QUERIES, {"namespace": "kubexp", "rate_window": "5s"})
+            chosen = queries.render(LOCAL_QUERIES, {"namespace": "kubexp", "rate_window": "5s"})
             end = t0 + timedelta(seconds=seconds)
             for label, options in (("one request per query", prometheus.CollectOptions()),
                                    ("chunks of 300 points", prometheus.CollectOptions(max_points=300))):

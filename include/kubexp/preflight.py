@@ -170,13 +170,11 @@ def load_region_warnings(suite: Suite, params: Mapping[str, Any], problems: list
 def scenario_problems(suite: Suite) -> list[str]:
     """Scenarios of the suite that its platform or the load step would refuse, each named by index and id,
     so they fail here and not after teardown, etcd and deploy. Contacts nothing."""
+    from kubexp import platform
     from kubexp.load.properties import LoadParameterError, load_properties
     from kubexp.platform.base import Endpoint
 
-    if suite.platform == "local":
-        from kubexp.platform.local.testbed import scenario_refusal
-    else:
-        from kubexp.platform.kubernetes.platform import scenario_refusal
+    scenario_refusal = platform.kind(suite.platform).scenario_refusal
     servers = suite.load.get("servers", 1)
     engines = servers if isinstance(servers, int) else len(servers)
     problems = []

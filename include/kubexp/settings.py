@@ -12,13 +12,11 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SUITES_DIR = REPO_ROOT / "include" / "suites"
 SQL_DIR = REPO_ROOT / "sql"
 APP_DIR = REPO_ROOT / "app"
-RESULTS_CONN_ID = "kubexp_results"
 
 
 class SettingsError(ValueError):
@@ -96,42 +94,7 @@ def database_url() -> str:
     if url:
         return url
     if os.environ.get("AIRFLOW_CTX_DAG_ID"):  # the task runner exports its context for every task
-        return airflow_connection_url(RESULTS_CONN_ID)
+        from kubexp import connections
+
+        return connections.results_database_url()
     return local_database_url()
-
-
-def airflow_connection_url(conn_id: str) -> str:
-    """A libpq URL (postgresql://) from a PostgreSQL Airflow connection; extras that are not libpq
-    parameters (and nested ones, which get_uri packs into `__extra__`) are left out."""
-    from airflow.sdk import BaseHook
-    from airflow.sdk.exceptions import AirflowNotFoundException
-
-    try:
-        uri = BaseHook.get_connection(conn_id).get_uri()
-    except AirflowNotFoundException:
-        raise SettingsError(
-            f"Airflow connection {conn_id!r} is not defined: add it (Admin > Connections, or "
-            f"AIRFLOW_CONN_{conn_id.upper()}=postgresql://USER:PASSWORD@HOST:5432/DATABASE), "
-            f"or set KUBEXP_DATABASE_URL"
-        ) from None
-    parts = urlsplit(uri)
-    if parts.scheme not in ("postgres", "postgresql") or not parts.hostname:
-        raise SettingsError(f"Airflow connection {conn_id!r} must be a PostgreSQL connection with a host "
-                            f"(type postgres), not {parts.scheme or 'an empty URI'}")
-    extras: dict[str, object] = {}
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if key == "__extra__":
-            nested = json.loads(value)
-            extras.update(nested if isinstance(nested, dict) else {})
-        else:
-            extras[key] = value
-    known = _libpq_keywords()
-    query = urlencode({key: str(value) for key, value in extras.items()
-                       if key in known and isinstance(value, str | int) and not isinstance(value, bool)})
-    return urlunsplit(("postgresql", parts.netloc, parts.path, query, ""))
-
-
-def _libpq_keywords() -> set[str]:
-    import psycopg
-
-    return {option.keyword.decode() for option in psycopg.pq.Conninfo.get_defaults()}

@@ -18,6 +18,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from kubexp.platform import PLATFORMS
 from kubexp.settings import SUITES_DIR
 
 
@@ -80,7 +81,7 @@ SUITE_SCHEMA: dict[str, Any] = {
     "properties": {
         "suite": {"type": "string", "pattern": "^[a-z0-9-]+$", "maxLength": 200},
         "description": {"type": "string"},
-        "platform": {"enum": ["local", "kubernetes"]},
+        "platform": {"enum": list(PLATFORMS)},
         "cluster": {"type": "string", "pattern": "^[A-Za-z0-9._-]+$"},
         "repetitions": {"type": "integer", "minimum": 1},
         "seed": {"type": "integer"},
@@ -154,6 +155,10 @@ SUITE_SCHEMA: dict[str, Any] = {
             "properties": {
                 "warmup_s": {"type": "integer", "minimum": 0},
                 "cooldown_s": {"type": "integer", "minimum": 0},
+                "min_group_size": {"type": "integer", "minimum": 1},
+                "target_relative_ci_width": {"type": "number", "exclusiveMinimum": 0},
+                "confidence": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+                "alpha": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
             },
             "additionalProperties": False,
         },
@@ -317,6 +322,7 @@ def _allowed(error: jsonschema.ValidationError) -> str:
         return f"type {error.validator_value}"
     if error.validator in ("oneOf", "anyOf"):
         return " or ".join(_alternative(option) for option in error.validator_value)
-    if error.validator in ("minimum", "exclusiveMinimum", "maximum", "minItems", "pattern", "uniqueItems"):
+    if error.validator in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum", "minItems", "pattern",
+                           "uniqueItems"):
         return f"{error.validator} {error.validator_value}"
     return ""

@@ -170,8 +170,9 @@ def test_detected_window_when_the_suite_sets_none(stored_suite: StoredSuite) -> 
 
 
 @pytest.mark.parametrize(("analysis", "message"), [
-    ({"warmup": 3}, "analysis.warmup is not a setting"),
-    ({"warmup_s": -1}, "analysis.warmup_s = -1; allowed: an integer >= 0"),
+    ({"warmup": 3}, r"suite x: analysis: .*'warmup' was unexpected\); allowed: alpha, confidence, cooldown_s"),
+    ({"warmup_s": -1}, "suite x: analysis.warmup_s: -1 is less than the minimum of 0; allowed: minimum 0"),
+    ({"alpha": 1}, "analysis.alpha: .*; allowed: exclusiveMaximum 1"),
     ({"target_relative_ci_width": "10%"}, "target_relative_ci_width"),
     ({"min_group_size": True}, "min_group_size"),
 ])

@@ -20,6 +20,8 @@ from kubexp.collect.prometheus import (
     PrometheusInstance,
     PrometheusUnreachable,
 )
+from kubexp.platform.kubernetes.queries import KUBERNETES_QUERIES
+from kubexp.platform.local.queries import LOCAL_QUERIES
 from kubexp.processes import free_port
 from kubexp.records import MetricSeries
 from kubexp.suite import load_suite
@@ -208,7 +210,7 @@ def test_suite_queries_overlay_the_platform_defaults(tmp_path: Path) -> None:
     assert chosen["mine"] == 'rate(app_total{namespace="shop"}[30s])'
     assert chosen["etcd_has_leader"] == "max(etcd_server_has_leader)"
     assert 'namespace="shop"' in chosen["pod_cpu_cores"] and "[30s]" in chosen["pod_cpu_cores"]
-    assert set(queries.KUBERNETES_QUERIES) <= set(chosen)
+    assert set(KUBERNETES_QUERIES) <= set(chosen)
     assert [(i.name, i.url) for i in prometheus.resolve_instances(suite)] == [
         ("one", "http://127.0.0.1:9999"), ("two", "http://127.0.0.1:9998")]
     options = prometheus.options_from_suite(suite)
@@ -220,7 +222,7 @@ def test_local_suite_defaults_and_unknown_placeholders(tmp_path: Path, monkeypat
     path.write_text("suite: l\nplatform: local\nrepetitions: 1\nmatrix: {workers: [1]}\n")
     monkeypatch.setenv("KUBEXP_PROMETHEUS_URL", "http://127.0.0.1:19999")
     suite = load_suite(path)
-    assert set(prometheus.queries_for(suite)) == set(queries.LOCAL_QUERIES)
+    assert set(prometheus.queries_for(suite)) == set(LOCAL_QUERIES)
     assert "[5s]" in prometheus.queries_for(suite)["app_requests_per_second_by_code"]
     assert [(i.name, i.url) for i in prometheus.resolve_instances(suite)] == [("local", "http://127.0.0.1:19999")]
 

@@ -19,12 +19,13 @@ from metrics_stack import PASSWORD, USER, MetricsStack, running_stack
 
 from kubexp.collect import etcd_log, prometheus, queries
 from kubexp.collect.prometheus import CollectOptions, IncompleteMetricsError, PrometheusError, PrometheusInstance
+from kubexp.platform.local.queries import LOCAL_QUERIES
 from kubexp.store import attempts, db, ingest, migrations, suites
 from kubexp.suite import load_suite
 
 pytestmark = pytest.mark.slow
 
-LOCAL = queries.render(queries.LOCAL_QUERIES, {"namespace": "kubexp", "rate_window": "5s"})
+LOCAL = queries.render(LOCAL_QUERIES, {"namespace": "kubexp", "rate_window": "5s"})
 
 
 @pytest.fixture(scope="module")

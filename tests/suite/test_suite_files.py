@@ -159,3 +159,15 @@ def test_parse_suite_keeps_sections_for_their_owners() -> None:
     assert suite.load == {"servers": ["h:1099"], "region": "overload"} and suite.local == {"app_threads": 2}
     assert (suite.warmup_s, suite.cooldown_s) == (5, 0)
     assert suite.path == Path("inline.yaml")
+
+
+def test_every_documented_analysis_setting_is_accepted(tmp_path: Path) -> None:
+    """docs/analysis.md's settings table: the suite schema once refused all but warmup_s and cooldown_s."""
+    from kubexp.analysis.dataset import AnalysisSettings
+
+    documented = {"warmup_s": 10, "cooldown_s": 5, "min_group_size": 4, "target_relative_ci_width": 0.05,
+                  "confidence": 0.9, "alpha": 0.01}
+    suite = load_suite(write(tmp_path, {**MINIMAL, "analysis": documented}))
+    settings = AnalysisSettings.from_mapping(suite.analysis, seed=suite.seed)
+    assert {key: getattr(settings, key) for key in documented} == documented
+    assert "confidence" in error_of(tmp_path, {**MINIMAL, "analysis": {"confidence": 1.5}})

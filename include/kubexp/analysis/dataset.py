@@ -8,7 +8,6 @@ kubexp.analysis.figures and kubexp.analysis.comparisons.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +17,7 @@ import psycopg
 from kubexp.analysis import loaders, steady
 from kubexp.analysis.figures import varying
 from kubexp.analysis.stats import MIN_GROUP_SIZE
+from kubexp.suite import check_section
 
 # Parameters the figures facet by, kept on the per-second rows even when a suite does not vary them.
 FIGURE_PARAMETERS = ("pods", "workers", "mesh", "etcd_storage")
@@ -37,26 +37,11 @@ class AnalysisSettings:
     alpha: float = 0.05
     seed: int = 0
 
-    KEYS = ("warmup_s", "cooldown_s", "min_group_size", "target_relative_ci_width", "confidence", "alpha")
-
     @classmethod
     def from_mapping(cls, analysis: dict[str, Any], *, seed: int = 0, where: str = "suite") -> AnalysisSettings:
-        """From a suite's `analysis` section; errors name the key and the allowed values."""
-        unknown = sorted(set(analysis) - set(cls.KEYS))
-        if unknown:
-            raise ValueError(f"{where}: analysis.{unknown[0]} is not a setting; allowed: {', '.join(cls.KEYS)}")
-        checks: dict[str, tuple[type | tuple[type, ...], Callable[[Any], bool], str]] = {
-            "warmup_s": (int, lambda v: v >= 0, "an integer >= 0"),
-            "cooldown_s": (int, lambda v: v >= 0, "an integer >= 0"),
-            "min_group_size": (int, lambda v: v >= 1, "an integer >= 1"),
-            "target_relative_ci_width": ((int, float), lambda v: v > 0, "a number > 0 (0.1 = 10 %)"),
-            "confidence": ((int, float), lambda v: 0 < v < 1, "a number between 0 and 1"),
-            "alpha": ((int, float), lambda v: 0 < v < 1, "a number between 0 and 1"),
-        }
-        for key, value in analysis.items():
-            kind, valid, allowed = checks[key]
-            if isinstance(value, bool) or not isinstance(value, kind) or not valid(value):
-                raise ValueError(f"{where}: analysis.{key} = {value!r}; allowed: {allowed}")
+        """From a suite's `analysis` section, checked by its part of the suite schema (kubexp.suite): errors
+        name the key and the allowed values."""
+        check_section("analysis", analysis, where)
         return cls(**analysis, seed=seed)
 
     def window_description(self) -> str:

@@ -11,19 +11,18 @@ from pathlib import Path
 
 import click
 
+from kubexp import platform
 from kubexp.cli import main
 from kubexp.cli.render import find_scenario
 from kubexp.load import profiles
 from kubexp.load.jmeter import DEFAULT_SAMPLE_SENDER_MODE, jmeter_command
 from kubexp.load.properties import LoadParameterError, load_properties
 from kubexp.platform.base import Endpoint
-from kubexp.platform.kubernetes.manifests import DEFAULTS as MANIFEST_DEFAULTS
 from kubexp.settings import SUITES_DIR
 from kubexp.suite import Suite, SuiteError, load_suite, suite_files
 
 PROPERTIES_FILE = "load.properties"
 COMMAND_FILE = "jmeter-command.txt"
-NODE_PORT = int(MANIFEST_DEFAULTS["node_port"])
 _PROPERTY_REF = re.compile(r"\$\{__P\(\s*([^,)\s]+)\s*(?:,([^)]*))?\)\}")
 
 
@@ -120,9 +119,8 @@ def plan(suite_ref: str, wanted: str, out_dir: Path, host: str | None, port: int
     servers_setting = suite.load.get("servers", 1)
     servers = (list(servers_setting) if isinstance(servers_setting, list)
                else [f"127.0.0.1:LOCAL_JMETER_SERVER_{i}" for i in range(int(servers_setting))])
-    default_port = (suite.kubernetes.get("node_port") or NODE_PORT if suite.platform == "kubernetes"
-                    else suite.local.get("frontend_port") or 8080)
-    endpoint = Endpoint(host or suite.kubernetes.get("ingress_host") or "127.0.0.1", port or int(default_port))
+    planned = platform.kind(suite.platform).planned_endpoint(suite)
+    endpoint = Endpoint(host or planned.host, port or planned.port)
     try:
         profile = profiles.profile_of(suite.load)
         plan_file = profiles.plan_for(suite.load, scenario.params)

@@ -92,10 +92,10 @@ class PrometheusInstance:
     def from_connection(cls, name: str, conn_id: str) -> PrometheusInstance:
         """From an Airflow connection: host (a full URL, or host + schema + port), login/password for
         basic auth, or extra {"bearer_token": ...}; extra {"verify": false | "/path/ca.pem"}."""
-        from airflow.sdk import BaseHook
+        from kubexp import connections
 
         try:
-            conn = BaseHook.get_connection(conn_id)
+            conn = connections.connection(conn_id)
         except Exception as exc:  # AirflowNotFoundException and secrets-backend errors alike
             raise PrometheusError(f"Prometheus {name!r}: Airflow connection {conn_id!r} cannot be read ({exc}); "
                                   f"define it (e.g. env AIRFLOW_CONN_{conn_id.upper()})") from None

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from kubexp.records import PlatformEvent
 
@@ -52,7 +52,24 @@ class Unsupported(PlatformError):
 class Platform(ABC):
     """One target for experiments. Parameters are a scenario's normalised parameter mapping."""
 
-    name: str
+    name: ClassVar[str]
+    default_queries: ClassVar[Mapping[str, str]]  # Prometheus queries collected unless metrics.default_queries: false
+    rate_window: ClassVar[str]  # the range of their rate(): at least two scrapes of the platform's Prometheus
+
+    @classmethod
+    @abstractmethod
+    def from_suite(cls, suite: Suite) -> Platform:
+        """The platform configured from the suite's section of it; errors name the file and key."""
+
+    @classmethod
+    @abstractmethod
+    def planned_endpoint(cls, suite: Suite) -> Endpoint:
+        """Where the load will go as far as the suite says before anything is deployed (`kubexp load plan`)."""
+
+    @staticmethod
+    def scenario_refusal(params: Mapping[str, Any]) -> str | None:
+        """Why this platform cannot run a scenario; None when it can (preflight asks before anything runs)."""
+        return None
 
     @abstractmethod
     def check_nodes(self) -> list[NodeStatus]:

@@ -1,4 +1,4 @@
-"""A Kubernetes cluster reached through the cncf-kubernetes provider's KubernetesHook.
+"""A Kubernetes cluster reached through the cncf-kubernetes provider's KubernetesHook (kubexp.connections).
 
 Nodes and their Ready condition, server-side apply of rendered manifests, the rollout poke,
 namespace teardown that waits until the namespace is really gone, NodePort lookup and CRD
@@ -17,9 +17,10 @@ from kubexp.platform.base import NodeStatus, PlatformError
 from kubexp.platform.kubernetes.waiting import wait_until
 
 if TYPE_CHECKING:
-    from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
     from kubernetes.client import AppsV1Api, CoreV1Api
     from kubernetes.dynamic import DynamicClient
+
+    from kubexp.connections import KubernetesHook
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -41,9 +42,9 @@ class Cluster:
 
     @cached_property
     def hook(self) -> KubernetesHook:
-        from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+        from kubexp import connections
 
-        return KubernetesHook(conn_id=self.conn_id)
+        return connections.kubernetes_hook(self.conn_id)
 
     @cached_property
     def core(self) -> CoreV1Api:

@@ -85,13 +85,12 @@ def collect_remote(sources: Sequence[EtcdLogSource], start: datetime, end: datet
 
 
 def _fetch(source: EtcdLogSource, start: datetime, end: datetime, timeout_s: float) -> str:
-    from airflow.providers.ssh.hooks.ssh import SSHHook
+    from kubexp import connections
 
     line = shlex.join(source.command(start, end))
     where = f"etcd member {source.member!r} via SSH connection {source.ssh_conn_id!r}"
     try:
-        hook = SSHHook(ssh_conn_id=source.ssh_conn_id, cmd_timeout=timeout_s)
-        with hook.get_conn() as client:
+        with connections.ssh_client(source.ssh_conn_id, timeout_s) as client:
             status, out, err = exec_to_end(client, line, timeout_s)
     except Exception as exc:  # paramiko, socket and Airflow lookup errors alike
         raise EtcdLogError(f"{where}: `{line}` could not run ({exc}); check the connection") from exc

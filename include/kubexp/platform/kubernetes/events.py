@@ -42,10 +42,10 @@ def collect(conn_id: str, namespaces: Sequence[str], start: datetime, end: datet
     """Events in [start, end] of `namespaces` plus kube-system, and OOM kills of the app's pods, sorted by time.
 
     `reasons=None` keeps every event. `conn_id` is an Airflow Kubernetes connection (kubeconfig)."""
-    from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+    from kubexp import connections
 
     try:
-        api = KubernetesHook(conn_id=conn_id).core_v1_client
+        api = connections.kubernetes_hook(conn_id).core_v1_client
     except Exception as exc:  # connection lookup and kubeconfig errors alike
         raise KubeEventsError(f"cannot open the Kubernetes API via Airflow connection {conn_id!r} ({exc}); "
                               f"check its kube_config / kube_config_path") from exc

@@ -124,9 +124,9 @@ class OpenStackRebooter:
 
 def _connection_config(conn_id: str) -> dict[str, Any]:
     """openstack.connect arguments from an Airflow connection (secrets stay in the connection)."""
-    from airflow.sdk import BaseHook
+    from kubexp import connections
 
-    conn = BaseHook.get_connection(conn_id)
+    conn = connections.connection(conn_id)
     extra = dict(conn.extra_dejson)
     auth = {"auth_url": extra.pop("auth_url", None) or conn.host, "username": conn.login, "password": conn.password}
     top = {key: extra.pop(key) for key in _TOP_LEVEL if key in extra}

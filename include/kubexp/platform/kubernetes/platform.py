@@ -22,6 +22,7 @@ from kubexp.platform.kubernetes.etcd_ssh import EtcdReconfigurer
 from kubexp.platform.kubernetes.istio import Istio
 from kubexp.platform.kubernetes.loadhosts import load_hosts, restart_load_servers
 from kubexp.platform.kubernetes.openstack import OpenStackRebooter
+from kubexp.platform.kubernetes.queries import KUBERNETES_QUERIES, RATE_WINDOW
 from kubexp.records import PlatformEvent
 
 if TYPE_CHECKING:
@@ -41,6 +42,9 @@ def scenario_refusal(params: Mapping[str, Any]) -> str | None:
 
 class KubernetesPlatform(Platform):
     name = "kubernetes"
+    default_queries = KUBERNETES_QUERIES
+    rate_window = RATE_WINDOW
+    scenario_refusal = staticmethod(scenario_refusal)
 
     def __init__(self, settings: KubernetesSettings, cluster_name: str = "kubernetes", *,
                  echo: Callable[[str], None] = print) -> None:
@@ -51,6 +55,15 @@ class KubernetesPlatform(Platform):
     @classmethod
     def from_suite(cls, suite: Suite) -> KubernetesPlatform:
         return cls(settings_from_suite(suite), cluster_name=suite.cluster)
+
+    @classmethod
+    def planned_endpoint(cls, suite: Suite) -> Endpoint:
+        """kubernetes.ingress_host (else 127.0.0.1) and the app's NodePort (kubernetes.node_port, else the
+        manifests' default)."""
+        from kubexp.platform.kubernetes.manifests import DEFAULTS
+
+        port = suite.kubernetes.get("node_port") or DEFAULTS["node_port"]
+        return Endpoint(str(suite.kubernetes.get("ingress_host") or "127.0.0.1"), int(port))
 
     @cached_property
     def cluster(self) -> Cluster:

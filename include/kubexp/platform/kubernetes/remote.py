@@ -75,10 +75,10 @@ class RemoteHost:
 
     def _connect(self) -> paramiko.SSHClient:
         if self._client is None:
-            from airflow.providers.ssh.hooks.ssh import SSHHook
+            from kubexp import connections
 
             try:
-                self._client = SSHHook(ssh_conn_id=self.ssh_conn_id, cmd_timeout=self.timeout_s).get_conn()
+                self._client = connections.ssh_client(self.ssh_conn_id, self.timeout_s)
             except Exception as exc:  # paramiko, socket and Airflow lookup errors alike
                 raise PlatformError(
                     f"{self.label}: cannot open SSH via Airflow connection {self.ssh_conn_id!r} ({exc}); "

@@ -30,6 +30,7 @@ from kubexp.platform.local import appserver, cgroups, haproxy, journal, targets
 from kubexp.platform.local.config import LocalSettings
 from kubexp.platform.local.etcd import MEMBER, LocalEtcd
 from kubexp.platform.local.etcd import version as etcd_version
+from kubexp.platform.local.queries import LOCAL_QUERIES, RATE_WINDOW
 from kubexp.platform.local.replicas import ReplicaSpec, stop_replicas
 from kubexp.platform.local.supervisor import Deployment
 from kubexp.processes import ManagedProcess, ProcessError, free_port, port_is_free, tail
@@ -64,6 +65,9 @@ class LocalPlatform(Platform):
     """Replicas as processes in memory cgroups, HAProxy as the Service, a real local etcd."""
 
     name = "local"
+    default_queries = LOCAL_QUERIES
+    rate_window = RATE_WINDOW
+    scenario_refusal = staticmethod(scenario_refusal)
 
     def __init__(self, local: Mapping[str, Any] | LocalSettings | None = None, state_dir: Path | None = None,
                  origin: str = "local platform settings") -> None:
@@ -77,6 +81,11 @@ class LocalPlatform(Platform):
         from kubexp.load import profiles
 
         return cls(profiles.app_settings(suite.local, suite.load), origin=f"{suite.path}: section local")
+
+    @classmethod
+    def planned_endpoint(cls, suite: Suite) -> Endpoint:
+        """HAProxy's frontend: local.frontend_port, else 8080 (a free port is only chosen at deploy)."""
+        return Endpoint("127.0.0.1", int(suite.local.get("frontend_port") or 8080))
 
     # -- files of this platform ------------------------------------------------------------------
     @property

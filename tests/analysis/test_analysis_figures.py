@@ -66,3 +66,17 @@ def test_density_facets_are_capped_and_figures_handle_one_scenario(
                         "std": figures.std_per_scenario(single.steady),
                         "densities": figures.densities(single.steady)}.items():
         png_check(figures.save(drawn, tmp_path / f"single-{name}.png"))
+
+
+def test_timeline_marks_the_erroneous_region_and_draws_replicas() -> None:
+    seconds = pd.DataFrame({"t": range(10), "successes": [9, 9, 2, 1, 9, 9, 0, 0, 0, 9],
+                            "failures": [0, 0, 5, 5, 0, 1, 3, 3, 3, 0]})
+    assert figures.erroneous_regions(seconds) == [(2, 4), (6, 9)]
+    replicas = pd.DataFrame({"name": ["replicas_available"] * 3 + ["hpa_desired_replicas"] * 3,
+                             "t": [0, 4, 8] * 2, "value": [10, 6, 10, 10, 10, 10]})
+    figure = figures.timeline(seconds, pd.DataFrame(columns=["t", "kind"]), title="x", replicas=replicas)
+    main_axis, counts = figure.axes
+    labels = main_axis.get_legend().get_texts()
+    assert {t.get_text() for t in labels} >= {"erroneous region (failures > successes)", "ready replicas",
+                                              "HPA desired replicas"}
+    assert counts.get_ylabel() == "replicas"

@@ -186,3 +186,14 @@ def test_demo_suite_report_shows_no_95_percent_interval_at_two_repetitions(postg
     assert repetitions.count("none (see verdict)") == 2
     assert repetitions.count("no 95% interval: n = 2, and even the full range covers the median only 50.0% of "
                              "the time; 6 values are needed") == 2
+
+
+def test_report_draws_the_chosen_experiments_as_timelines(report_source: StoredSuite, tmp_path: Path) -> None:
+    with db.connect(report_source.url) as conn:
+        data = load_suite_data(conn, report_source.suite.name)
+        wanted = sorted(data.per_experiment["experiment_id"])[-1]
+        report = build_report(conn, report_source.suite.name, tmp_path / "out", experiments=[wanted])
+        with pytest.raises(ValueError, match="no-such-experiment are not finished experiments"):
+            build_report(conn, report_source.suite.name, tmp_path / "bad", experiments=["no-such-experiment"])
+    timelines = [f for f in report.figures if f.name.startswith("timeline-")]
+    assert [f.name for f in timelines] == ["timeline-1"] and f"experiment {wanted} (" in timelines[0].question

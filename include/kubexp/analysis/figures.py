@@ -246,9 +246,33 @@ def std_per_scenario(steady: pd.DataFrame) -> Figure:
     return figure
 
 
+REPLICA_SERIES = {"replicas_available": "ready replicas", "replicas_desired": "Deployment desired replicas",
+                  "hpa_desired_replicas": "HPA desired replicas"}
+
+
+def erroneous_regions(seconds: pd.DataFrame) -> list[tuple[int, int]]:
+    """[start, end) runs of seconds in which failed responses outnumber successful ones (the paper's
+    'erroneous region' of Fig. 6)."""
+    ordered = seconds.sort_values("t")
+    bad = (ordered["failures"] > ordered["successes"]).to_numpy()
+    t = ordered["t"].to_numpy()
+    regions: list[tuple[int, int]] = []
+    start: int | None = None
+    for second, is_bad in zip(t, bad, strict=True):
+        if is_bad and start is None:
+            start = int(second)
+        elif not is_bad and start is not None:
+            regions.append((start, int(second)))
+            start = None
+    if start is not None:
+        regions.append((start, int(t[-1]) + 1))
+    return regions
+
+
 def timeline(seconds: pd.DataFrame, events: pd.DataFrame, *, title: str, window: tuple[int, int] | None = None,
-             max_event_kinds: int = 8) -> Figure:
-    """Figs. 6-7: what happened during one experiment: successes, failures and platform events over time."""
+             max_event_kinds: int = 8, replicas: pd.DataFrame | None = None) -> Figure:
+    """Figs. 6-7: what happened during one experiment: successes, failures, platform events, the erroneous
+    region (failures > successes) and, where collected, ready and desired replicas (columns name, t, value)."""
     figure = Figure(figsize=(11, 4.5), layout="constrained")
     axis = figure.subplots()
     ordered = seconds.sort_values("t")
@@ -260,16 +284,31 @@ def timeline(seconds: pd.DataFrame, events: pd.DataFrame, *, title: str, window:
             axis.axvspan(first, window[0], color="0.85", label="outside steady window")
         if window[1] < last:
             axis.axvspan(window[1], last, color="0.85")
+    for i, (start, end) in enumerate(erroneous_regions(ordered)):
+        axis.axvspan(start, end, color="#d62728", alpha=0.12,
+                     label="erroneous region (failures > successes)" if i == 0 else None)
     kinds = events["kind"].value_counts().index[:max_event_kinds] if not events.empty else []
     for colour, kind in zip(COLOURS[2:] + COLOURS[:2], kinds, strict=False):
         times = events.loc[events["kind"] == kind, "t"]
         for i, t in enumerate(times):
             axis.axvline(t, color=colour, linestyle="--", alpha=0.8, label=f"{kind} ({len(times)})" if i == 0 else None)
+    handles, labels = axis.get_legend_handles_labels()
+    if replicas is not None and not replicas.empty:
+        counts = axis.twinx()
+        for (name, label), style in zip(REPLICA_SERIES.items(), ("-", ":", "-."), strict=True):
+            series = replicas[replicas["name"] == name].sort_values("t")
+            if not series.empty:
+                counts.step(series["t"], series["value"], where="post", color="0.2", linestyle=style, label=label)
+        counts.set_ylabel("replicas")
+        counts.set_ylim(bottom=0)
+        counts.yaxis.set_major_locator(MaxNLocator(integer=True))
+        more_handles, more_labels = counts.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
     axis.set_xlabel("t (s from load start)")
     axis.set_ylabel("responses/s")
     axis.set_ylim(bottom=0)
     axis.grid(alpha=0.3)
-    axis.legend(fontsize="small", loc="upper right")
+    axis.legend(handles, labels, fontsize="small", loc="upper right")
     axis.set_title(title, fontsize="medium")
     return figure
 

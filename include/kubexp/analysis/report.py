@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pandas as pd
 import psycopg
 
 from kubexp.analysis import figures, loaders, prediction
@@ -49,7 +51,18 @@ def timeline_experiments(data: SuiteData, count: int = TIMELINES) -> list[str]:
     return chosen[:count]
 
 
-def _render_figures(conn: psycopg.Connection, data: SuiteData, out_dir: Path) -> list[RenderedFigure]:
+def _replica_points(conn: psycopg.Connection, suite: str, experiment_ids: list[str]) -> pd.DataFrame:
+    """Ready and desired replicas per experiment and second (summed over series), where they were collected."""
+    frames = [loaders.metric_points(conn, suite, name=name, experiment_ids=experiment_ids)
+              for name in figures.REPLICA_SERIES]
+    points = pd.concat([f[["experiment_id", "name", "t", "value"]] for f in frames if not f.empty], ignore_index=True) \
+        if any(not f.empty for f in frames) else pd.DataFrame(columns=["experiment_id", "name", "t", "value"])
+    points = points.astype({"experiment_id": str, "name": str})
+    return points.groupby(["experiment_id", "name", "t"], as_index=False)["value"].sum()
+
+
+def _render_figures(conn: psycopg.Connection, data: SuiteData, out_dir: Path,
+                    timelines: list[str] | None = None) -> list[RenderedFigure]:
     folder = out_dir / "figures"
     rendered: list[RenderedFigure] = []
 
@@ -67,8 +80,9 @@ def _render_figures(conn: psycopg.Connection, data: SuiteData, out_dir: Path) ->
          figures.std_per_scenario(data.steady))
     keep("densities", "How are per-second successful responses distributed by etcd storage and mesh?",
          figures.densities(data.steady))
-    chosen = timeline_experiments(data)
+    chosen = timelines or timeline_experiments(data)
     raw = loaders.load_seconds(conn, data.suite["name"], experiment_ids=chosen, columns=("successes", "failures"))
+    replicas = _replica_points(conn, data.suite["name"], chosen)
     windows = data.windows.set_index("experiment_id")
     described = data.per_experiment.set_index("experiment_id")
     for number, experiment_id in enumerate(chosen, start=1):
@@ -80,16 +94,25 @@ def _render_figures(conn: psycopg.Connection, data: SuiteData, out_dir: Path) ->
              figures.timeline(raw[raw["experiment_id"] == experiment_id],
                               data.events[data.events["experiment_id"] == experiment_id],
                               title=f"experiment {experiment_id} - {params}, repetition {row['repetition']}",
-                              window=(int(window["window_start_s"]), int(window["window_end_s"]))))
+                              window=(int(window["window_start_s"]), int(window["window_end_s"])),
+                              replicas=replicas[replicas["experiment_id"] == experiment_id]))
     return rendered
 
 
 def build_report(conn: psycopg.Connection, suite: str, out_dir: Path, *,
-                 settings: AnalysisSettings | None = None) -> Report:
-    """Write out_dir/report.html (self-contained) and out_dir/figures/*.png; returns where and how long."""
+                 settings: AnalysisSettings | None = None, experiments: Sequence[str] = ()) -> Report:
+    """Write out_dir/report.html (self-contained) and out_dir/figures/*.png; returns where and how long.
+
+    experiments: the finished experiments to draw as timelines (Figs. 6-7); default: the most failures/s and
+    the most platform events."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
     data = load_suite_data(conn, suite, settings=settings)
+    finished = set(data.per_experiment["experiment_id"]) if not data.per_experiment.empty else set()
+    unknown = [e for e in experiments if e not in finished]
+    if unknown:
+        raise ValueError(f"experiment(s) {', '.join(unknown)} are not finished experiments of suite {suite} "
+                         f"with load data; `kubexp suite status {suite}` lists the suite's experiments")
     timings["load"] = time.perf_counter() - started
     mark = time.perf_counter()
     tables = comparisons(data.per_experiment, data.steady, data.parameters, data.settings) \
@@ -98,7 +121,7 @@ def build_report(conn: psycopg.Connection, suite: str, out_dir: Path, *,
     timings["statistics"] = time.perf_counter() - mark
     mark = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
-    rendered = _render_figures(conn, data, out_dir)
+    rendered = _render_figures(conn, data, out_dir, list(experiments) or None)
     timings["figures"] = time.perf_counter() - mark
     mark = time.perf_counter()
     sections = [

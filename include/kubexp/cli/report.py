@@ -24,7 +24,10 @@ def suite_name(argument: str) -> str:
 @click.argument("suite")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for report.html and figures/ (default: <run folder>/reports/SUITE).")
-def report(suite: str, out_dir: Path | None) -> None:
+@click.option("--experiment", "experiments", multiple=True,
+              help="A finished experiment to draw as a timeline (Figs. 6-7); repeat for several. Default: the one "
+                   "with the most failures/s and the one with the most platform events.")
+def report(suite: str, out_dir: Path | None, experiments: tuple[str, ...]) -> None:
     """Write the HTML report of SUITE (a suite name or file) from the results database.
 
     Reads KUBEXP_DATABASE_URL (default: the local services' database).
@@ -37,7 +40,7 @@ def report(suite: str, out_dir: Path | None) -> None:
     target = out_dir or settings.run_dir() / "reports" / name
     try:
         with db.connect() as conn:
-            result = build_report(conn, name, target)
+            result = build_report(conn, name, target, experiments=experiments)
     except (AnalysisDataError, db.StoreError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"report: {result.path}")

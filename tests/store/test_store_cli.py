@@ -48,7 +48,8 @@ def test_validate_reports_problems_with_exit_code_1(cli: CliRunner, tmp_path: Pa
     result = cli.invoke(main, ["suite", "validate", str(bad)])
     assert result.exit_code == 1 and "pods_max=1 is below pods=2" in result.output and str(bad) in result.output
     for platform, section, expected in (
-        ("kubernetes", "kubernetes: {namepsace: x}", "kubernetes: unknown key(s) namepsace; allowed: app_server, app_threads"),
+        ("kubernetes", "kubernetes: {namepsace: x}",
+         "kubernetes: unknown key(s) namepsace; allowed: app_server, app_threads"),
         ("local", "local: {app_threads: 0}", "section local: app_threads must be > 0"),
     ):  # sections the platform checks key by key: validate runs those checks too
         bad.write_text(f"suite: bad\nplatform: {platform}\nrepetitions: 1\nmatrix: {{pods: [1]}}\n{section}\n")

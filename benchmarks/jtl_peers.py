@@ -19,11 +19,15 @@ ENGINE_REGEX = r"^(\S+:\d+)-"
 
 
 def _kubexp_collect(path: Path, out: Path) -> None:
-    """What an experiment does: run_load finds t0 and the end (sample_span), collect aggregates from t0."""
-    from kubexp.load.jtl import aggregate, sample_span
+    """What an experiment does: the load step aggregates from the smallest timeStamp and keeps the result
+    beside the JTL (t0 and the end come from it); collect's aggregate from that t0 reads it back."""
+    from kubexp.load.jtl import aggregate, aggregate_and_keep, kept_path
 
-    span = sample_span(path)
-    aggregate(path, span.first_start_ms).frame.to_parquet(out)
+    try:
+        loaded = aggregate_and_keep(path)
+        aggregate(path, loaded.t0_ms).frame.to_parquet(out)
+    finally:
+        kept_path(path).unlink(missing_ok=True)
 
 
 def _polars(path: Path, out: Path) -> None:

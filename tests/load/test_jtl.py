@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from jtl_reference import assert_matches_reference, nearest_rank
 
-from kubexp.load.jtl import JMETER_DEFAULT_COLUMNS, JtlError, aggregate, response_class, sample_span
+from kubexp.load.jtl import JMETER_DEFAULT_COLUMNS, JtlError, aggregate, aggregate_and_keep, kept_path, response_class
 from kubexp.load.jtl_reader import layout_of, record_ranges
 from kubexp.records import LOAD_SECOND_COLUMNS
 
@@ -72,7 +72,7 @@ def test_default_t0_is_the_smallest_timestamp_even_when_it_comes_late(tmp_path: 
     result = aggregate(path, block_size=16 << 10)
     assert result.t0_ms == T0 + 123
     assert_matches_reference(result.frame, path)
-    assert sample_span(path).first_start_ms == T0 + 123
+    assert result.last_end_ms == T0 + 500 + 2999 * 10 + 5  # the latest sample's start + elapsed
 
 
 def test_no_header_row_uses_jmeters_default_column_order(tmp_path: Path) -> None:
@@ -136,7 +136,7 @@ def test_truncated_last_line_is_dropped_and_counted(tmp_path: Path) -> None:
     result = aggregate(path, T0)
     assert (result.rows, result.malformed) == (50, 1)
     assert result.frame["connect_mean_ms"].iloc[0] == 1.0
-    assert sample_span(path).rows == 50
+    assert aggregate(path).rows == 50  # t0 from the file: same row rules
 
 
 def test_malformed_lines_are_counted_and_fatal_only_above_the_share(tmp_path: Path) -> None:
@@ -210,7 +210,7 @@ def test_parallel_parts_give_the_same_rows(tmp_path: Path, monkeypatch: pytest.M
         assert (split.rows, split.malformed) == (single.rows, single.malformed)
         pd.testing.assert_frame_equal(split.frame, single.frame)
     assert aggregate(path, parts=4).t0_ms == aggregate(path, parts=1).t0_ms
-    assert sample_span(path, parts=3) == sample_span(path, parts=1)
+    assert aggregate(path, parts=3).last_end_ms == aggregate(path, parts=1).last_end_ms
 
 
 def test_a_cut_never_falls_inside_a_quoted_newline(tmp_path: Path) -> None:
@@ -228,3 +228,24 @@ def test_a_cut_never_falls_inside_a_quoted_newline(tmp_path: Path) -> None:
     assert text[cut - 1:cut] == b"\n" and text[cut:].startswith(f"{T0 + 50},5,".encode())
     result = aggregate(path, T0, parts=2)
     assert (result.rows, result.malformed) == (101, 0)
+
+
+def test_collect_reads_back_what_the_load_step_kept_while_the_file_is_unchanged(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kubexp.load import jtl
+
+    path = random_jtl(tmp_path / "kept.jtl", 5_000, seed=3)
+    loaded = aggregate_and_keep(path)
+    assert kept_path(path).exists() and loaded.t0_ms is not None and loaded.last_end_ms is not None
+    fresh = aggregate(path, loaded.t0_ms, parts=1)
+    with monkeypatch.context() as patch:  # collect of the unchanged file from the same t0: no parsing at all
+        patch.setattr(jtl, "_read", lambda *args: pytest.fail("the JTL was parsed again"))
+        again = aggregate(path, loaded.t0_ms)
+    pd.testing.assert_frame_equal(again.frame, fresh.frame)
+    assert (again.rows, again.malformed, again.last_end_ms) == (fresh.rows, fresh.malformed, fresh.last_end_ms)
+    with path.open("a") as handle:
+        handle.write("broken line\nanother broken line\n")
+    assert aggregate(path, loaded.t0_ms).malformed == fresh.malformed + 2  # the file changed: parsed again
+    aggregate_and_keep(path)  # never refuses; collect's own limit still applies to the kept counts
+    with pytest.raises(JtlError, match="more than the allowed 0.0%"):
+        aggregate(path, loaded.t0_ms, max_malformed_share=0.0)

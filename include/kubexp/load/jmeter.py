@@ -24,7 +24,7 @@ from typing import Any
 
 from kubexp.load import saturation
 from kubexp.load.home import jmeter_argv, jmeter_home, jvm_args
-from kubexp.load.jtl import sample_span
+from kubexp.load.jtl import aggregate_and_keep
 from kubexp.load.profiles import OPEN_LOOP_PLAN, PLANS_DIR, PROFILES
 from kubexp.load.properties import load_properties, request_bound_s
 from kubexp.load.ramdisk import require_ramdisk
@@ -246,8 +246,8 @@ def run_load(params: Mapping[str, Any], endpoint: Endpoint, results_dir: Path, *
         raise LoadError(f"{problem}. Plan {plan}; output {output}; log {log}:\n{tail(output)}")
     if not jtl.exists():
         raise LoadError(f"JMeter wrote no results file {jtl}; see {output} and {log}")
-    span = sample_span(jtl)
-    if span.rows == 0 or span.first_start_ms is None or span.last_end_ms is None:
+    span = aggregate_and_keep(jtl)  # t0, the end and the per-second rows (collect reads them back), in one pass
+    if span.rows == 0 or span.t0_ms is None or span.last_end_ms is None:
         raise LoadError(f"JMeter wrote no sample to {jtl} (is {endpoint.url} reachable from the JMeter "
                         f"{'servers ' + ', '.join(servers) if servers else 'host'}?); see {log}")
     generator = saturation.assess(
@@ -255,7 +255,7 @@ def run_load(params: Mapping[str, Any], endpoint: Endpoint, results_dir: Path, *
         server_cpu_s={name: servers_after[name] - servers_before[name] for name in servers_after
                       if name in servers_before},
         duration_s=float(params["duration_s"]), intended_rate_per_s=params.get("arrival_rate_per_s"))
-    return LoadRun(jtl=jtl, t0=_utc(span.first_start_ms), t0_ms=span.first_start_ms, ended_at=_utc(span.last_end_ms),
+    return LoadRun(jtl=jtl, t0=_utc(span.t0_ms), t0_ms=span.t0_ms, ended_at=_utc(span.last_end_ms),
                    started_at=started_at, log=log, output=output, plan=plan, servers=tuple(servers),
                    properties=properties, samples=span.rows, generator=generator)
 

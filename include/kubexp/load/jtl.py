@@ -9,6 +9,7 @@ whatever the file size, and rows may come in any order.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -16,27 +17,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from kubexp.load.jtl_reader import (
     JMETER_DEFAULT_COLUMNS,
-    REQUIRED_COLUMNS,
     JtlError,
     Layout,
     batches,
-    booleans,
     first_timestamp,
-    integers,
     layout_of,
     record_ranges,
 )
 from kubexp.load.jtl_seconds import Accumulator, Classifier, merge, response_class
 from kubexp.records import LOAD_SECOND_COLUMNS
 
-__all__ = ["JMETER_DEFAULT_COLUMNS", "MAX_MALFORMED_SHARE", "JtlError", "JtlResult", "SampleSpan", "aggregate",
-           "response_class", "sample_span", "too_many_malformed"]
+__all__ = ["JMETER_DEFAULT_COLUMNS", "MAX_MALFORMED_SHARE", "JtlError", "JtlResult", "aggregate", "aggregate_and_keep",
+           "kept_path", "response_class", "too_many_malformed"]
 
 MAX_MALFORMED_SHARE = 0.01  # default; a suite sets load.max_malformed_share
 
@@ -47,6 +45,7 @@ class JtlResult:
     rows: int  # samples aggregated
     malformed: int  # lines skipped: wrong field count, unparsable or empty values, a truncated last line
     t0_ms: int | None  # the t0 used (None only for a file without samples and no t0 given)
+    last_end_ms: int | None = None  # the latest sample's end (timeStamp + elapsed); None without samples
 
 
 WANTED = ("timeStamp", "elapsed", "success", "responseCode", "bytes", "allThreads", "Latency", "Connect", "threadName")
@@ -137,63 +136,69 @@ def aggregate(path: Path | str, t0_ms: int | None = None, *, max_malformed_share
     parts: parallel readers for a large file (default: one per core, at most 2).
     """
     path = Path(path)
+    kept = _kept(path, t0_ms, columns)
+    if kept is not None:
+        _check_malformed(path, kept.malformed, kept.rows + kept.malformed, max_malformed_share)
+        return kept
     layout = layout_of(path, columns)
     parts = parts or default_parts()
     acc, invalid_lines = _read(path, layout, t0_ms, block_size, parts)
     if t0_ms is None and acc.min_ts is not None and acc.t0_ms is not None and acc.min_ts < acc.t0_ms:
         acc, invalid_lines = _read(path, layout, acc.min_ts, block_size, parts)  # an earlier sample came late
     malformed = invalid_lines + acc.bad_values + int(layout.truncated_tail)
-    total = acc.rows + malformed
+    _check_malformed(path, malformed, acc.rows + malformed, max_malformed_share)
+    if acc.rows == 0:
+        frame = pd.DataFrame({name: pd.Series(dtype="float64") for name in LOAD_SECOND_COLUMNS})
+        return JtlResult(frame, 0, malformed, acc.t0_ms)
+    return JtlResult(merge(acc), acc.rows, malformed, acc.t0_ms, acc.max_end)
+
+
+def _check_malformed(path: Path, malformed: int, total: int, max_malformed_share: float) -> None:
     if too_many_malformed(malformed, total, max_malformed_share):
         raise JtlError(f"{path}: {malformed} of {total} lines are malformed ({malformed / total:.1%}), more than "
                        f"the allowed {max_malformed_share:.1%}; check the file or raise the limit "
                        f"(suite: load.max_malformed_share; kubexp jtl aggregate --max-malformed-share)")
-    if acc.rows == 0:
-        frame = pd.DataFrame({name: pd.Series(dtype="float64") for name in LOAD_SECOND_COLUMNS})
-        return JtlResult(frame, 0, malformed, acc.t0_ms)
-    return JtlResult(merge(acc), acc.rows, malformed, acc.t0_ms)
 
 
-@dataclass(frozen=True)
-class SampleSpan:
-    first_start_ms: int | None  # earliest timeStamp (a sample's start)
-    last_end_ms: int | None  # latest timeStamp + elapsed
-    rows: int  # well-formed samples
-    malformed: int
+def kept_path(path: Path) -> Path:
+    """Where aggregate_and_keep puts a JTL's per-second rows: beside it."""
+    return path.with_name(path.name + ".seconds.parquet")
 
 
-class _SpanPart:
-    def __init__(self) -> None:
-        self.invalid = [0]
-        self.first: int | None = None
-        self.last: int | None = None
-        self.rows = self.bad = 0
-
-    def add(self, batch: pa.RecordBatch) -> None:
-        cols = dict(zip(batch.schema.names, batch.columns, strict=True))
-        stamps, stamps_ok = integers(cols["timeStamp"])
-        elapsed, elapsed_ok = integers(cols["elapsed"])
-        valid = elapsed >= 0
-        for ok in (stamps_ok, elapsed_ok, booleans(cols["success"])[1]):
-            if ok is not None:
-                valid &= ok
-        kept = int(np.count_nonzero(valid))
-        self.bad += len(valid) - kept
-        if kept:
-            self.rows += kept
-            starts, ends = stamps[valid], stamps[valid] + elapsed[valid]
-            self.first = min(int(starts.min()), self.first if self.first is not None else int(starts.min()))
-            self.last = max(int(ends.max()), self.last if self.last is not None else int(ends.max()))
+def _stamp(path: Path) -> str:
+    stat = path.stat()
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
 
 
-def sample_span(path: Path | str, *, columns: Sequence[str] | None = None, block_size: int = 4 << 20,
-                parts: int | None = None) -> SampleSpan:
-    """When the samples of a JTL start and end, reading only the columns that says (same row rules as aggregate)."""
+def aggregate_and_keep(path: Path | str) -> JtlResult:
+    """aggregate() from the smallest timeStamp, never refusing malformed lines, and the result kept beside the
+    JTL: the load step learns t0 and the end from it, and collect's aggregate() of the same, unchanged file
+    from that t0 reads it back instead of parsing the file a second time (it still applies its own
+    max_malformed_share)."""
     path = Path(path)
-    layout = layout_of(path, columns)
-    done = _scan(path, layout, REQUIRED_COLUMNS, _SpanPart, block_size=block_size, parts=parts or default_parts())
-    firsts = [part.first for part in done if part.first is not None]
-    lasts = [part.last for part in done if part.last is not None]
-    return SampleSpan(min(firsts) if firsts else None, max(lasts) if lasts else None,
-                      sum(part.rows for part in done),
-                      sum(part.invalid[0] + part.bad for part in done) + int(layout.truncated_tail))
+    result = aggregate(path, max_malformed_share=1.0)
+    if result.rows:
+        metadata = {"stamp": _stamp(path), "t0_ms": result.t0_ms, "rows": result.rows,
+                    "malformed": result.malformed, "last_end_ms": result.last_end_ms}
+        table = pa.Table.from_pandas(result.frame, preserve_index=False)
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                               b"kubexp": json.dumps(metadata).encode()})
+        partial = kept_path(path).with_suffix(".partial")
+        pq.write_table(table, partial)
+        partial.replace(kept_path(path))
+    return result
+
+
+def _kept(path: Path, t0_ms: int | None, columns: Sequence[str] | None) -> JtlResult | None:
+    """The result aggregate_and_keep kept for this file as it is now and this t0, if any."""
+    kept = kept_path(path)
+    if t0_ms is None or columns is not None or not kept.exists():
+        return None
+    try:
+        table = pq.read_table(kept)
+        metadata = json.loads((table.schema.metadata or {})[b"kubexp"])
+    except (OSError, KeyError, ValueError, pa.ArrowInvalid):
+        return None
+    if metadata["stamp"] != _stamp(path) or metadata["t0_ms"] != t0_ms:
+        return None
+    return JtlResult(table.to_pandas(), metadata["rows"], metadata["malformed"], t0_ms, metadata["last_end_ms"])

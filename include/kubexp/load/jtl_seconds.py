@@ -68,6 +68,7 @@ class Accumulator:
         self.rows = 0
         self.bad_values = 0
         self.min_ts: int | None = None
+        self.max_end: int | None = None  # latest timeStamp + elapsed (a sample's end)
         self.columns: set[str] = set()
         self.sums: list[tuple[np.ndarray, np.ndarray]] = []  # seconds, (k, 7) sums (see SUM_FIELDS)
         self.hists: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # second, elapsed, count
@@ -82,6 +83,8 @@ class Accumulator:
         self.bad_values += other.bad_values
         if other.min_ts is not None:
             self.min_ts = other.min_ts if self.min_ts is None else min(self.min_ts, other.min_ts)
+        if other.max_end is not None:
+            self.max_end = other.max_end if self.max_end is None else max(self.max_end, other.max_end)
         self.columns |= other.columns
         self.sums += other.sums
         self.hists += other.hists
@@ -109,6 +112,8 @@ class Accumulator:
         ts = values["timeStamp"]
         batch_min = int(ts.min())
         self.min_ts = batch_min if self.min_ts is None else min(self.min_ts, batch_min)
+        batch_end = int((ts + values["elapsed"]).max())
+        self.max_end = batch_end if self.max_end is None else max(self.max_end, batch_end)
         if self.t0_ms is None:
             self.t0_ms = batch_min  # provisional; aggregate() re-runs if an earlier sample turns up later
         second = np.floor_divide(ts - self.t0_ms, 1000)

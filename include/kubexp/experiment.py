@@ -133,9 +133,9 @@ def _store() -> Iterator[psycopg.Connection]:
 def _beat(conn: psycopg.Connection, current: Current) -> None:
     """Renew the cluster lease and the attempt's heartbeat; fail loudly if another run took over."""
     suite = current.suite
-    if not selection.try_lock_cluster(conn, suite.cluster, current.holder, lease_s(suite)):
+    if not selection.try_lock_cluster(conn, platforms.lease_key(suite), current.holder, lease_s(suite)):
         raise ExperimentError(
-            f"cluster {suite.cluster!r} is locked by another run: the lease of {current.holder} expired "
+            f"cluster {suite.cluster!r} ({platforms.lease_key(suite)}) is locked by another run: the lease of {current.holder} expired "
             f"(no step for {lease_s(suite)} s?); {current.label} is left for a later run")
     if current.attempt_id is not None:
         attempts.heartbeat(conn, current.attempt_id)
@@ -167,9 +167,11 @@ def lock_cluster(suite_path: str | Path, dag_id: str, run_id: str) -> bool:
     suite = load_suite(suite_path)
     _ensure_schema()
     with _store() as conn:
-        taken = selection.try_lock_cluster(conn, suite.cluster, lock_holder(dag_id, run_id), lease_s(suite))
+        taken = selection.try_lock_cluster(conn, platforms.lease_key(suite), lock_holder(dag_id, run_id),
+                                           lease_s(suite))
     if not taken:
-        log.info("cluster %s is busy (another experiment runs on it); waiting", suite.cluster)
+        log.info("cluster %s (%s) is busy (another experiment runs on it); waiting",
+                 suite.cluster, platforms.lease_key(suite))
     return taken
 
 
@@ -195,7 +197,8 @@ def select(suite_path: str | Path, run: RunRef, params: Mapping[str, Any]) -> Cu
                 except selection.SelectionError as exc:  # the user's choice: retrying cannot help
                     raise ExperimentError(str(exc)) from exc
             else:
-                chosen = selection.select_next_experiment(conn, suite, run.holder, lease_s=lease_s(suite))
+                chosen = selection.select_next_experiment(
+                    conn, suite, run.holder, lease=(platforms.lease_key(suite), lease_s(suite)))
         if chosen is None:
             log.info("suite %s is complete: every experiment is finished (or claimed by a running attempt)",
                      suite.name)
@@ -212,6 +215,8 @@ def select(suite_path: str | Path, run: RunRef, params: Mapping[str, Any]) -> Cu
             return current
         attempt_id = attempts.open_attempt(conn, chosen.experiment_id, run.run_id, run.try_number,
                                            socket.gethostname())
+        for earlier in attempts.supersede_earlier_tries(conn, chosen.experiment_id, run.run_id, run.try_number):
+            log.warning("attempt %s of an earlier try of this run was still open: closed as failed", earlier)
         current = dataclasses.replace(current, attempt_id=attempt_id, results_dir=str(results / str(attempt_id)))
         try:
             attempts.record_provenance(conn, attempt_id, {
@@ -377,7 +382,7 @@ def collect(data: Mapping[str, Any], load_run: Mapping[str, Any]) -> dict[str, A
     Everything is normalised to t = 0 (the load start); storing replaces earlier rows of the
     experiment, so a retried collect never duplicates a row. Returns a summary for finalize."""
     from kubexp.artifacts import archive
-    from kubexp.collect import prometheus
+    from kubexp.collect import prometheus, queries
     from kubexp.load import jtl
     from kubexp.records import Artifact
     from kubexp.store import ingest
@@ -408,10 +413,13 @@ def collect(data: Mapping[str, Any], load_run: Mapping[str, Any]) -> dict[str, A
             "non_finite_points": {str(key): count for key, count in metrics.non_finite.items()}}})
     load_seconds = max(1, math.floor((end - t0).total_seconds()))
     shares = prometheus.completeness(metrics.series, 0, load_seconds)
-    metric_problems = prometheus.completeness_problems(shares, suite.metrics.get("required", []),
+    metric_problems = prometheus.completeness_problems(shares, queries.required_for(suite),
                                                        float(suite.metrics.get("completeness_min", 0.9)))
-    return {"rows": parsed.rows, "malformed": parsed.malformed, "seconds": len(parsed.frame),
-            "requests": int(parsed.frame["requests"].sum()) if len(parsed.frame) else 0,
+    frame = parsed.frame
+    inside = frame[(frame["t"] >= 0) & (frame["t"] < int(current.params["duration_s"]))]
+    return {"rows": parsed.rows, "malformed": parsed.malformed,
+            "seconds": int((inside["requests"] > 0).sum()),  # seconds of [0, duration) with a request
+            "requests": int(inside["requests"].sum()), "no_response": int(inside["failures_other"].sum()),
             "series": len(metrics.series), "events": len(events), "artifacts": len(kept),
             "metric_problems": metric_problems, "generator": load_run.get("generator")}
 
@@ -420,7 +428,12 @@ def finalize(data: Mapping[str, Any], collected: Mapping[str, Any]) -> None:
     """Check the postconditions, then mark the experiment finished (its data are the attempt's)."""
     from kubexp.store import experiments
 
-    current = _current(data)
+    current = Current.from_xcom(data)
+    with _store() as conn:
+        if _outcome(conn, _attempt(current)) == "succeeded":  # a retry after the commit went through
+            log.info("%s was already finished by attempt %s", current.label, current.attempt_id)
+            return
+        _beat(conn, current)
     problems = postconditions.postconditions(current.suite, current.params, collected)
     if problems:
         raise ExperimentError(f"{current.label}: postconditions failed: " + "; ".join(problems)
@@ -448,10 +461,14 @@ def cleanup(data: Mapping[str, Any] | None, suite_path: str | Path, dag_id: str,
     """Always runs: keep the evidence of a failed attempt, remove the SUT, stop local load servers,
     close a still-open attempt, free the cluster.
 
-    Every part is tried even if an earlier one fails; the first error is raised at the end."""
+    The destructive parts (teardown, stopping the load servers) run only after renewing (or taking
+    back) the cluster lease: a run that went quiet past its lease and lost the cluster to another run
+    only closes its attempt and says so. Every part is tried even if an earlier one fails; the first
+    error is raised at the end."""
     from kubexp.load import servers
 
     suite = load_suite(suite_path)
+    key, holder = platforms.lease_key(suite), lock_holder(dag_id, run_id)
     errors: list[BaseException] = []
 
     def attempt(part: str, action: Callable[[], object]) -> None:
@@ -463,23 +480,32 @@ def cleanup(data: Mapping[str, Any] | None, suite_path: str | Path, dag_id: str,
             errors.append(exc)
         log.info("cleanup: %s took %.1f s", part, time.monotonic() - started)
 
+    with _store() as conn:
+        holds = selection.try_lock_cluster(conn, key, holder, lease_s(suite))
+        other = None if holds else selection.cluster_lock_holder(conn, key)
+    lost = (f"{holder} does not hold the lease on {key} any more ({other[0] if other else 'another run'} took it "
+            f"after it expired); teardown and stopping the load servers are skipped so as not to destroy its run")
+    if not holds:
+        log.warning("cleanup: %s", lost)
     current = Current.from_xcom(data) if data else None
     if current is not None and not current.dry_run:
         attempt("stopping leftover load processes", lambda: servers.stop_leftover(Path(current.results_dir)))
         if current.attempt_id is not None:
             attempt("keeping the raw files of the attempt", lambda: keep_evidence(current))
-        # Independent, and each takes seconds (graceful stops): side by side.
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            pool.submit(attempt, "platform teardown", lambda: current.platform.teardown())
-            pool.submit(attempt, "stopping the load servers", lambda: servers.stop(current.suite))
+        if holds:  # Independent, and each takes seconds (graceful stops): side by side.
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                pool.submit(attempt, "platform teardown", lambda: current.platform.teardown())
+                pool.submit(attempt, "stopping the load servers", lambda: servers.stop(current.suite))
         shutil.rmtree(current.results_dir, ignore_errors=True)  # archived by load, or just now by keep_evidence
     with _store() as conn:
         if current is not None and current.attempt_id is not None and _outcome(conn, current.attempt_id) == "running":
             # Normally closed by finalize or the failure callback; this catches a killed task.
             where = f"{', '.join(failed_steps)} failed" if failed_steps else "the run ended before finalize"
             attempts.close_attempt(conn, current.attempt_id, "failed",
-                                   f"{where} without closing the attempt (task process killed?)")
-        selection.release_cluster(conn, suite.cluster, lock_holder(dag_id, run_id))
+                                   f"{where} without closing the attempt (task process killed?)"
+                                   + ("" if holds else f"; {lost}"))
+        if holds:
+            selection.release_cluster(conn, key, holder)
     if errors:
         raise errors[0]
 

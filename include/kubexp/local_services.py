@@ -48,6 +48,10 @@ def _as_postgres_user() -> list[str]:
     return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
 
 
+# initdb's superuser; kubexp and Airflow connect as the role `kubexp`, which owns their databases only.
+ADMIN_ROLE = "kubexp_admin"
+
+
 @dataclass
 class Postgres:
     """A PostgreSQL 15 server with its own data dir under `root`."""
@@ -60,8 +64,8 @@ class Postgres:
     def data_dir(self) -> Path:
         return self.root / "postgres" / "data"
 
-    def url(self, database: str, driver: str = "postgresql") -> str:
-        return f"{driver}://kubexp:{self.password}@127.0.0.1:{self.port}/{database}"
+    def url(self, database: str, driver: str = "postgresql", user: str = "kubexp") -> str:
+        return f"{driver}://{user}:{self.password}@127.0.0.1:{self.port}/{database}"
 
     def process(self) -> ManagedProcess:
         sockets = self.root / "postgres" / "run"
@@ -77,11 +81,13 @@ class Postgres:
         """The port opens before recovery ends ("the database system is starting up"): wait for a session."""
         import psycopg
 
-        try:
-            with psycopg.connect(self.url("postgres"), connect_timeout=2):
-                return True
-        except psycopg.OperationalError:
-            return False
+        for user in (ADMIN_ROLE, "kubexp"):  # a data folder from before ADMIN_ROLE knows only kubexp
+            try:
+                with psycopg.connect(self.url("postgres", user=user), connect_timeout=2):
+                    return True
+            except psycopg.OperationalError:
+                continue
+        return False
 
     def init(self) -> None:
         if (self.data_dir / "PG_VERSION").exists():
@@ -92,14 +98,16 @@ class Postgres:
         base = self.root / "postgres"
         (base / "run").mkdir(parents=True, exist_ok=True)
         pwfile = base / "pwfile"
-        pwfile.write_text(self.password + "\n")
-        if os.geteuid() == 0:
+        pwfile.unlink(missing_ok=True)
+        with os.fdopen(os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+            out.write(self.password + "\n")
+        if os.geteuid() == 0:  # the database folder only: the run folder holds JMeter, PID files, secrets
             user = pwd.getpwnam("postgres")
-            for path in (self.root, base, base / "run", pwfile):
+            for path in (base, base / "run", pwfile):
                 os.chown(path, user.pw_uid, user.pw_gid)
         try:
             subprocess.run(
-                [*_as_postgres_user(), str(PG_BIN / "initdb"), "-D", str(self.data_dir), "-U", "kubexp",
+                [*_as_postgres_user(), str(PG_BIN / "initdb"), "-D", str(self.data_dir), "-U", ADMIN_ROLE,
                  "--pwfile", str(pwfile), "--auth-host=scram-sha-256", "--auth-local=scram-sha-256",
                  "-E", "UTF8", "--no-locale"],
                 check=True, capture_output=True, text=True,
@@ -121,13 +129,24 @@ class Postgres:
         return started
 
     def create_databases(self, *names: str) -> None:
-        import psycopg
+        """Create the role `kubexp` (no superuser) if missing, and each database it owns.
 
-        with psycopg.connect(self.url("postgres"), autocommit=True, connect_timeout=10) as conn:
+        A data folder initialised before ADMIN_ROLE existed has `kubexp` as its superuser: used as it is."""
+        import psycopg
+        from psycopg import sql
+
+        try:
+            conn = psycopg.connect(self.url("postgres", user=ADMIN_ROLE), autocommit=True, connect_timeout=10)
+        except psycopg.OperationalError:
+            conn = psycopg.connect(self.url("postgres"), autocommit=True, connect_timeout=10)
+        with conn:
+            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'kubexp'").fetchone():
+                conn.execute(sql.SQL("CREATE ROLE kubexp LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}")
+                             .format(sql.Literal(self.password)))
             for name in names:
                 exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
                 if not exists:
-                    conn.execute(f'CREATE DATABASE "{name}"')  # name is one of our constants
+                    conn.execute(sql.SQL("CREATE DATABASE {} OWNER kubexp").format(sql.Identifier(name)))
 
 
 def prometheus_process(root: Path, port: int) -> ManagedProcess:

@@ -7,6 +7,9 @@ from typing import Any
 
 from kubexp.suite import Suite
 
+# Above this share of requests without any HTTP response the SUT was down or unreachable, not slow.
+MAX_CONNECTION_FAILURE_SHARE = 0.1
+
 
 def max_malformed_share(suite: Suite) -> float:
     """The share of malformed JTL lines the suite tolerates (load.max_malformed_share)."""
@@ -15,16 +18,29 @@ def max_malformed_share(suite: Suite) -> float:
     return float(suite.load.get("max_malformed_share", MAX_MALFORMED_SHARE))
 
 
+def max_connection_failure_share(suite: Suite) -> float:
+    """The share of requests without any HTTP response (refused, reset, timed out) the suite tolerates."""
+    return float(suite.load.get("max_connection_failure_share", MAX_CONNECTION_FAILURE_SHARE))
+
+
 def postconditions(suite: Suite, params: Mapping[str, Any], collected: Mapping[str, Any]) -> list[str]:
-    """What must hold before an experiment counts as finished: its data are complete and stored."""
+    """What must hold before an experiment counts as finished: its data are complete and stored.
+
+    `seconds` counts the seconds of [0, duration) with a request (load.jtl.loaded_seconds); `requests`
+    and `no_response` (JTL failures_other) are counted inside the same window."""
     from kubexp.load.jtl import too_many_malformed
 
     problems = []
     duration = int(params["duration_s"])
-    if collected.get("requests", 0) <= 0:
+    requests, no_response = collected.get("requests", 0), collected.get("no_response", 0)
+    if requests <= 0:
         problems.append("the load produced no request")
     if collected.get("seconds", 0) < 0.9 * duration:
         problems.append(f"load rows cover {collected.get('seconds', 0)} s of {duration} s")
+    limit_share = max_connection_failure_share(suite)
+    if requests > 0 and no_response / requests > limit_share:
+        problems.append(f"{no_response} of {requests} requests ({no_response / requests:.1%}) got no HTTP response "
+                        f"(load.max_connection_failure_share in {suite.path}: {limit_share:.1%})")
     malformed, rows, limit = collected.get("malformed", 0), collected.get("rows", 0), max_malformed_share(suite)
     if too_many_malformed(malformed, rows + malformed, limit):
         problems.append(f"{malformed} malformed JTL lines of {rows + malformed}, more than the allowed {limit:.1%} "

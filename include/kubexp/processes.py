@@ -164,9 +164,12 @@ class ManagedProcess:
         return proc.pid if proc is not None else None
 
     def start(self, timeout: float = 60.0) -> bool:
-        """Start unless already running; wait until ready. Returns False if it was running."""
+        """Start unless already running; wait until ready. Returns False if it was running.
+
+        Processes left in the session of an earlier start whose leader died (kill -9) are ended first."""
         if self.running_pid() is not None:
             return False
+        self.stop(timeout=10)
         for port in self.ports:
             if not port_is_free(port):
                 raise ProcessError(
@@ -209,16 +212,21 @@ class ManagedProcess:
         return all(port_accepts(port) for port in self.ports)
 
     def stop(self, timeout: float = 30.0) -> bool:
-        """Signal the process group, wait, then SIGKILL what is left. False if not running."""
+        """Signal the process and its session, wait, then SIGKILL what is left. False if nothing ran.
+
+        Children left behind by a leader that died (kill -9: reparented, still in its session) are
+        ended too: the kernel never gives a session's id to a new process while the session has members."""
         pid = self.running_pid()
+        orphans = _session_members(_recorded_pid(self.pidfile)) if pid is None else []
         self.pidfile.unlink(missing_ok=True)
-        if pid is None:
+        if pid is None and not orphans:
             return False
-        group = _group_members(pid)
-        try:
-            os.killpg(pid, self.stop_signal)
-        except ProcessLookupError:
-            pass
+        group = list({*_group_members(pid), *_session_members(pid)}) if pid is not None else orphans
+        for proc in group:
+            try:
+                proc.send_signal(self.stop_signal)
+            except psutil.NoSuchProcess:
+                pass
         alive = _wait_gone(group, timeout)
         for proc in alive:
             try:
@@ -253,6 +261,31 @@ def _running(proc: psutil.Process) -> bool:
     except (psutil.NoSuchProcess, psutil.TimeoutExpired, ChildProcessError):
         pass
     return False
+
+
+def _recorded_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _session_members(sid: int | None) -> list[psutil.Process]:
+    """Live processes of session `sid` (a dead leader's orphans, or a live leader's whole session)."""
+    if sid is None or (psutil.pid_exists(sid) and _session_of(sid) != sid):
+        return []  # the id now belongs to a process outside that session: the session is empty
+    members = []
+    for proc in psutil.process_iter():
+        if _session_of(proc.pid) == sid and _running(proc):
+            members.append(proc)
+    return members
+
+
+def _session_of(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except OSError:
+        return None
 
 
 def _group_members(pid: int) -> list[psutil.Process]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,9 +70,19 @@ def local_secrets() -> dict[str, str]:
         "airflow_fernet_key": _fernet_key(),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        json.dump(values, out)
+    # Written whole into a private temporary file, then linked into place: a crash never leaves a
+    # half-written file, and of two first starts at once the second reads the first one's secrets.
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".secrets-")  # mode 0600
+    try:
+        with os.fdopen(fd, "w") as out:
+            json.dump(values, out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.link(temporary, path)
+    except FileExistsError:
+        return dict(json.loads(path.read_text()))
+    finally:
+        os.unlink(temporary)
     return values
 
 

@@ -106,6 +106,7 @@ SUITE_SCHEMA: dict[str, Any] = {
                 "generator_rate_per_s": {"type": "number", "exclusiveMinimum": 0},
                 "max_malformed_share": {"type": "number", "minimum": 0, "maximum": 1},
                 "refuse_saturated_generator": {"type": "boolean"},
+                "max_connection_failure_share": {"type": "number", "minimum": 0, "maximum": 1},
             },
             "additionalProperties": False,
         },

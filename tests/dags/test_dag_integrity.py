@@ -208,3 +208,39 @@ def test_errors_that_need_a_fix_fail_every_step_without_a_retry(dagbag, error: s
     # A service that did not answer is worth the retry; so is any other error.
     assert _state_after(dag.get_task("preflight"), ServiceUnavailable("database down")) == "up_for_retry"
     assert _state_after(dag.get_task("collect"), RuntimeError("Prometheus busy")) == "up_for_retry"
+
+
+def _interpolate(text: str, env: dict[str, str]) -> str:
+    """docker compose's interpolation of ${NAME}, ${NAME:-default} and $$ (enough for our file)."""
+    text = re.sub(r"(?<!\$)\$\{(\w+)(?::-([^}]*))?\}", lambda m: env.get(m[1]) or (m[2] or ""), text)
+    return text.replace("$$", "$")
+
+
+def test_compose_binds_to_loopback_and_refuses_the_example_secrets(tmp_path: Path) -> None:
+    compose = yaml.safe_load((REPO_ROOT / "docker-compose.yaml").read_text())
+    published = [port for service in compose["services"].values() for port in service.get("ports", [])]
+    assert published and all(_interpolate(port, {}).startswith("127.0.0.1:") for port in published)
+    assert all(_interpolate(port, {"KUBEXP_BIND_ADDRESS": "0.0.0.0"}).startswith("0.0.0.0:") for port in published)
+    init = compose["services"]["airflow-init"]
+    example = dict(line.split("=", 1) for line in (REPO_ROOT / "docker" / "example.env").read_text().splitlines()
+                   if line and not line.startswith("#"))
+    generated = {key: f"generated-{key.lower()}" for key in example}
+
+    def run_init(dotenv: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        env = {"PATH": str(tmp_path), "KUBEXP_SECRETS": _interpolate(init["environment"]["KUBEXP_SECRETS"], dotenv)}
+        script = _interpolate(init["command"][-1], dotenv)
+        return subprocess.run(["/bin/bash", "-c", script], env=env, capture_output=True, text=True, timeout=30)
+
+    refused = run_init(example)
+    assert refused.returncode == 1 and "KUBEXP_POSTGRES_PASSWORD in .env is empty or the example's change-me" \
+        in refused.stderr
+    one_left = run_init({**generated, "AIRFLOW_JWT_SECRET": "change-me"})
+    assert one_left.returncode == 1 and "AIRFLOW_JWT_SECRET in .env" in one_left.stderr
+    accepted = run_init(generated)  # goes on to write the password file (no /opt/kubexp-home here)
+    assert "in .env is empty" not in accepted.stderr and "/opt/kubexp-home/airflow-passwords.json" in accepted.stderr
+
+
+def test_dotenv_with_the_secrets_is_ignored_by_git() -> None:
+    """Preflight refuses a dirty checkout: an untracked .env would make users commit their secrets."""
+    result = subprocess.run(["git", "check-ignore", "-q", ".env"], cwd=REPO_ROOT, timeout=30)
+    assert result.returncode == 0

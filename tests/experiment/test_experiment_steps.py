@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from kubexp import experiment
+from kubexp import platform as platforms
 from kubexp.load.jtl import JMETER_DEFAULT_COLUMNS, JtlError
 from kubexp.settings import SUITES_DIR
 from kubexp.store import attempts, db, selection
@@ -39,11 +40,41 @@ def test_lock_is_per_cluster_and_released_by_cleanup(suite_path: Path, database_
     assert experiment.lock_cluster(suite_path, "other-suite", "manual__2")
 
 
+def _variant(suite_path: Path, name: str, **changes: object) -> Path:
+    document = yaml.safe_load(suite_path.read_text())
+    document.update(suite=name, **changes)
+    path = suite_path.with_name(f"{name}.yaml")
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def test_the_lease_is_keyed_on_the_real_target_not_the_cluster_name(
+        suite_path: Path, kubexp_home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Two local suites naming different clusters share one run folder, hence one local platform:
+    the second waits (it used to run at once and tear down the first one's replicas)."""
+    a = _variant(suite_path, "suite-a", cluster="cluster-a")
+    b = _variant(suite_path, "suite-b", cluster="cluster-b")
+    assert experiment.lock_cluster(a, "suite-a", "manual__1")
+    assert not experiment.lock_cluster(b, "suite-b", "manual__1")
+    with pytest.raises(selection.ClusterBusy, match=f"local:{kubexp_home}"):
+        experiment.select(b, experiment.RunRef("suite-b", "manual__1", 1), {})
+    monkeypatch.setenv("KUBEXP_HOME", str(tmp_path / "other-home"))  # another run folder: another platform
+    assert experiment.lock_cluster(b, "suite-b", "manual__1")
+    k8s = {"platform": "kubernetes", "matrix": {"workers": [1]}}
+    one = _variant(suite_path, "k-one", cluster="k-a", kubernetes={"conn_id": "kx_a", "namespace": "ns-1"}, **k8s)
+    two = _variant(suite_path, "k-two", cluster="k-b", kubernetes={"conn_id": "kx_a", "namespace": "ns-2"}, **k8s)
+    three = _variant(suite_path, "k-three", cluster="k-a", kubernetes={"conn_id": "kx_b"}, **k8s)
+    assert experiment.lock_cluster(one, "k-one", "manual__1")
+    # teardown removes every kubexp namespace and Istio of the connection's cluster: one lease per connection
+    assert not experiment.lock_cluster(two, "k-two", "manual__1")
+    assert experiment.lock_cluster(three, "k-three", "manual__1")
+
+
 def select_then_release(suite_path: Path, database_url: str, number: int) -> experiment.Current | None:
     """Select as run `number`, then give the cluster back (as if it had ended) so the next run may select."""
     current = experiment.select(suite_path, run(number), {})
     with db.connect(database_url) as conn:
-        selection.release_cluster(conn, "steps-cluster", run(number).holder)
+        selection.release_cluster(conn, platforms.lease_key(load_suite(suite_path)), run(number).holder)
     return current
 
 
@@ -98,7 +129,7 @@ def test_failure_then_cleanup_leaves_the_experiment_for_a_later_run(suite_path: 
         assert (outcome, error) == ("failed", "load: JMeter exited with code 1")
         assert conn.execute("SELECT status, claimed_by FROM experiment WHERE id = %s",
                             (current.experiment_id,)).fetchone() == ("unfinished", None)
-        assert selection.cluster_lock_holder(conn, "steps-cluster") is None
+        assert selection.cluster_lock_holder(conn, platforms.lease_key(load_suite(suite_path))) is None
     again = experiment.select(suite_path, run(2), {"experiment": current.experiment_id})
     assert again is not None and again.experiment_id == current.experiment_id
 
@@ -111,6 +142,40 @@ def test_cleanup_closes_an_attempt_whose_task_was_killed(suite_path: Path, datab
         outcome, error = conn.execute("SELECT outcome, error FROM attempt WHERE id = %s",
                                       (current.attempt_id,)).fetchone() or (None, None)
     assert outcome == "failed" and "before finalize" in error
+
+
+def test_cleanup_of_a_run_that_lost_its_lease_touches_nothing_of_the_new_holder(
+        suite_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Run 1 went quiet past its lease and run 2 took the cluster: run 1's cleanup must not tear down
+    run 2's SUT nor stop its load servers; it only closes its own attempt and says why."""
+    from kubexp import preflight
+    from kubexp.platform.local import LocalPlatform
+
+    destroyed: list[str] = []
+    monkeypatch.setattr(LocalPlatform, "teardown", lambda self: destroyed.append("teardown"))
+    monkeypatch.setattr(preflight, "stop_load_servers", lambda suite: destroyed.append("load servers"))
+    key = platforms.lease_key(load_suite(suite_path))
+    current = experiment.select(suite_path, run(1), {})
+    assert current is not None
+    with db.connect(database_url) as conn:
+        conn.execute("UPDATE cluster_lock SET expires_at = now() - interval '1 second'")
+    assert experiment.lock_cluster(suite_path, "steps", "manual__2")  # the expired lease is taken over
+    experiment.cleanup(current.to_xcom(), suite_path, "steps", "manual__1")
+    assert destroyed == []
+    assert "does not hold the lease" in caplog.text and "skipped" in caplog.text
+    with db.connect(database_url) as conn:
+        assert selection.cluster_lock_holder(conn, key) == (run(2).holder, True)
+        outcome, error = conn.execute("SELECT outcome, error FROM attempt WHERE id = %s",
+                                      (current.attempt_id,)).fetchone() or (None, None)
+    assert outcome == "failed" and "lease" in error
+    # With the lease free (expired, nobody took it), cleanup takes it first and does its work.
+    experiment.cleanup(None, suite_path, "steps", "manual__2")
+    current = experiment.select(suite_path, run(4), {})
+    assert current is not None
+    with db.connect(database_url) as conn:
+        conn.execute("UPDATE cluster_lock SET expires_at = now() - interval '1 second'")
+    experiment.cleanup(current.to_xcom(), suite_path, "steps", "manual__4")
+    assert sorted(destroyed) == ["load servers", "teardown"]
 
 
 def test_overrides_change_settings_never_scenarios(suite_path: Path) -> None:
@@ -154,6 +219,100 @@ def test_collect_applies_the_suites_malformed_limit_and_records_the_counts(
     with db.connect(database_url) as conn:
         facts = attempts.provenance(conn, current.attempt_id)
     assert facts["collect"]["jtl"] == {"rows": 20, "malformed": 2, "max_malformed_share": 0.1}
+
+
+def _samples(path: Path, t0_ms: int, offsets_ms: list[int], code: str = "200") -> Path:
+    ok = "true" if code == "200" else "false"
+    lines = [f"{t0_ms + offset},5,request,{code},OK,workers 1-1,text,{ok},,100,50,1,1,http://x/,5,0,1"
+             for offset in offsets_ms]
+    path.write_text("\n".join([",".join(JMETER_DEFAULT_COLUMNS), *lines]) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(("offsets_ms", "code", "problem"), [
+    ([0, 19_000], "200", "load rows cover 2 s of 20 s"),  # first-to-last span 20 s: it used to finish
+    ([i * 100 for i in range(200)] + [25_000], "200", ""),  # a late straggler adds no second
+    ([i * 100 for i in range(200)], "Non HTTP response code: java.net.ConnectException",
+     "200 of 200 requests (100.0%) got no HTTP response"),  # a dead SUT: it used to finish
+])
+def test_finalize_counts_seconds_with_requests_and_refuses_a_dead_sut(
+        suite_path: Path, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        offsets_ms: list[int], code: str, problem: str) -> None:
+    from kubexp import preflight
+    from kubexp.collect import prometheus
+
+    monkeypatch.setattr(prometheus, "collect_for_suite", lambda *args: prometheus.Collection(series=[]))
+    t0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    t0_ms = int(t0.timestamp() * 1000)
+    load_run = {"jtl": str(_samples(tmp_path / "run.jtl", t0_ms, offsets_ms, code)), "t0_ms": t0_ms,
+                "t0": t0.isoformat(), "ended_at": (t0 + timedelta(seconds=20)).isoformat(), "artifacts": []}
+    assert experiment.lock_cluster(suite_path, "steps", "manual__1")
+    current = experiment.select(suite_path, run(1), {})
+    assert current is not None and current.params["duration_s"] == 20
+    collected = experiment.collect(current.to_xcom(), load_run)
+    load_problems = [text for text in preflight.postconditions(current.suite(), current.params, collected)
+                     if "load rows" in text or "HTTP response" in text]
+    assert load_problems == ([problem + (" (load.max_connection_failure_share in "
+                                         f"{suite_path}: 10.0%)" if "HTTP" in problem else "")]
+                             if problem else [])
+
+
+def test_prometheus_completeness_gates_finishing_by_default(
+        suite_path: Path, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo suite sets no metrics.required: the local platform's default series are required anyway."""
+    from kubexp.collect import prometheus
+
+    monkeypatch.setattr(prometheus, "collect_for_suite", lambda *args: prometheus.Collection(series=[]))
+    t0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    t0_ms = int(t0.timestamp() * 1000)
+    load_run = {"jtl": str(_samples(tmp_path / "run.jtl", t0_ms, [i * 100 for i in range(200)])), "t0_ms": t0_ms,
+                "t0": t0.isoformat(), "ended_at": (t0 + timedelta(seconds=20)).isoformat(), "artifacts": []}
+    assert "required" not in load_suite(suite_path).metrics
+    assert experiment.lock_cluster(suite_path, "steps", "manual__1")
+    current = experiment.select(suite_path, run(1), {})
+    assert current is not None
+    assert experiment.collect(current.to_xcom(), load_run)["metric_problems"] == [
+        "required metric 'scrape_up' returned no series", "required metric 'haproxy_active_servers' returned no series"]
+    relaxed = dataclasses.replace(current, overrides={"metrics": {"required": []}})
+    assert experiment.collect(relaxed.to_xcom(), load_run)["metric_problems"] == []
+
+
+def test_a_retried_finalize_after_its_commit_succeeds(
+        suite_path: Path, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kubexp.collect import prometheus
+
+    monkeypatch.setattr(prometheus, "collect_for_suite", lambda *args: prometheus.Collection(series=[]))
+    t0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    t0_ms = int(t0.timestamp() * 1000)
+    load_run = {"jtl": str(_samples(tmp_path / "run.jtl", t0_ms, [i * 100 for i in range(200)])), "t0_ms": t0_ms,
+                "t0": t0.isoformat(), "ended_at": (t0 + timedelta(seconds=20)).isoformat(), "artifacts": []}
+    assert experiment.lock_cluster(suite_path, "steps", "manual__1")
+    current = experiment.select(suite_path, run(1), {"overrides": {"metrics": {"required": []}}})
+    assert current is not None
+    collected = {**experiment.collect(current.to_xcom(), load_run), "artifacts": 1}
+    experiment.finalize(current.to_xcom(), collected)
+    experiment.finalize(current.to_xcom(), collected)  # the retry of a try whose commit went through
+    with db.connect(database_url) as conn:
+        assert conn.execute("SELECT status, finished_attempt_id FROM experiment WHERE id = %s",
+                            (current.experiment_id,)).fetchone() == ("finished", current.attempt_id)
+
+
+def test_a_select_killed_after_claiming_is_resumed_by_its_retry(suite_path: Path, database_url: str) -> None:
+    """Try 1 claimed an experiment (and even opened its attempt), then died: try 2 takes the same experiment
+    and closes try 1's attempt, instead of leaving the claim orphaned until it goes stale."""
+    first = experiment.select(suite_path, run(1), {})
+    assert first is not None
+    retried = experiment.select(suite_path, experiment.RunRef("steps", "manual__1", 2), {})
+    assert retried is not None and retried.experiment_id == first.experiment_id
+    assert retried.attempt_id != first.attempt_id
+    forced = experiment.select(suite_path, experiment.RunRef("steps", "manual__1", 3),
+                               {"experiment": first.experiment_id})
+    assert forced is not None and forced.experiment_id == first.experiment_id
+    with db.connect(database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM experiment WHERE claimed_by IS NOT NULL").fetchone() == (1,)
+        assert conn.execute("SELECT count(*) FROM selection").fetchone() == (1,)
+        outcomes = conn.execute("SELECT outcome FROM attempt ORDER BY id").fetchall()
+    assert [outcome for (outcome,) in outcomes] == ["failed", "failed", "running"]
 
 
 def test_an_etcd_dry_run_stops_the_experiment_without_a_retry(

@@ -17,6 +17,7 @@ from scratch_dirs import reachable_tmpdir
 
 from kubexp import settings
 from kubexp.processes import ManagedProcess, ProcessError, free_port, port_is_free
+from kubexp.services import Postgres
 
 
 def _env(home: Path, **ports: int) -> dict[str, str]:
@@ -270,3 +271,93 @@ def test_bad_port_setting_is_one_line_naming_the_variable(tmp_path: Path, comman
     assert result.returncode == 1
     assert result.stderr.splitlines() == [f"Error: KUBEXP_AIRFLOW_PORT{problem}; set it to an integer 1-65535"]
     assert not (tmp_path / "run").exists()
+
+
+_IGNORES_TERM = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                 "open({ready!r}, 'w').close(); time.sleep(600)")
+
+
+def _orphaned_worker(tmp_path: Path) -> tuple[ManagedProcess, psutil.Process]:
+    """A managed 'scheduler' whose worker child ignores SIGTERM, then the scheduler is killed with -9:
+    the worker is orphaned (reparented) but stays in the scheduler's session."""
+    ready = tmp_path / "worker-ready"
+    code = _IGNORES_TERM.format(ready=str(ready))
+    proc = ManagedProcess("scheduler", ["sh", "-c", f'{sys.executable} -c "{code}" & wait'], tmp_path,
+                          ready=ready.exists)
+    proc.start(timeout=30)
+    assert proc.pid is not None
+    [worker] = [child for child in psutil.Process(proc.pid).children(recursive=True)
+                if "SIG_IGN" in " ".join(child.cmdline())]
+    os.kill(proc.pid, 9)
+    psutil.Process(proc.pid).wait(5)
+    assert worker.is_running() and worker.ppid() != proc.pid
+    return proc, worker
+
+
+def test_stop_ends_the_orphaned_children_of_a_killed_service(tmp_path: Path) -> None:
+    proc, worker = _orphaned_worker(tmp_path)
+    assert proc.stop(timeout=2)  # the recorded leader is gone, its session is not
+    worker.wait(10)
+    assert not worker.is_running()
+
+
+def test_start_clears_the_orphans_of_an_earlier_run_first(tmp_path: Path) -> None:
+    proc, worker = _orphaned_worker(tmp_path)
+    (tmp_path / "worker-ready").unlink()
+    again = ManagedProcess("scheduler", ["sleep", "600"], tmp_path)
+    assert again.start(timeout=10)
+    worker.wait(10)
+    assert not worker.is_running()
+    assert again.stop(timeout=5)
+
+
+def test_secrets_file_is_never_left_half_written(kubexp_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def crash(values: object, out: object) -> None:
+        out.write('{"postgres_password": "abc')  # type: ignore[attr-defined]
+        raise KeyboardInterrupt  # the process is stopped mid-write
+
+    monkeypatch.setattr(json, "dump", crash)
+    with pytest.raises(KeyboardInterrupt):
+        settings.local_secrets()
+    monkeypatch.undo()
+    monkeypatch.setenv("KUBEXP_HOME", str(kubexp_home))
+    assert not (kubexp_home / "secrets.json").exists() and list(kubexp_home.iterdir()) == []
+    first = settings.local_secrets()
+    assert settings.local_secrets() == first
+    assert (kubexp_home / "secrets.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_results_role_is_no_superuser_and_initdb_secrets_stay_private(postgres_server: Postgres,
+                                                                      database_url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT rolsuper, rolcreaterole, rolcreatedb FROM pg_roles WHERE rolname = "
+                            "current_user").fetchone() == (False, False, False)
+        assert conn.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()"
+                            ).fetchone() == ("kubexp",)
+    assert not (postgres_server.root / "postgres" / "pwfile").exists()
+
+
+def test_initdb_password_file_is_0600_and_only_the_database_folder_changes_owner(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seen from inside initdb: the password file's mode, and who owns the run folder meanwhile."""
+    import kubexp.services as services_module
+
+    seen: dict[str, int] = {}
+
+    def fake_initdb(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        pwfile = Path(argv[argv.index("--pwfile") + 1])
+        seen.update(pwfile_mode=pwfile.stat().st_mode & 0o777, root_uid=tmp_path.stat().st_uid)
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "initdb").touch()
+    monkeypatch.setattr(services_module.subprocess, "run", fake_initdb)
+    monkeypatch.setattr(services_module, "PG_BIN", bin_dir)
+    pg = services_module.Postgres(tmp_path, free_port(), "pw")
+    pg.data_dir.mkdir(parents=True)
+    pg.init()
+    assert seen["pwfile_mode"] == 0o600 and seen["root_uid"] == os.geteuid()
+    assert not (tmp_path / "postgres" / "pwfile").exists()

@@ -81,6 +81,21 @@ def test_unreachable_database_names_the_fix_without_the_password() -> None:
     assert "KUBEXP_DATABASE_URL" in str(raised.value) and "secret" not in str(raised.value)
 
 
+@pytest.mark.parametrize("url", [
+    "postgresql://kubexp@127.0.0.1:1/kubexp?password=hunter2",
+    "postgresql://kubexp@127.0.0.1:1/kubexp?sslmode=disable&password=hunter2",
+    "host=127.0.0.1 port=1 user=kubexp password=hunter2 dbname=kubexp",
+    "host=127.0.0.1 port=1 user=kubexp password='hun ter2' dbname=kubexp",
+    "host=127.0.0.1 port=1 password = hunter2",
+    "host=127.0.0.1 port=1 password='hunter2",  # malformed: psycopg refuses to parse it
+])
+def test_every_form_of_the_password_is_masked_in_errors(url: str) -> None:
+    with pytest.raises(db.StoreError) as raised:
+        db.connect(url)
+    assert "hunter2" not in str(raised.value) and "ter2" not in str(raised.value)
+    assert "***" in str(raised.value) and "KUBEXP_DATABASE_URL" in str(raised.value)
+
+
 def test_points_stored_as_rows_move_into_arrays_unchanged(database_url: str, tmp_path: Path) -> None:
     sql_dir = tmp_path / "sql"
     shutil.copytree(settings.SQL_DIR, sql_dir)

@@ -203,10 +203,11 @@ def test_a_forced_claim_bypasses_balancing_and_refuses_what_is_not_free(conn: ps
 
 def test_selection_with_a_lease_holds_the_cluster_against_other_holders(conn: psycopg.Connection,
                                                                          suite: Suite) -> None:
-    first = selection.select_next_experiment(conn, suite, "run-a", lease_s=60)
-    assert first is not None and selection.cluster_lock_holder(conn, suite.cluster) == ("run-a", True)
-    with pytest.raises(selection.ClusterBusy, match=f"cluster '{suite.cluster}' is held by run-a"):
-        selection.select_next_experiment(conn, suite, "run-b", lease_s=60)
-    assert selection.select_next_experiment(conn, suite, "run-a", lease_s=60) is not None  # the holder renews
-    selection.release_cluster(conn, suite.cluster, "run-a")
-    assert selection.select_next_experiment(conn, suite, "run-b", lease_s=60) is not None
+    lease = ("local:/some/run/folder", 60)
+    first = selection.select_next_experiment(conn, suite, "run-a", lease=lease)
+    assert first is not None and selection.cluster_lock_holder(conn, lease[0]) == ("run-a", True)
+    with pytest.raises(selection.ClusterBusy, match=f"cluster '{suite.cluster}' \\({lease[0]}\\) is held by run-a"):
+        selection.select_next_experiment(conn, suite, "run-b", lease=lease)
+    assert selection.select_next_experiment(conn, suite, "run-a", lease=lease) is not None  # the holder renews
+    selection.release_cluster(conn, lease[0], "run-a")
+    assert selection.select_next_experiment(conn, suite, "run-b", lease=lease) is not None

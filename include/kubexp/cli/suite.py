@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
 import click
 
+from kubexp import platform as platforms
 from kubexp import settings
 from kubexp.cli import main
 from kubexp.preflight import settings_problems
@@ -52,7 +54,7 @@ def load(file: Path) -> None:
             click.echo(f"applied {name}")
         with db.connect(url) as conn:
             scenarios_added, experiments_added = suites.sync_suite(conn, suite)
-            state = status.suite_status(conn, suite.name)
+            state = status.suite_status(conn, suite.name, lease_key=platforms.lease_key(suite))
     except db.StoreError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"suite {suite.name}: {scenarios_added} scenarios and {experiments_added} experiments added; "
@@ -67,6 +69,8 @@ def status_command(name: str, as_json: bool) -> None:
     try:
         with db.connect() as conn:
             state = status.suite_status(conn, name)
+            with contextlib.suppress(SuiteError):  # the lease is on the target the suite file names
+                state["lock"] = status.lease(conn, platforms.lease_key(load_suite(state["path"])))
     except db.StoreError as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:

@@ -68,3 +68,13 @@ def queries_for(suite: Suite) -> dict[str, str]:
         "rate_window": str(metrics.get("rate_window") or kind.rate_window),
     }
     return render(chosen, variables, where=f"{suite.path}: metrics.queries")
+
+
+def required_for(suite: Suite) -> list[str]:
+    """`metrics.required`, else the platform's required_queries (none with `metrics.default_queries: false`)."""
+    from kubexp import platform
+
+    metrics: Mapping[str, Any] = suite.metrics
+    if "required" in metrics:
+        return list(metrics["required"])
+    return list(platform.kind(suite.platform).required_queries) if metrics.get("default_queries", True) else []

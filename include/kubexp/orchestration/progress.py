@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubexp import platform as platforms
 from kubexp import settings
 from kubexp.orchestration import suite_dag
 from kubexp.suite import Suite, SuiteError, load_suite, suite_files
@@ -32,6 +33,7 @@ class SuiteProgress:
     error: str | None = None
     report: Path | None = None
     path: str = ""
+    lease_key: str = ""
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -79,7 +81,8 @@ def _entry(suite: Suite) -> SuiteProgress:
     return SuiteProgress(
         name=suite.name, dag_id=suite_dag.dag_id(suite.name), description=suite.description,
         platform=suite.platform, cluster=suite.cluster, planned=suite_dag.slot_count(suite),
-        matrix_keys=list(suite.matrix), report=report_path(suite.name), path=str(suite.path))
+        matrix_keys=list(suite.matrix), report=report_path(suite.name), path=str(suite.path),
+        lease_key=platforms.lease_key(suite))
 
 
 def all_suites(with_status: bool = True) -> list[SuiteProgress]:
@@ -106,7 +109,7 @@ def all_suites(with_status: bool = True) -> list[SuiteProgress]:
                 result.append(entry)
                 continue
             try:
-                found = status.suite_status(conn, entry.name)
+                found = status.suite_status(conn, entry.name, lease_key=entry.lease_key)
             except StoreError:
                 result.append(entry)  # never run: the first run loads it into the store
                 continue

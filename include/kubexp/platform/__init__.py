@@ -15,7 +15,7 @@ from kubexp.platform.base import Endpoint, NodeStatus, Platform, PlatformError, 
 if TYPE_CHECKING:
     from kubexp.suite import Suite
 
-__all__ = ["PLATFORMS", "Endpoint", "NodeStatus", "Platform", "PlatformError", "Unsupported", "create", "kind"]
+__all__ = ["PLATFORMS", "Endpoint", "NodeStatus", "Platform", "PlatformError", "Unsupported", "create", "kind", "lease_key"]
 
 
 def _local() -> type[Platform]:
@@ -44,3 +44,8 @@ def kind(name: str) -> type[Platform]:
 def create(suite: Suite) -> Platform:
     """The platform a suite names, configured from the suite's platform section."""
     return kind(suite.platform).from_suite(suite)
+
+
+def lease_key(suite: Suite) -> str:
+    """The key of the cluster lease the suite's runs take: its real target (see Platform.lease_key)."""
+    return kind(suite.platform).lease_key(suite)

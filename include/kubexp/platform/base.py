@@ -55,6 +55,9 @@ class Platform(ABC):
     name: ClassVar[str]
     default_queries: ClassVar[Mapping[str, str]]  # Prometheus queries collected unless metrics.default_queries: false
     rate_window: ClassVar[str]  # the range of their rate(): at least two scrapes of the platform's Prometheus
+    # Default queries an experiment cannot finish without (unless metrics.required is set): series of
+    # the SUT's state under load that exist from before the load to its end.
+    required_queries: ClassVar[tuple[str, ...]]
 
     @classmethod
     @abstractmethod
@@ -70,6 +73,16 @@ class Platform(ABC):
     def scenario_refusal(params: Mapping[str, Any]) -> str | None:
         """Why this platform cannot run a scenario; None when it can (preflight asks before anything runs)."""
         return None
+
+    @classmethod
+    @abstractmethod
+    def from_suite(cls, suite: Suite) -> Platform:
+        """The platform configured from the suite's platform section."""
+
+    @classmethod
+    @abstractmethod
+    def lease_key(cls, suite: Suite) -> str:
+        """What one experiment at a time may use: the cluster lease's key, whatever `cluster:` says."""
 
     @abstractmethod
     def check_nodes(self) -> list[NodeStatus]:

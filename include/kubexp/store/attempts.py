@@ -81,6 +81,18 @@ def close_attempt(conn: psycopg.Connection, attempt_id: int, outcome: str, error
         )
 
 
+def supersede_earlier_tries(conn: psycopg.Connection, experiment_id: str, run_id: str, try_number: int) -> list[int]:
+    """Close as failed the still-running attempts that earlier tries of the same run opened (killed before
+    they ended); the experiment stays claimed by the run. Returns their ids."""
+    rows = conn.execute(
+        "UPDATE attempt SET outcome = 'failed', ended_at = now(), "
+        "error = format('try %%s of the same run took over (this try was killed before it ended)', %s::integer) "
+        "WHERE experiment_id = %s AND run_id = %s AND try_number < %s AND outcome = 'running' RETURNING id",
+        (try_number, experiment_id, run_id, try_number),
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
 def _outcome(conn: psycopg.Connection, attempt_id: int) -> str:
     row = conn.execute("SELECT outcome FROM attempt WHERE id = %s", (attempt_id,)).fetchone()
     if row is None:

@@ -102,13 +102,13 @@ def choice_seed(suite_seed: int, selection_number: int) -> int:
 
 def select_next_experiment(
     conn: psycopg.Connection, suite: Suite, holder: str, *, stale_after_s: float | None = None,
-    lease_s: float | None = None,
+    lease: tuple[str, float] | None = None,
 ) -> Selection | None:
     """Claim the next experiment of the suite for `holder`; None when no unfinished experiment is free.
 
-    With `lease_s`, first takes (or renews) the lease on the suite's cluster for `holder` in the same
+    With `lease` (key, seconds), first takes (or renews) that cluster lease for `holder` in the same
     transaction, and raises ClusterBusy while another holder's lease is valid: one experiment per
-    cluster, whatever suite or trigger. Loads the suite first if the store's copy differs from the
+    target, whatever suite or trigger. Loads the suite first if the store's copy differs from the
     file, and reclaims stale attempts (default timeout: the longest scenario duration +
     STALE_MARGIN_S). Concurrent selectors are serialised per suite and skip rows another
     transaction holds, so none get the same experiment.
@@ -118,15 +118,18 @@ def select_next_experiment(
     if stale_after_s is None:
         stale_after_s = max(s.params["duration_s"] for s in scenarios) + STALE_MARGIN_S
     with conn.transaction():
-        if lease_s is not None and not try_lock_cluster(conn, suite.cluster, holder, lease_s):
-            busy = cluster_lock_holder(conn, suite.cluster)
-            raise ClusterBusy(f"cluster {suite.cluster!r} is held by {busy[0] if busy else 'another run'}; "
-                              f"one experiment runs on a cluster at a time: wait for it (its lease expires "
+        if lease is not None and not try_lock_cluster(conn, lease[0], holder, lease[1]):
+            busy = cluster_lock_holder(conn, lease[0])
+            raise ClusterBusy(f"cluster {suite.cluster!r} ({lease[0]}) is held by {busy[0] if busy else 'another run'}; "
+                              f"one experiment runs on a target at a time: wait for it (its lease expires "
                               f"if its holder died)")
         suites.lock_suite(conn, suite.name)
         if suites.stored_fingerprint(conn, suite.name) != suites.fingerprint(suite, scenarios):
             suites.sync_suite(conn, suite)
         attempts.reclaim_stale(conn, suite.name, stale_after_s)
+        resumed = _claimed_by(conn, suite, holder)
+        if resumed is not None:
+            return resumed
         free = conn.execute(
             """
             SELECT id::text, scenario_id, repetition FROM experiment
@@ -174,6 +177,27 @@ def select_next_experiment(
     )
 
 
+def _claimed_by(conn: psycopg.Connection, suite: Suite, holder: str) -> Selection | None:
+    """The unfinished experiment `holder` claimed already (a retried select whose first try was killed)."""
+    by_id = {scenario.id: scenario for scenario in suite.scenarios()}
+    row = conn.execute(
+        "SELECT e.id::text, e.scenario_id, e.repetition, s.choice_seed, s.fewest_finished, s.tied_scenarios "
+        "FROM experiment e LEFT JOIN LATERAL (SELECT * FROM selection WHERE experiment_id = e.id AND holder = %s "
+        "ORDER BY id DESC LIMIT 1) s ON true "
+        "WHERE e.suite = %s AND e.claimed_by = %s AND e.status = 'unfinished' AND e.scenario_id = ANY (%s) LIMIT 1",
+        (holder, suite.name, holder, list(by_id)),
+    ).fetchone()
+    if row is None:
+        return None
+    experiment_id, scenario_id, repetition, seed, fewest, tied = row
+    scenario = by_id[scenario_id]
+    log.info("%s resumes its claim on experiment %s (scenario %s, repetition %d)", holder, experiment_id,
+             scenario_id, repetition)
+    return Selection(experiment_id=experiment_id, scenario_id=scenario_id, repetition=repetition,
+                     params=dict(scenario.params), choice_seed=int(seed or 0), suite=suite.name,
+                     scenario_index=scenario.index, fewest_finished=int(fewest or 0), tied_scenarios=tuple(tied or ()))
+
+
 def claim_experiment(conn: psycopg.Connection, suite: Suite, holder: str, *, scenario_id: str | None,
                      experiment_id: str | None, stale_after_s: float) -> Selection:
     """Claim the experiment a user forced (by id, or the first free one of a scenario) for `holder`.
@@ -201,7 +225,7 @@ def claim_experiment(conn: psycopg.Connection, suite: Suite, holder: str, *, sce
     found_id, found_scenario, repetition, status, claimed_by = row
     if status == "finished":
         raise SelectionError(f"{what}: experiment {found_id} is already finished; nothing to force")
-    if claimed_by is not None:
+    if claimed_by is not None and claimed_by != holder:
         raise SelectionError(f"{what}: experiment {found_id} is claimed by run {claimed_by}; wait until that run "
                              f"ends (or its claim is reclaimed as stale)")
     if found_scenario not in by_id:

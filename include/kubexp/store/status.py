@@ -10,18 +10,19 @@ from psycopg.rows import dict_row
 from kubexp.store.db import StoreError
 
 
-def suite_status(conn: psycopg.Connection, suite_name: str) -> dict[str, Any]:
+def suite_status(conn: psycopg.Connection, suite_name: str, lease_key: str | None = None) -> dict[str, Any]:
     """Counts over the suite's current plan (active scenarios x repetitions), plus the cluster lease.
 
-    Keys: suite, cluster, repetitions, scenarios, experiments, finished, unfinished, running,
-    failed_attempts (failed or abandoned), abandoned_attempts, lock, per_scenario (one dict per
+    Keys: suite, cluster, path, repetitions, scenarios, experiments, finished, unfinished, running,
+    failed_attempts (failed or abandoned), abandoned_attempts, lock (the lease on `lease_key`, the
+    suite's target: kubexp.platform.lease_key; None when not given or free), per_scenario (one dict per
     scenario in matrix order: scenario_id, index, params, experiments, finished, unfinished,
     running, failed_attempts).
     """
     with conn.cursor(row_factory=dict_row) as cur:
         try:
             suite = cur.execute(
-                "SELECT name, cluster, repetitions FROM suite WHERE name = %s", (suite_name,)
+                "SELECT name, cluster, path, repetitions FROM suite WHERE name = %s", (suite_name,)
             ).fetchone()
         except psycopg.errors.UndefinedTable as exc:
             raise StoreError("the results database has no kubexp schema yet; run `kubexp db upgrade`") from exc
@@ -51,21 +52,25 @@ def suite_status(conn: psycopg.Connection, suite_name: str) -> dict[str, Any]:
             """,
             (suite["repetitions"], suite_name),
         ).fetchall()
-        lock = cur.execute(
-            "SELECT holder, acquired_at, expires_at, expires_at < now() AS expired FROM cluster_lock "
-            "WHERE cluster = %s",
-            (suite["cluster"],),
-        ).fetchone()
 
     def total(key: str) -> int:
         return sum(int(row[key]) for row in per_scenario)
 
     return {
-        "suite": suite["name"], "cluster": suite["cluster"], "repetitions": suite["repetitions"],
+        "suite": suite["name"], "cluster": suite["cluster"], "path": suite["path"],
+        "repetitions": suite["repetitions"],
         "scenarios": len(per_scenario), "experiments": total("experiments"), "finished": total("finished"),
         "unfinished": total("unfinished"), "running": total("running"),
         "failed_attempts": total("failed_attempts"), "abandoned_attempts": total("abandoned_attempts"),
-        "lock": None if lock is None else {key: (str(value) if key != "expired" else value)
-                                          for key, value in lock.items()},
+        "lock": lease(conn, lease_key) if lease_key else None,
         "per_scenario": [dict(row) for row in per_scenario],
     }
+
+
+def lease(conn: psycopg.Connection, lease_key: str) -> dict[str, Any] | None:
+    """The cluster lease on a target (holder, acquired_at, expires_at, expired), None when free."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            "SELECT holder, acquired_at, expires_at, expires_at < now() AS expired FROM cluster_lock "
+            "WHERE cluster = %s", (lease_key,)).fetchone()
+    return None if row is None else {key: (str(value) if key != "expired" else value) for key, value in row.items()}

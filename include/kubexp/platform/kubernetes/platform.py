@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from kubexp.platform.base import Endpoint, NodeStatus, Platform, PlatformError
 from kubexp.platform.kubernetes.cluster import Cluster
-from kubexp.platform.kubernetes.config import KubernetesSettings, settings_from_suite
+from kubexp.platform.kubernetes.config import DEFAULT_CONN_ID, KubernetesSettings, settings_from_suite
 from kubexp.platform.kubernetes.etcd_ssh import EtcdReconfigurer
 from kubexp.platform.kubernetes.istio import Istio
 from kubexp.platform.kubernetes.loadhosts import load_hosts, restart_load_servers
@@ -44,6 +44,7 @@ class KubernetesPlatform(Platform):
     name = "kubernetes"
     default_queries = KUBERNETES_QUERIES
     rate_window = RATE_WINDOW
+    required_queries = ("replicas_available",)  # kube-state-metrics
     scenario_refusal = staticmethod(scenario_refusal)
 
     def __init__(self, settings: KubernetesSettings, cluster_name: str = "kubernetes", *,
@@ -64,6 +65,11 @@ class KubernetesPlatform(Platform):
 
         port = suite.kubernetes.get("node_port") or DEFAULTS["node_port"]
         return Endpoint(str(suite.kubernetes.get("ingress_host") or "127.0.0.1"), int(port))
+
+    @classmethod
+    def lease_key(cls, suite: Suite) -> str:
+        """The connection, not its namespace: teardown removes every kubexp namespace and Istio of its cluster."""
+        return f"kubernetes:{suite.kubernetes.get('conn_id') or DEFAULT_CONN_ID}"
 
     @cached_property
     def cluster(self) -> Cluster:

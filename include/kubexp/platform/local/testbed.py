@@ -67,6 +67,7 @@ class LocalPlatform(Platform):
     name = "local"
     default_queries = LOCAL_QUERIES
     rate_window = RATE_WINDOW
+    required_queries = ("scrape_up", "haproxy_active_servers")  # the SUT's scrape targets, the Service's servers
     scenario_refusal = staticmethod(scenario_refusal)
 
     def __init__(self, local: Mapping[str, Any] | LocalSettings | None = None, state_dir: Path | None = None,
@@ -86,6 +87,11 @@ class LocalPlatform(Platform):
     def planned_endpoint(cls, suite: Suite) -> Endpoint:
         """HAProxy's frontend: local.frontend_port, else 8080 (a free port is only chosen at deploy)."""
         return Endpoint("127.0.0.1", int(suite.local.get("frontend_port") or 8080))
+
+    @classmethod
+    def lease_key(cls, suite: Suite) -> str:
+        """Every local suite of a run folder shares its replicas, HAProxy and etcd."""
+        return f"local:{(settings.run_dir() / 'local-platform').resolve()}"
 
     # -- files of this platform ------------------------------------------------------------------
     @property

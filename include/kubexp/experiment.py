@@ -133,9 +133,10 @@ def _store() -> Iterator[psycopg.Connection]:
 def _beat(conn: psycopg.Connection, current: Current) -> None:
     """Renew the cluster lease and the attempt's heartbeat; fail loudly if another run took over."""
     suite = current.suite
-    if not selection.try_lock_cluster(conn, platforms.lease_key(suite), current.holder, lease_s(suite)):
+    key = platforms.lease_key(suite)
+    if not selection.try_lock_cluster(conn, key, current.holder, lease_s(suite)):
         raise ExperimentError(
-            f"cluster {suite.cluster!r} ({platforms.lease_key(suite)}) is locked by another run: the lease of {current.holder} expired "
+            f"cluster {suite.cluster!r} ({key}) is locked by another run: the lease of {current.holder} expired "
             f"(no step for {lease_s(suite)} s?); {current.label} is left for a later run")
     if current.attempt_id is not None:
         attempts.heartbeat(conn, current.attempt_id)
@@ -188,15 +189,15 @@ def select(suite_path: str | Path, run: RunRef, params: Mapping[str, Any]) -> Cu
         suites.sync_suite(conn, suite)
         # A dry run selects inside a transaction that is rolled back: no claim, no selection logged.
         with conn.transaction(force_rollback=dry_run):
-            chosen: selection.Selection | None
-            if params.get("experiment") or params.get("scenario"):
+            chosen = selection.resumed_claim(conn, suite, run.holder)  # a retry of a select killed after claiming
+            if chosen is None and (params.get("experiment") or params.get("scenario")):
                 try:
                     chosen = selection.claim_experiment(conn, suite, run.holder, scenario_id=params.get("scenario"),
                                                         experiment_id=params.get("experiment"),
                                                         stale_after_s=lease_s(suite))
                 except selection.SelectionError as exc:  # the user's choice: retrying cannot help
                     raise ExperimentError(str(exc)) from exc
-            else:
+            elif chosen is None:
                 chosen = selection.select_next_experiment(
                     conn, suite, run.holder, lease=(platforms.lease_key(suite), lease_s(suite)))
         if chosen is None:

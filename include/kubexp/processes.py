@@ -221,7 +221,7 @@ class ManagedProcess:
         self.pidfile.unlink(missing_ok=True)
         if pid is None and not orphans:
             return False
-        group = list({*_group_members(pid), *_session_members(pid)}) if pid is not None else orphans
+        group = list({*_group_members(pid), *_session_members(pid, leader_alive=True)}) if pid is not None else orphans
         for proc in group:
             try:
                 proc.send_signal(self.stop_signal)
@@ -270,15 +270,17 @@ def _recorded_pid(path: Path) -> int | None:
         return None
 
 
-def _session_members(sid: int | None) -> list[psutil.Process]:
-    """Live processes of session `sid` (a dead leader's orphans, or a live leader's whole session)."""
-    if sid is None or (psutil.pid_exists(sid) and _session_of(sid) != sid):
-        return []  # the id now belongs to a process outside that session: the session is empty
-    members = []
-    for proc in psutil.process_iter():
-        if _session_of(proc.pid) == sid and _running(proc):
-            members.append(proc)
-    return members
+def _session_members(sid: int | None, leader_alive: bool = False) -> list[psutil.Process]:
+    """Live processes of session `sid`: a live leader's whole session, or the orphans of a dead one."""
+    if sid is None:
+        return []
+    if not leader_alive:
+        try:
+            if _running(psutil.Process(sid)):
+                return []  # another live process has that id now: the old session had no member left
+        except psutil.NoSuchProcess:
+            pass
+    return [proc for proc in psutil.process_iter() if _session_of(proc.pid) == sid and _running(proc)]
 
 
 def _session_of(pid: int) -> int | None:

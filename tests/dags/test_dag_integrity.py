@@ -227,7 +227,8 @@ def test_compose_binds_to_loopback_and_refuses_the_example_secrets(tmp_path: Pat
     generated = {key: f"generated-{key.lower()}" for key in example}
 
     def run_init(dotenv: dict[str, str]) -> subprocess.CompletedProcess[str]:
-        env = {"PATH": str(tmp_path), "KUBEXP_SECRETS": _interpolate(init["environment"]["KUBEXP_SECRETS"], dotenv)}
+        env = {"PATH": str(tmp_path), "KUBEXP_AIRFLOW_PASSWORD": dotenv["KUBEXP_AIRFLOW_PASSWORD"],
+               "KUBEXP_SECRETS": _interpolate(init["environment"]["KUBEXP_SECRETS"], dotenv)}
         script = _interpolate(init["command"][-1], dotenv)
         return subprocess.run(["/bin/bash", "-c", script], env=env, capture_output=True, text=True, timeout=30)
 

@@ -120,16 +120,13 @@ def select_next_experiment(
     with conn.transaction():
         if lease is not None and not try_lock_cluster(conn, lease[0], holder, lease[1]):
             busy = cluster_lock_holder(conn, lease[0])
-            raise ClusterBusy(f"cluster {suite.cluster!r} ({lease[0]}) is held by {busy[0] if busy else 'another run'}; "
-                              f"one experiment runs on a target at a time: wait for it (its lease expires "
-                              f"if its holder died)")
+            raise ClusterBusy(f"cluster {suite.cluster!r} ({lease[0]}) is held by "
+                              f"{busy[0] if busy else 'another run'}; one experiment runs on a target at a "
+                              f"time: wait for it (its lease expires if its holder died)")
         suites.lock_suite(conn, suite.name)
         if suites.stored_fingerprint(conn, suite.name) != suites.fingerprint(suite, scenarios):
             suites.sync_suite(conn, suite)
         attempts.reclaim_stale(conn, suite.name, stale_after_s)
-        resumed = _claimed_by(conn, suite, holder)
-        if resumed is not None:
-            return resumed
         free = conn.execute(
             """
             SELECT id::text, scenario_id, repetition FROM experiment
@@ -177,8 +174,9 @@ def select_next_experiment(
     )
 
 
-def _claimed_by(conn: psycopg.Connection, suite: Suite, holder: str) -> Selection | None:
-    """The unfinished experiment `holder` claimed already (a retried select whose first try was killed)."""
+def resumed_claim(conn: psycopg.Connection, suite: Suite, holder: str) -> Selection | None:
+    """The unfinished experiment `holder` claimed already: a run works on one experiment, so a retried
+    select whose first try was killed after claiming takes it up again."""
     by_id = {scenario.id: scenario for scenario in suite.scenarios()}
     row = conn.execute(
         "SELECT e.id::text, e.scenario_id, e.repetition, s.choice_seed, s.fewest_finished, s.tied_scenarios "
@@ -225,7 +223,7 @@ def claim_experiment(conn: psycopg.Connection, suite: Suite, holder: str, *, sce
     found_id, found_scenario, repetition, status, claimed_by = row
     if status == "finished":
         raise SelectionError(f"{what}: experiment {found_id} is already finished; nothing to force")
-    if claimed_by is not None and claimed_by != holder:
+    if claimed_by is not None:
         raise SelectionError(f"{what}: experiment {found_id} is claimed by run {claimed_by}; wait until that run "
                              f"ends (or its claim is reclaimed as stale)")
     if found_scenario not in by_id:

@@ -31,14 +31,17 @@ from kubexp import experiment
 from kubexp.experiment import ExperimentError
 from kubexp.load.profiles import settle_s_for
 from kubexp.orchestration import suite_dag
+from kubexp.orchestration.lease_wait import WaitForCluster
 from kubexp.preflight import PreflightError
 from kubexp.settings import SettingsError
 from kubexp.suite import Suite, SuiteError, load_suite, suite_files
 
 log = logging.getLogger(__name__)
 
-# Poke mode everywhere: reschedule mode with short intervals fails at random in Airflow 3.3.2
-# (apache/airflow#71172), and a deferrable sensor would need the triggerer for waits of seconds.
+# The lease holder's own waits (nodes, rollout: seconds to minutes) poke: reschedule mode with short
+# intervals fails at random in Airflow 3.3.2 (apache/airflow#71172), and deferring would add a
+# triggerer round trip to waits of seconds. Waiting for a busy target (hours) is deferred instead
+# (kubexp.orchestration.lease_wait): it holds no worker slot, so the holder's next task never starves.
 LOCK_WAIT = timedelta(hours=6)
 # Errors that name something for the user to fix (uncommitted code, a finished forced experiment, a lost
 # lease) fail at once; a service that did not answer (preflight.ServiceUnavailable) gets the retries.
@@ -84,10 +87,8 @@ def build_dag(suite: Suite) -> DAG:
 
         # The lock is per cluster, not per DAG: max_active_runs does not hold back backfill runs,
         # and other suites may target the same cluster.
-        @task.sensor(task_id="select_wait_for_cluster", mode="poke", poke_interval=10,
-                     timeout=LOCK_WAIT.total_seconds(), retries=0)
-        def wait_for_cluster(dag_run=None) -> PokeReturnValue:
-            return PokeReturnValue(is_done=experiment.lock_cluster(suite.path, dag_run.dag_id, dag_run.run_id))
+        lock = WaitForCluster(task_id="select_wait_for_cluster", suite_path=str(suite.path), wait=LOCK_WAIT,
+                              poke_interval=10, retries=0)
 
         @task.branch(task_id="select")
         def select(params: dict[str, Any], dag_run=None, ti=None) -> str:
@@ -161,7 +162,6 @@ def build_dag(suite: Suite) -> DAG:
                                dag_run.dag_id, dag_run.run_id,
                                failed_steps=sorted(task for task, state in states.items() if state == "failed"))
 
-        lock = wait_for_cluster()
         chosen = select()
         current = chosen["experiment"]
         checked = preflight(current)

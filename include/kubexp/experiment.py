@@ -416,10 +416,10 @@ def collect(data: Mapping[str, Any], load_run: Mapping[str, Any]) -> dict[str, A
     shares = prometheus.completeness(metrics.series, 0, load_seconds)
     metric_problems = prometheus.completeness_problems(shares, queries.required_for(suite),
                                                        float(suite.metrics.get("completeness_min", 0.9)))
-    frame = parsed.frame
-    inside = frame[(frame["t"] >= 0) & (frame["t"] < int(current.params["duration_s"]))]
+    frame, duration = parsed.frame, int(current.params["duration_s"])
+    inside = frame[(frame["t"] >= 0) & (frame["t"] < duration)]
     return {"rows": parsed.rows, "malformed": parsed.malformed,
-            "seconds": int((inside["requests"] > 0).sum()),  # seconds of [0, duration) with a request
+            "seconds": jtl.loaded_seconds(frame, duration),  # seconds of [0, duration) with a request
             "requests": int(inside["requests"].sum()), "no_response": int(inside["failures_other"].sum()),
             "series": len(metrics.series), "events": len(events), "artifacts": len(kept),
             "metric_problems": metric_problems, "generator": load_run.get("generator")}

@@ -56,6 +56,18 @@ def test_steps_retries_and_sensors(dagbag, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(SUITES))
+def test_waiting_for_the_cluster_holds_no_worker_slot(dagbag, name: str) -> None:
+    """Runs waiting for a busy target (up to hours) are deferred; only the lease holder's own short waits
+    (nodes, rollout: minutes) poke in a worker slot."""
+    dag = dagbag.dags[suite_dag.dag_id(name)]
+    lock = dag.get_task("select_wait_for_cluster")
+    assert callable(getattr(lock, "execute_complete", None)) and getattr(lock, "wait", None) == timedelta(hours=6)
+    for task in dag.tasks:
+        if getattr(task, "mode", None) == "poke":
+            assert task.timeout <= timedelta(minutes=15).total_seconds(), task.task_id
+
+
+@pytest.mark.parametrize("name", sorted(SUITES))
 def test_branches_and_cleanup_teardown(dagbag, name: str) -> None:
     dag = dagbag.dags[suite_dag.dag_id(name)]
     assert dag.get_task("select").downstream_task_ids >= {"preflight", "suite_complete"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -68,6 +69,25 @@ def test_the_lease_is_keyed_on_the_real_target_not_the_cluster_name(
     # teardown removes every kubexp namespace and Istio of the connection's cluster: one lease per connection
     assert not experiment.lock_cluster(two, "k-two", "manual__1")
     assert experiment.lock_cluster(three, "k-three", "manual__1")
+
+
+async def test_a_deferred_wait_takes_the_lease_once_it_is_free(suite_path: Path, database_url: str) -> None:
+    from airflow.sdk.module_loading import import_string
+
+    from kubexp.orchestration.lease_wait import ClusterLeaseTrigger
+
+    assert experiment.lock_cluster(suite_path, "steps", "manual__1")
+    classpath, kwargs = ClusterLeaseTrigger(str(suite_path), "other", "manual__2", poke_interval=0.05).serialize()
+    events = import_string(classpath)(**kwargs).run()  # as the triggerer revives it
+    waiting = asyncio.ensure_future(anext(events))
+    await asyncio.sleep(0.5)
+    assert not waiting.done()  # the target is busy: it waits (in the triggerer, not in a worker slot)
+    experiment.cleanup(None, suite_path, "steps", "manual__1")
+    event = await asyncio.wait_for(waiting, 10)
+    assert event.payload == {"holder": "other/manual__2"}
+    with db.connect(database_url) as conn:
+        assert selection.cluster_lock_holder(conn, platforms.lease_key(load_suite(suite_path))) == (
+            "other/manual__2", True)
 
 
 def select_then_release(suite_path: Path, database_url: str, number: int) -> experiment.Current | None:
@@ -221,30 +241,32 @@ def test_collect_applies_the_suites_malformed_limit_and_records_the_counts(
     assert facts["collect"]["jtl"] == {"rows": 20, "malformed": 2, "max_malformed_share": 0.1}
 
 
-def _samples(path: Path, t0_ms: int, offsets_ms: list[int], code: str = "200") -> Path:
+def _samples(path: Path, t0_ms: int, offsets_ms: list[int], code: str = "200", elapsed_ms: int = 5) -> Path:
     ok = "true" if code == "200" else "false"
-    lines = [f"{t0_ms + offset},5,request,{code},OK,workers 1-1,text,{ok},,100,50,1,1,http://x/,5,0,1"
+    lines = [f"{t0_ms + offset},{elapsed_ms},request,{code},OK,workers 1-1,text,{ok},,100,50,1,1,http://x/,5,0,1"
              for offset in offsets_ms]
     path.write_text("\n".join([",".join(JMETER_DEFAULT_COLUMNS), *lines]) + "\n")
     return path
 
 
-@pytest.mark.parametrize(("offsets_ms", "code", "problem"), [
-    ([0, 19_000], "200", "load rows cover 2 s of 20 s"),  # first-to-last span 20 s: it used to finish
-    ([i * 100 for i in range(200)] + [25_000], "200", ""),  # a late straggler adds no second
-    ([i * 100 for i in range(200)], "Non HTTP response code: java.net.ConnectException",
+@pytest.mark.parametrize(("offsets_ms", "code", "elapsed_ms", "problem"), [
+    ([0, 19_000], "200", 5, "load rows cover 2 s of 20 s"),  # first-to-last span 20 s: it used to finish
+    ([i * 100 for i in range(100)] + [19_000], "200", 5, "load rows cover 11 s of 20 s"),  # stalled at 10 s
+    ([i * 100 for i in range(200)] + [25_000], "200", 5, ""),  # a late straggler adds no second
+    ([i * 3_500 for i in range(6)], "200", 3_600, ""),  # slow responses: no start in some seconds, none idle
+    ([i * 100 for i in range(200)], "Non HTTP response code: java.net.ConnectException", 5,
      "200 of 200 requests (100.0%) got no HTTP response"),  # a dead SUT: it used to finish
 ])
 def test_finalize_counts_seconds_with_requests_and_refuses_a_dead_sut(
         suite_path: Path, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        offsets_ms: list[int], code: str, problem: str) -> None:
+        offsets_ms: list[int], code: str, elapsed_ms: int, problem: str) -> None:
     from kubexp import preflight
     from kubexp.collect import prometheus
 
     monkeypatch.setattr(prometheus, "collect_for_suite", lambda *args: prometheus.Collection(series=[]))
     t0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
     t0_ms = int(t0.timestamp() * 1000)
-    load_run = {"jtl": str(_samples(tmp_path / "run.jtl", t0_ms, offsets_ms, code)), "t0_ms": t0_ms,
+    load_run = {"jtl": str(_samples(tmp_path / "run.jtl", t0_ms, offsets_ms, code, elapsed_ms)), "t0_ms": t0_ms,
                 "t0": t0.isoformat(), "ended_at": (t0 + timedelta(seconds=20)).isoformat(), "artifacts": []}
     assert experiment.lock_cluster(suite_path, "steps", "manual__1")
     current = experiment.select(suite_path, run(1), {})

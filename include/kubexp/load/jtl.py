@@ -160,6 +160,23 @@ def _check_malformed(path: Path, malformed: int, total: int, max_malformed_share
                        f"(suite: load.max_malformed_share; kubexp jtl aggregate --max-malformed-share)")
 
 
+def loaded_seconds(frame: pd.DataFrame, duration_s: int) -> int:
+    """Seconds of [0, duration_s) with a request started or still running in them.
+
+    From per-second rows: second u counts if a request started in it, or if a second t < u started
+    one that took longer than u - t seconds (its slowest request started at t or later, so it was
+    still running at u). A slow SUT keeps every second; a load that stalled or broke off does not."""
+    if frame.empty:
+        return 0
+    started = frame[frame["requests"] > 0]
+    ends = started["t"].to_numpy(dtype=float) + np.nan_to_num(started["elapsed_max_ms"].to_numpy(dtype=float)) / 1000
+    covered = np.zeros(duration_s, dtype=bool)
+    for t, end in zip(started["t"].to_numpy(dtype=int), ends, strict=True):
+        low, high = max(t, 0), min(max(t + 1, int(np.ceil(end))), duration_s)  # seconds t .. ceil(end) - 1
+        covered[low:max(low, high)] = True
+    return int(covered.sum())
+
+
 def kept_path(path: Path) -> Path:
     """Where aggregate_and_keep puts a JTL's per-second rows: beside it."""
     return path.with_name(path.name + ".seconds.parquet")

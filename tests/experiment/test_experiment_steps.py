@@ -168,12 +168,12 @@ def test_cleanup_of_a_run_that_lost_its_lease_touches_nothing_of_the_new_holder(
         suite_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """Run 1 went quiet past its lease and run 2 took the cluster: run 1's cleanup must not tear down
     run 2's SUT nor stop its load servers; it only closes its own attempt and says why."""
-    from kubexp import preflight
+    from kubexp.load import servers
     from kubexp.platform.local import LocalPlatform
 
     destroyed: list[str] = []
     monkeypatch.setattr(LocalPlatform, "teardown", lambda self: destroyed.append("teardown"))
-    monkeypatch.setattr(preflight, "stop_load_servers", lambda suite: destroyed.append("load servers"))
+    monkeypatch.setattr(servers, "stop", lambda suite: destroyed.append("load servers"))
     key = platforms.lease_key(load_suite(suite_path))
     current = experiment.select(suite_path, run(1), {})
     assert current is not None
@@ -260,7 +260,7 @@ def _samples(path: Path, t0_ms: int, offsets_ms: list[int], code: str = "200", e
 def test_finalize_counts_seconds_with_requests_and_refuses_a_dead_sut(
         suite_path: Path, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         offsets_ms: list[int], code: str, elapsed_ms: int, problem: str) -> None:
-    from kubexp import preflight
+    from kubexp import postconditions
     from kubexp.collect import prometheus
 
     monkeypatch.setattr(prometheus, "collect_for_suite", lambda *args: prometheus.Collection(series=[]))
@@ -272,7 +272,7 @@ def test_finalize_counts_seconds_with_requests_and_refuses_a_dead_sut(
     current = experiment.select(suite_path, run(1), {})
     assert current is not None and current.params["duration_s"] == 20
     collected = experiment.collect(current.to_xcom(), load_run)
-    load_problems = [text for text in preflight.postconditions(current.suite(), current.params, collected)
+    load_problems = [text for text in postconditions.postconditions(current.suite, current.params, collected)
                      if "load rows" in text or "HTTP response" in text]
     assert load_problems == ([problem + (" (load.max_connection_failure_share in "
                                          f"{suite_path}: 10.0%)" if "HTTP" in problem else "")]

@@ -17,7 +17,7 @@ from scratch_dirs import reachable_tmpdir
 
 from kubexp import settings
 from kubexp.processes import ManagedProcess, ProcessError, free_port, port_is_free
-from kubexp.services import Postgres
+from kubexp.local_services import Postgres
 
 
 def _env(home: Path, **ports: int) -> dict[str, str]:
@@ -342,7 +342,7 @@ def test_results_role_is_no_superuser_and_initdb_secrets_stay_private(postgres_s
 def test_initdb_password_file_is_0600_and_only_the_database_folder_changes_owner(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Seen from inside initdb: the password file's mode, and who owns the run folder meanwhile."""
-    import kubexp.services as services_module
+    import kubexp.local_services as services_module
 
     seen: dict[str, int] = {}
 

@@ -16,8 +16,8 @@ import pytest
 from scratch_dirs import reachable_tmpdir
 
 from kubexp import settings
-from kubexp.processes import ManagedProcess, ProcessError, free_port, port_is_free
 from kubexp.local_services import Postgres
+from kubexp.processes import ManagedProcess, ProcessError, free_port, port_is_free
 
 
 def _env(home: Path, **ports: int) -> dict[str, str]:

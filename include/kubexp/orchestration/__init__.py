@@ -1,2 +1,3 @@
-"""The Airflow-facing side: a suite DAG's shape (`suite_dag`), the UI page's data (`progress`) and the
-REST API client (`airflow_api`). The steps the DAG runs are kubexp.experiment."""
+"""The Airflow-facing side: a suite DAG's shape (`suite_dag`), the UI page's data (`progress`), the
+REST API client (`airflow_api`) and the deferred wait for the cluster lease (`lease_wait`). The steps
+the DAG runs are kubexp.experiment."""

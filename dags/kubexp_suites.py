@@ -184,6 +184,7 @@ def build_dag(suite: Suite) -> DAG:
     return dag
 
 
+_files: dict[str, str] = {}  # suite name -> the file that defined it first
 for _path in suite_files(suite_dag.suites_dir()):
     try:
         _suite = load_suite(_path)
@@ -191,4 +192,9 @@ for _path in suite_files(suite_dag.suites_dir()):
         # One broken suite file must not hide the DAGs of the others; the error names file and key.
         log.error("suite file skipped: %s", exc)
         continue
+    if _suite.name in _files:
+        log.error("suite file skipped: %s: suite: %r is already the suite of %s; give each suite its own name",
+                  _path, _suite.name, _files[_suite.name])
+        continue
+    _files[_suite.name] = str(_path)
     build_dag(_suite)

@@ -11,6 +11,7 @@ import copy
 import hashlib
 import itertools
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,8 @@ _MATRIX_SCHEMA = {
     },
     "additionalProperties": False,
 }
-_HOST_PORT = {"type": "string", "pattern": r"^[^\s:]+:[0-9]{1,5}$"}
+_PORT = r"([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"  # 1-65535
+_HOST_PORT = {"type": "string", "pattern": rf"^[^\s:]+:{_PORT}$"}
 
 # Sections load, metrics and analysis are closed: a misspelt key is an error. The platform sections
 # (local, kubernetes) are checked key by key by their platform's settings (kubexp suite validate runs
@@ -239,13 +241,34 @@ def suite_files(folder: Path = SUITES_DIR) -> list[Path]:
     return sorted([*Path(folder).glob("*.yaml"), *Path(folder).glob("*.yml")])
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+
+def _unique_keys(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    lines: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in lines:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} (first on line {lines[key]})",
+                                                    key_node.start_mark)
+        lines[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_keys)
+
+
 def load_suite(path: Path | str) -> Suite:
     """Read and validate a suite file; raises SuiteError naming the file and key path."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_bytes().decode("utf-8"), Loader=_StrictLoader)  # noqa: S506 - a safe loader
     except OSError as exc:
         raise SuiteError(f"{path}: cannot read the suite file ({exc.strerror})") from exc
+    except UnicodeDecodeError as exc:
+        raise SuiteError(f"{path}: is not UTF-8 text (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r}); "
+                         f"save it as UTF-8") from None
     except yaml.YAMLError as exc:
         raise SuiteError(f"{path}: not valid YAML: {exc}") from exc
     return parse_suite(data, path)
@@ -258,6 +281,10 @@ def parse_suite(data: Any, path: Path | str) -> Suite:
     errors = sorted(validator.iter_errors(data), key=lambda e: (list(map(str, e.absolute_path)), e.message))
     if errors:
         raise SuiteError("\n".join(_describe(path, error) for error in errors))
+    infinite = [f"{path}: {_key_path(where)}: {value} is not a finite number; allowed: finite numbers"
+                for where, value in _numbers(data, []) if not math.isfinite(value)]
+    if infinite:  # YAML's .nan and .inf pass JSON Schema's "number"
+        raise SuiteError("\n".join(infinite))
     defaults: dict[str, Any] = dict(data.get("defaults") or {})
     matrix: dict[str, list[Any]] = dict(data["matrix"] or {})
     both = sorted(set(defaults) & set(matrix))
@@ -281,6 +308,17 @@ def parse_suite(data: Any, path: Path | str) -> Suite:
                 f"allowed: pods_max >= pods (equal = no autoscaling)"
             )
     return suite
+
+
+def _numbers(value: Any, where: list[Any]) -> list[tuple[list[Any], float]]:
+    """Every float in a parsed document with its key path."""
+    if isinstance(value, float):
+        return [(where, value)]
+    if isinstance(value, dict):
+        return [found for key, item in value.items() for found in _numbers(item, [*where, key])]
+    if isinstance(value, list):
+        return [found for index, item in enumerate(value) for found in _numbers(item, [*where, index])]
+    return []
 
 
 def check_section(name: str, value: Any, origin: str) -> None:

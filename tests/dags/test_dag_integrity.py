@@ -124,6 +124,11 @@ def test_broken_suite_file_does_not_hide_the_others(parse_dags, tmp_path: Path,
     bag = parse_dags()
     assert bag.import_errors == {}
     assert bag.dag_ids == ["demo"]
+    (tmp_path / "latin1.yaml").write_bytes(b"suite: latin\nplatform: local\ndescription: caf\xe9\n")
+    shutil.copy(SUITES_DIR / "demo.yaml", tmp_path / "z-demo-again.yaml")  # a second suite named demo
+    bag = parse_dags()
+    assert bag.import_errors == {} and bag.dag_ids == ["demo"]
+    assert bag.dags["demo"].fileloc and "z-demo-again" not in str(bag.dags["demo"].doc_md)
 
 
 def test_airflow_ruff_rules() -> None:

@@ -171,3 +171,26 @@ def test_every_documented_analysis_setting_is_accepted(tmp_path: Path) -> None:
     settings = AnalysisSettings.from_mapping(suite.analysis, seed=suite.seed)
     assert {key: getattr(settings, key) for key in documented} == documented
     assert "confidence" in error_of(tmp_path, {**MINIMAL, "analysis": {"confidence": 1.5}})
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    (b"suite: mini\nplatform: local\nrepetitions: 1\nmatrix: {workers: [1]}\ndescription: caf\xe9\n",
+     ["is not UTF-8 text", "byte 82"]),
+    (b"suite: mini\nplatform: local\nrepetitions: 1\nmatrix: {workers: [1]}\ndefaults: {think_time_ms: .nan}\n",
+     ["defaults.think_time_ms", "nan is not a finite number"]),
+    (b"suite: mini\nplatform: local\nrepetitions: 1\nmatrix: {think_time_ms: [.inf]}\n",
+     ["matrix.think_time_ms[0]", "inf is not a finite number"]),
+    (b"suite: mini\nplatform: local\nrepetitions: 1\nrepetitions: 3\nmatrix: {workers: [1]}\n",
+     ["duplicate key 'repetitions'", "line 4"]),
+    (b"suite: mini\nplatform: local\nrepetitions: 1\nmatrix: {workers: [1]}\nload: {servers: ['h:99999']}\n",
+     ["load.servers", "'h:99999'"]),
+])
+def test_bad_input_is_one_clear_error_naming_file_and_key(tmp_path: Path, text: bytes, expected: list[str]) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(text)
+    with pytest.raises(SuiteError) as raised:
+        load_suite(path)
+    message = str(raised.value)
+    assert message.startswith(str(path))
+    for part in expected:
+        assert part in message

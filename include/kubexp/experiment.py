@@ -31,7 +31,7 @@ from kubexp import platform as platforms
 from kubexp import postconditions, settings
 from kubexp import preflight as preflight_checks
 from kubexp.store import attempts, db, migrations, selection, suites
-from kubexp.suite import Suite, SuiteError, check_section, load_suite
+from kubexp.suite import OVERRIDABLE, Suite, SuiteError, check_section, load_suite, overridable
 
 log = logging.getLogger(__name__)
 
@@ -108,19 +108,21 @@ class Current:
 
 
 def apply_overrides(suite: Suite, overrides: Mapping[str, Any]) -> Suite:
-    """The suite with a run's overrides (allow_dirty, and keys of load / metrics) merged in."""
+    """The suite with a run's overrides (allow_dirty, and the suite.OVERRIDABLE keys) merged in."""
     changes: dict[str, Any] = {}
     for key, value in overrides.items():
+        unsafe = ([f"{key}.{name}" for name in value if name not in OVERRIDABLE[key]]
+                  if key in OVERRIDABLE and isinstance(value, Mapping) else [] if key == "allow_dirty" else [key])
+        if unsafe:
+            raise ExperimentError(f"override {', '.join(unsafe)} is not allowed; allowed: {', '.join(overridable())}")
         if key == "allow_dirty":
             changes[key] = bool(value)
-        elif key in ("load", "metrics"):
-            changes[key] = {**getattr(suite, key), **value}
-            try:
-                check_section(key, changes[key], f"{suite.path} with the run's overrides")
-            except SuiteError as exc:
-                raise ExperimentError(str(exc)) from None
-        else:
-            raise ExperimentError(f"override {key!r} is not allowed; allowed: allow_dirty, load, metrics")
+            continue
+        changes[key] = {**getattr(suite, key), **value}
+        try:
+            check_section(key, changes[key], f"{suite.path} with the run's overrides")
+        except SuiteError as exc:
+            raise ExperimentError(str(exc)) from None
     return dataclasses.replace(suite, **changes)
 
 

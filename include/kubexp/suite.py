@@ -169,6 +169,31 @@ SUITE_SCHEMA: dict[str, Any] = {
 }
 
 
+# What a run may override from the trigger form (recorded in its attempt's provenance): how strictly
+# its data are checked and how hard collection retries. What runs (plan), where the load comes from
+# and goes (servers, hosts) and where data are read or written (Prometheus, results_dir) come from
+# the suite file only.
+OVERRIDABLE: dict[str, tuple[str, ...]] = {
+    "load": ("max_malformed_share", "max_connection_failure_share", "refuse_saturated_generator"),
+    "metrics": ("required", "completeness_min", "retries", "backoff_s", "timeout_s", "max_series"),
+}
+
+
+def overridable() -> list[str]:
+    """The keys a run may override, as `allow_dirty` and `section.key`."""
+    return ["allow_dirty", *(f"{section}.{key}" for section, keys in OVERRIDABLE.items() for key in keys)]
+
+
+def overrides_schema() -> dict[str, Any]:
+    """JSON Schema of a run's overrides: allow_dirty and the OVERRIDABLE keys with their suite schema."""
+    properties: dict[str, Any] = {"allow_dirty": copy.deepcopy(SUITE_SCHEMA["properties"]["allow_dirty"])}
+    for section, keys in OVERRIDABLE.items():
+        allowed = SUITE_SCHEMA["properties"][section]["properties"]
+        properties[section] = {"type": "object", "additionalProperties": False,
+                               "properties": {key: copy.deepcopy(allowed[key]) for key in keys}}
+    return {"type": "object", "properties": properties, "additionalProperties": False}
+
+
 def scenario_params_schema() -> dict[str, Any]:
     """JSON Schema of one scenario's parameters, with the framework defaults (for Airflow trigger forms)."""
     return {

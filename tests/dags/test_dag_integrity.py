@@ -105,10 +105,12 @@ def test_params_schema_and_docs(dagbag, name: str) -> None:
         merged.update(conf)
         return merged.validate()
 
-    assert resolve({"scenario": ids[-1], "overrides": {"load": {"servers": 2}}})["scenario"] == ids[-1]
+    assert resolve({"scenario": ids[-1], "overrides": {"load": {"max_malformed_share": 0.1}}})["scenario"] == ids[-1]
     assert resolve({})["dry_run"] is False
     for bad in ({"scenario": "0" * 16}, {"experiment": "not-a-uuid"}, {"overrides": {"matrix": {}}},
-                {"overrides": {"load": {"servers": 0}}}, {"dry_run": "yes"}):
+                {"overrides": {"load": {"max_malformed_share": 2}}}, {"overrides": {"load": {"servers": 2}}},
+                {"overrides": {"load": {"plan": "x.jmx"}}}, {"overrides": {"metrics": {"prometheus": []}}},
+                {"dry_run": "yes"}):
         with pytest.raises(ParamValidationError):
             resolve(bad)
     assert f"Suite `{suite.name}`" in dag.doc_md and "How to read progress" in dag.doc_md

@@ -200,12 +200,18 @@ def test_cleanup_of_a_run_that_lost_its_lease_touches_nothing_of_the_new_holder(
 
 def test_overrides_change_settings_never_scenarios(suite_path: Path) -> None:
     suite = load_suite(suite_path)
-    changed = experiment.apply_overrides(suite, {"allow_dirty": True, "load": {"servers": 2}})
-    assert changed.allow_dirty and changed.load["servers"] == 2 and changed.scenarios() == suite.scenarios()
+    changed = experiment.apply_overrides(suite, {"allow_dirty": True, "load": {"max_malformed_share": 0.2}})
+    assert changed.allow_dirty and changed.load["max_malformed_share"] == 0.2
+    assert changed.scenarios() == suite.scenarios()
     with pytest.raises(experiment.ExperimentError, match="not allowed"):
         experiment.apply_overrides(suite, {"matrix": {"workers": [1]}})
-    with pytest.raises(experiment.ExperimentError, match=r"with the run's overrides: load: .*'sever' was unexpected"):
-        experiment.apply_overrides(suite, {"load": {"sever": 2}})
+    # What runs, where the load goes and where data come from are the suite file's, never a trigger's.
+    for unsafe in ({"load": {"plan": "/tmp/evil.jmx"}}, {"load": {"servers": ["10.0.0.9:1099"]}},
+                   {"load": {"results_dir": "/tmp"}}, {"metrics": {"prometheus": [{"name": "x", "url": "http://evil"}]}},
+                   {"metrics": {"queries": {"q": "up"}}}, {"load": {"sever": 2}}):
+        with pytest.raises(experiment.ExperimentError, match=r"override .* is not allowed; allowed: allow_dirty, "
+                                                             r"load\.max_malformed_share"):
+            experiment.apply_overrides(suite, unsafe)
 
 
 

@@ -6,7 +6,6 @@ names without importing Airflow.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 from datetime import UTC, datetime, timedelta
@@ -14,15 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from kubexp.settings import SUITES_DIR
-from kubexp.suite import SUITE_SCHEMA, Suite, load_suite, suite_files
+from kubexp.suite import Suite, load_suite, overridable, overrides_schema, suite_files
 
 # Slot k of every suite DAG has the logical date SLOT_START + (k-1) days; the window is in the past,
 # so the scheduler (catchup off) creates no run by itself and backfill fills the slots.
 SLOT_START = datetime(2000, 1, 1, tzinfo=UTC)
 UUID_PATTERN = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-# Settings a run may override (they change how an experiment is run and checked, never what a
-# scenario is): the values are recorded in the attempt's provenance.
-OVERRIDABLE = ("allow_dirty", "load", "metrics")
 
 
 def suites_dir() -> Path:
@@ -65,12 +61,6 @@ def slot_of(logical_date: datetime) -> int:
     return (logical_date - SLOT_START).days + 1
 
 
-def overrides_schema() -> dict[str, Any]:
-    """JSON Schema of the `overrides` param: the overridable sections of the suite schema."""
-    properties = {key: copy.deepcopy(SUITE_SCHEMA["properties"][key]) for key in OVERRIDABLE}
-    return {"type": "object", "properties": properties, "additionalProperties": False}
-
-
 def _scenario_label(suite: Suite, params: dict[str, Any], index: int) -> str:
     varied = ", ".join(f"{key}={params[key]}" for key in suite.matrix)
     return f"#{index} {varied}" if varied else f"#{index}"
@@ -100,7 +90,8 @@ def trigger_params(suite: Suite) -> dict[str, Any]:
         ),
         "overrides": Param(
             {}, title="Overrides", description="Suite settings to override for this run only (recorded in "
-            f"provenance): {', '.join(OVERRIDABLE)}. Scenario parameters cannot be overridden.",
+            f"provenance), only these: {', '.join(overridable())}. Scenario parameters, the plan, the load "
+            f"servers and Prometheus come from the suite file only.",
             **overrides_schema(),
         ),
     }

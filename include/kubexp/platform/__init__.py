@@ -15,7 +15,8 @@ from kubexp.platform.base import Endpoint, NodeStatus, Platform, PlatformError, 
 if TYPE_CHECKING:
     from kubexp.suite import Suite
 
-__all__ = ["PLATFORMS", "Endpoint", "NodeStatus", "Platform", "PlatformError", "Unsupported", "create", "kind", "lease_key"]
+__all__ = ["PLATFORMS", "Endpoint", "NodeStatus", "Platform", "PlatformError", "Unsupported", "create", "kind",
+           "lease_key"]
 
 
 def _local() -> type[Platform]:

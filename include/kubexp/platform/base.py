@@ -76,11 +76,6 @@ class Platform(ABC):
 
     @classmethod
     @abstractmethod
-    def from_suite(cls, suite: Suite) -> Platform:
-        """The platform configured from the suite's platform section."""
-
-    @classmethod
-    @abstractmethod
     def lease_key(cls, suite: Suite) -> str:
         """What one experiment at a time may use: the cluster lease's key, whatever `cluster:` says."""
 

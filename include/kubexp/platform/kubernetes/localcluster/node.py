@@ -435,6 +435,8 @@ state = "{root}/containerd/state"
             str(root / "bin" / "kubelet"), f"--config={root}/kubelet/config.yaml",
             f"--kubeconfig={root}/kubeconfigs/kubelet.conf", f"--root-dir={root}/kubelet/root",
             f"--node-ip={NODE_IP}", f"--hostname-override={NODE_NAME}",
+            # cAdvisor finds containers' names (pod, namespace labels) through containerd's socket only.
+            f"--containerd={self.containerd_socket}",
         ], ready=lambda: True).start(timeout=30)
         self._process("kube-proxy", [str(root / "bin" / "kube-proxy"), f"--config={root}/kube-proxy.yaml"],
                       ports=[10256]).start(timeout=60)

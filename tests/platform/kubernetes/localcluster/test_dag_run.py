@@ -33,7 +33,8 @@ def services(local_cluster: LocalCluster) -> Iterator[dict[str, str]]:
     suite = yaml.safe_load((settings.SUITES_DIR / "kube-local.yaml").read_text())
     suite["defaults"]["duration_s"] = 15
     suite["allow_dirty"] = True  # the test runs in a working tree others are editing
-    suite["load"]["results_dir"] = str(root / "results")
+    results = Path("/dev/shm") / root.name  # preflight wants the JTL on a RAM disk
+    suite["load"]["results_dir"] = str(results)
     (suites / "kube-local.yaml").write_text(yaml.safe_dump(suite))
     env = {"KUBEXP_HOME": str(home), "KUBEXP_SUITES_DIR": str(suites), "KUBEXP_POSTGRES_PORT": str(free_port()),
            "KUBEXP_AIRFLOW_PORT": str(free_port()), "KUBEXP_PROMETHEUS_PORT": str(free_port())}
@@ -48,6 +49,7 @@ def services(local_cluster: LocalCluster) -> Iterator[dict[str, str]]:
         finally:
             local.down(log=lambda line: None)
             shutil.rmtree(root, ignore_errors=True)
+            shutil.rmtree(results, ignore_errors=True)
 
 
 def query(url: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:

@@ -14,11 +14,13 @@ from etcd_node import EtcdNode, start_etcd_node
 from fake_kube import FakeKubernetes
 from fake_openstack import FakeOpenStack
 from fake_tools import KUBE_CONN_ID, SSH_CONN_ID, FakeTool, SanityServer
-from loopback_sshd import LoopbackSshd, running_sshd
+from loopback_sshd import running_sshd
+
+from kubexp.platform.kubernetes.localcluster.sshd import Sshd
 
 
 @pytest.fixture(scope="session")
-def sshd() -> Iterator[LoopbackSshd]:
+def sshd() -> Iterator[Sshd]:
     with running_sshd() as server:
         yield server
 
@@ -32,7 +34,7 @@ def trap(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def ssh_conn(sshd: LoopbackSshd, monkeypatch: pytest.MonkeyPatch) -> str:
+def ssh_conn(sshd: Sshd, monkeypatch: pytest.MonkeyPatch) -> str:
     """Id of an Airflow SSH connection (from the environment) to the loopback sshd."""
     monkeypatch.setenv(f"AIRFLOW_CONN_{SSH_CONN_ID.upper()}", sshd.connection_json())
     return SSH_CONN_ID

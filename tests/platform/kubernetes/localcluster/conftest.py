@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -29,15 +28,11 @@ def _session(node: LocalCluster) -> Iterator[LocalCluster]:
     env = {f"AIRFLOW_CONN_{KUBE_CONN_ID.upper()}": json.dumps(
                {"conn_type": "kubernetes", "extra": {"kube_config_path": str(node.kubeconfig)}}),
            f"AIRFLOW_CONN_{SSH_CONN_ID.upper()}": node.sshd.connection_json()}
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
     try:
-        yield node
+        with pytest.MonkeyPatch.context() as patch:
+            for key, value in env.items():
+                patch.setenv(key, value)
+            yield node
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         if not was_running and node.running():
             node.down()

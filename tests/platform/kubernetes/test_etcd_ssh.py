@@ -13,6 +13,7 @@ from etcd_node import EtcdNode
 
 from kubexp.platform import create
 from kubexp.platform.base import PlatformError
+from kubexp.platform.kubernetes.config import SettingsError
 from kubexp.platform.kubernetes.etcd_ssh import (
     EtcdMember,
     EtcdProfile,
@@ -155,9 +156,27 @@ def test_platform_puts_etcd_where_the_scenario_says(etcd_node: EtcdNode, ssh_con
 
     assert fingerprint["managed"] is True and fingerprint["storage"] == "ramdisk"
     assert fingerprint["members"][0]["filesystem"] == "tmpfs" == filesystem_of(etcd_node.ramdisk_path)
-    with pytest.raises(PlatformError, match=r"etcd_fsync_delay_ms > 0 is only modelled by the local platform"):
+    with pytest.raises(PlatformError, match=r"etcd_fsync_delay_ms=5 needs kubernetes.etcd.profile.set_fsync_delay"):
         platform.configure_etcd({"etcd_storage": "disk", "etcd_fsync_delay_ms": 5})
     assert etcd_node.data_dir_in_env() == str(etcd_node.ramdisk_path)  # refused before any command
+
+    # A profile that can delay fsyncs gets the scenario's delay while etcd is stopped, before it starts again.
+    profile["set_fsync_delay"] = ["sh", "-c", 'echo "KUBEXP_FSYNC_DELAY_MS=$1" >> "$2"', "kx", "{fsync_delay_ms}",
+                                  "{env_file}"]
+    data["matrix"] = {"etcd_storage": ["disk"], "etcd_fsync_delay_ms": [7.5]}
+    delayed = create(parse_suite(yaml.safe_load(yaml.safe_dump(data)), tmp_path / "kx-etcd.yaml"))
+    fingerprint = delayed.configure_etcd({"etcd_storage": "disk", "etcd_fsync_delay_ms": 7.5})
+    assert fingerprint["fsync_delay_ms"] == 7.5 and fingerprint["members"][0]["storage"] == "disk"
+    assert etcd_node.env_file.read_text().splitlines()[-1] == "KUBEXP_FSYNC_DELAY_MS=7.5"
+
+
+def test_a_fsync_delay_without_a_profile_command_is_refused_when_the_suite_is_read(tmp_path: Path) -> None:
+    data = {"suite": "kx-etcd", "platform": "kubernetes", "repetitions": 1,
+            "matrix": {"etcd_storage": ["disk"], "etcd_fsync_delay_ms": [0, 10]},
+            "kubernetes": {"etcd": {"members": [{"name": "e1", "ssh_conn_id": "kx_ssh"}]}}}
+    with pytest.raises(SettingsError, match=r"kx-etcd.yaml: scenario 1 \(.*\) sets etcd_fsync_delay_ms=10, which "
+                                            r"needs kubernetes.etcd.profile.set_fsync_delay"):
+        create(parse_suite(data, tmp_path / "kx-etcd.yaml"))
 
 
 def test_unmanaged_etcd_is_recorded_as_not_applied(tmp_path: Path) -> None:

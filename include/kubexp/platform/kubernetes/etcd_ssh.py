@@ -45,7 +45,9 @@ _SET_DATA_DIR = (
 @dataclass(frozen=True)
 class EtcdProfile:
     """Commands and paths for one etcd deployment style. Placeholders: {member} {endpoint}
-    {env_file} {disk_path} {ramdisk_path} {ramdisk_size} {backup_dir} {data_dir} {from_dir} {to_dir}."""
+    {env_file} {disk_path} {ramdisk_path} {ramdisk_size} {backup_dir} {data_dir} {from_dir} {to_dir}
+    {fsync_delay_ms}. `set_fsync_delay` (empty by default: Kubespray has no such thing) runs while etcd is
+    stopped and makes its next start delay every fdatasync by {fsync_delay_ms} (0: none)."""
 
     sudo: bool = False
     env_file: str = "/etc/etcd.env"
@@ -67,6 +69,7 @@ class EtcdProfile:
     filesystem: tuple[str, ...] = ("stat", "-f", "-c", "%T", "--", "{data_dir}")
     copy_data: tuple[str, ...] = ("sh", "-c", _COPY_DATA, "kubexp-copy-etcd-data", "{from_dir}", "{to_dir}")
     set_data_dir: tuple[str, ...] = ("sh", "-c", _SET_DATA_DIR, "kubexp-set-data-dir", "{env_file}", "{data_dir}")
+    set_fsync_delay: tuple[str, ...] = ()
     metrics: tuple[str, ...] = (
         "curl", "-sSf", "--cacert", f"{_KUBESPRAY_CERTS}/ca.pem", "--cert", f"{_KUBESPRAY_CERTS}/admin-{{member}}.pem",
         "--key", f"{_KUBESPRAY_CERTS}/admin-{{member}}-key.pem", "{endpoint}/metrics",
@@ -85,7 +88,9 @@ class EtcdProfile:
                 raise ValueError(f"{where}.{key}: unknown key; allowed: {', '.join(sorted(fields))}")
             default = getattr(cls(), key)
             if isinstance(default, tuple):
-                if not isinstance(value, list) or not value or not all(isinstance(v, str | int) for v in value):
+                # Only commands that are optional (empty by default, like set_fsync_delay) may be left empty.
+                if not isinstance(value, list) or (default and not value) \
+                        or not all(isinstance(v, str | int) for v in value):
                     raise ValueError(f"{where}.{key}: must be a non-empty list of strings (one per argument)")
                 values[key] = tuple(str(v) for v in value)
             elif isinstance(default, bool):
@@ -112,7 +117,7 @@ class EtcdProfile:
                 raise ValueError(f"{where}.{key}: {path!r} must be an absolute path without quotes, "
                                  f"backslashes or line breaks, and not /")
         known = dict.fromkeys(("member", "endpoint", "env_file", "disk_path", "ramdisk_path", "ramdisk_size",
-                               "backup_dir", "data_dir", "from_dir", "to_dir"), "x")
+                               "backup_dir", "data_dir", "from_dir", "to_dir", "fsync_delay_ms"), "x")
         for item in dataclasses.fields(self):
             if isinstance(getattr(self, item.name), tuple):
                 fill(getattr(self, item.name), known, f"{where}.{item.name}")
@@ -185,16 +190,21 @@ class EtcdReconfigurer:
         self.echo = echo
         self.command_timeout_s = command_timeout_s
 
-    def switch(self, storage: str) -> dict[str, Any]:
-        """Move every member to `storage` ('ramdisk' or 'disk'); returns the etcd fingerprint."""
+    def switch(self, storage: str, fsync_delay_ms: float = 0.0) -> dict[str, Any]:
+        """Move every member to `storage` ('ramdisk' or 'disk') with that fsync delay (needs the profile's
+        set_fsync_delay unless 0); returns the etcd fingerprint."""
         if storage not in STORAGES:
             raise PlatformError(f"etcd_storage={storage!r} is not supported; allowed: {', '.join(STORAGES)}")
+        if fsync_delay_ms > 0 and not self.profile.set_fsync_delay:
+            raise PlatformError(f"etcd_fsync_delay_ms={fsync_delay_ms:g} needs kubernetes.etcd.profile.set_fsync_delay "
+                                f"(a command that makes etcd's next start delay every fsync); this profile has none")
         members = []
         for member in self.members:
             with RemoteHost(member.ssh_conn_id, label=f"etcd member {member.name}", sudo=self.profile.sudo,
                             dry_run=self.dry_run, echo=self.echo, timeout_s=self.command_timeout_s) as host:
-                members.append(self._switch_member(host, member, storage))
-        return {"storage": storage, "dry_run": self.dry_run, "members": members}
+                members.append(self._switch_member(host, member, storage, fsync_delay_ms))
+        return {"storage": storage, "fsync_delay_ms": fsync_delay_ms if self.profile.set_fsync_delay else None,
+                "dry_run": self.dry_run, "members": members}
 
     def _values(self, member: EtcdMember, **extra: str) -> dict[str, str]:
         p = self.profile
@@ -202,7 +212,8 @@ class EtcdReconfigurer:
                 "disk_path": p.disk_path, "ramdisk_path": p.ramdisk_path, "ramdisk_size": p.ramdisk_size,
                 "backup_dir": p.backup_dir, **extra}
 
-    def _switch_member(self, host: RemoteHost, member: EtcdMember, storage: str) -> dict[str, Any]:
+    def _switch_member(self, host: RemoteHost, member: EtcdMember, storage: str,
+                       fsync_delay_ms: float = 0.0) -> dict[str, Any]:
         p = self.profile
         target = p.data_dir(storage)
         values = self._values(member, data_dir=target)
@@ -246,6 +257,9 @@ class EtcdReconfigurer:
             if moved:
                 run(p.copy_data, f"copy etcd data {current} -> {target}", from_dir=current, to_dir=target)
                 run(p.set_data_dir, f"set ETCD_DATA_DIR={target} in {p.env_file}")
+            if p.set_fsync_delay:
+                run(p.set_fsync_delay, f"set the fsync delay to {fsync_delay_ms:g} ms",
+                    fsync_delay_ms=f"{fsync_delay_ms:g}")
         except PlatformError as exc:
             restarted = run(p.start, "restart etcd on its old data dir", check=False)
             raise PlatformError(f"{exc}; etcd left on {current} "

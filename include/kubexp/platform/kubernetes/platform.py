@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from kubexp.platform.base import Endpoint, NodeStatus, Platform, PlatformError
 from kubexp.platform.kubernetes.cluster import Cluster
-from kubexp.platform.kubernetes.config import DEFAULT_CONN_ID, KubernetesSettings, settings_from_suite
+from kubexp.platform.kubernetes.config import DEFAULT_CONN_ID, KubernetesSettings, SettingsError, settings_from_suite
 from kubexp.platform.kubernetes.etcd_ssh import EtcdReconfigurer
 from kubexp.platform.kubernetes.istio import Istio
 from kubexp.platform.kubernetes.loadhosts import load_hosts, restart_load_servers
@@ -32,20 +32,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def scenario_refusal(params: Mapping[str, Any]) -> str | None:
-    """Why this platform cannot run a scenario; None when it can (preflight asks before anything runs)."""
-    if float(params.get("etcd_fsync_delay_ms") or 0) > 0:
-        return ("etcd_fsync_delay_ms > 0 is only modelled by the local platform; on a real cluster use "
-                "etcd_storage=disk on the slow disk itself, and set etcd_fsync_delay_ms to 0")
-    return None
-
-
 class KubernetesPlatform(Platform):
     name = "kubernetes"
     default_queries = KUBERNETES_QUERIES
     rate_window = RATE_WINDOW
     required_queries = ("replicas_available",)  # kube-state-metrics
-    scenario_refusal = staticmethod(scenario_refusal)
 
     def __init__(self, settings: KubernetesSettings, cluster_name: str = "kubernetes", *,
                  echo: Callable[[str], None] = print) -> None:
@@ -55,7 +46,16 @@ class KubernetesPlatform(Platform):
 
     @classmethod
     def from_suite(cls, suite: Suite) -> KubernetesPlatform:
-        return cls(settings_from_suite(suite), cluster_name=suite.cluster)
+        settings = settings_from_suite(suite)
+        for scenario in suite.scenarios():
+            delay = float(scenario.params.get("etcd_fsync_delay_ms") or 0)
+            if delay > 0 and not (settings.etcd_manage and settings.etcd_profile.set_fsync_delay):
+                raise SettingsError(
+                    f"{suite.path}: scenario {scenario.index} ({scenario.id}) sets etcd_fsync_delay_ms={delay:g}, "
+                    f"which needs kubernetes.etcd.profile.set_fsync_delay (a command that makes etcd delay its "
+                    f"fsyncs, as the local cluster's etcd-service has); on a cluster with a slow disk use "
+                    f"etcd_storage: disk on that disk and etcd_fsync_delay_ms: 0")
+        return cls(settings, cluster_name=suite.cluster)
 
     @classmethod
     def planned_endpoint(cls, suite: Suite) -> Endpoint:
@@ -112,9 +112,7 @@ class KubernetesPlatform(Platform):
 
     def configure_etcd(self, params: Mapping[str, Any]) -> dict[str, Any]:
         storage = str(params.get("etcd_storage", "ramdisk"))
-        refusal = scenario_refusal(params)
-        if refusal:
-            raise PlatformError(refusal)
+        fsync_delay_ms = float(params.get("etcd_fsync_delay_ms") or 0)
         if not self.settings.etcd_manage:
             return {"storage": "unchanged", "requested": storage, "managed": False}
         # With kubernetes.etcd.dry_run the commands are printed, none runs; "dry_run": true in the result
@@ -125,7 +123,7 @@ class KubernetesPlatform(Platform):
         reconfigurer = EtcdReconfigurer(self.settings.etcd_members, self.settings.etcd_profile,
                                         dry_run=self.settings.etcd_dry_run, echo=self.echo,
                                         command_timeout_s=self.settings.timeouts.command_s)
-        return {**reconfigurer.switch(storage), "managed": True}
+        return {**reconfigurer.switch(storage, fsync_delay_ms), "managed": True}
 
     def deploy(self, scenario_id: str, params: Mapping[str, Any]) -> None:
         from kubexp.platform.kubernetes.manifests import ManifestError, render

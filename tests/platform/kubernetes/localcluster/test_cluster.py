@@ -191,11 +191,16 @@ def test_etcd_moves_between_ram_disk_and_disk_over_ssh_with_the_api_server_healt
     marker = f"kubexp-etcd-move-{int(time.time())}"
     subprocess.run([str(local_cluster.root / "bin" / "kubectl"), "--kubeconfig", str(local_cluster.kubeconfig),
                     "-n", "default", "create", "configmap", marker], check=True, capture_output=True)
-    for storage, filesystem in (("ramdisk", "tmpfs"), ("disk", None)):
-        facts = platform.configure_etcd({"etcd_storage": storage})
+    for storage, filesystem, delay_ms in (("ramdisk", "tmpfs", 0), ("disk", None, 0), ("disk", None, 5)):
+        facts = platform.configure_etcd({"etcd_storage": storage, "etcd_fsync_delay_ms": delay_ms})
         member = facts["members"][0]
-        assert member["storage"] == storage and member["moved"], member
+        assert member["storage"] == storage and member["moved"] == (delay_ms == 0), member
         assert (member["filesystem"] == "tmpfs") == (filesystem == "tmpfs"), member
+        # etcd's own WAL fsync histogram: the injected delay shows in its mean; a RAM disk's is about 0.
+        if delay_ms:
+            assert member["wal_fsync_mean_ms"] >= delay_ms, member
+        elif storage == "ramdisk":
+            assert member["wal_fsync_mean_ms"] < 1, member
         assert member["version"] == build.ETCD_VERSION.lstrip("v")
         deadline = time.monotonic() + 60
         while not local_cluster.api_healthy():
@@ -203,6 +208,7 @@ def test_etcd_moves_between_ram_disk_and_disk_over_ssh_with_the_api_server_healt
             time.sleep(1)
         # The data moved with etcd: an object written before both moves is still there.
         kubectl(local_cluster, "-n", "default", "get", "configmap", marker)
+    platform.configure_etcd({"etcd_storage": "disk", "etcd_fsync_delay_ms": 0})
     subprocess.run([str(local_cluster.root / "bin" / "kubectl"), "--kubeconfig", str(local_cluster.kubeconfig),
                     "-n", "default", "delete", "configmap", marker], check=True, capture_output=True)
 

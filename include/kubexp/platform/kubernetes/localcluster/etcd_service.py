@@ -4,7 +4,7 @@ The etcd env file (KEY=value lines, read literally as systemd's EnvironmentFile 
 lives; KUBEXP_FSYNC_DELAY_MS > 0 in it starts etcd under strace's fault injection, which delays
 every fdatasync by that much (an emulated network disk, as on the local platform).
 
-    python -m kubexp.platform.kubernetes.localcluster.etcd_service start|stop ROOT
+    python -m kubexp.platform.kubernetes.localcluster.etcd_service ROOT start|stop|fsync-delay [MS]
 """
 
 from __future__ import annotations
@@ -43,12 +43,32 @@ def etcd_process(root: Path) -> ManagedProcess:
                           env={k: v for k, v in env.items() if k.startswith("ETCD_")}, ports=[port])
 
 
+def set_fsync_delay(env_file: Path, delay_ms: float) -> None:
+    """Rewrite the KUBEXP_FSYNC_DELAY_MS line of the env file (read at etcd's next start)."""
+    lines = [line for line in env_file.read_text().splitlines() if not line.startswith(f"{FSYNC_DELAY_KEY}=")]
+    partial = env_file.with_name(f"{env_file.name}.partial")
+    partial.write_text("\n".join([*lines, f"{FSYNC_DELAY_KEY}={delay_ms:g}"]) + "\n")
+    partial.replace(env_file)
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) != 2 or argv[0] not in ("start", "stop"):
-        print(__doc__.strip().splitlines()[-1].strip(), file=sys.stderr)
+    usage = __doc__.strip().splitlines()[-1].strip()
+    if len(argv) < 2 or argv[1] not in ("start", "stop", "fsync-delay"):
+        print(usage, file=sys.stderr)
         return 2
-    process = etcd_process(Path(argv[1]))
-    if argv[0] == "start":
+    root, command = Path(argv[0]), argv[1]
+    if command == "fsync-delay":
+        try:
+            delay_ms = float(argv[2])
+        except (IndexError, ValueError):
+            delay_ms = -1.0
+        if not delay_ms >= 0:
+            print(f"fsync-delay needs a number of milliseconds >= 0\n{usage}", file=sys.stderr)
+            return 2
+        set_fsync_delay(root / "etcd" / "etcd.env", delay_ms)
+        return 0
+    process = etcd_process(root)
+    if command == "start":
         process.start(timeout=60)
     else:
         process.stop(timeout=30)

@@ -101,6 +101,7 @@ class LocalCluster:
                         f"--cert={pki}/admin-{{member}}.crt", f"--key={pki}/admin-{{member}}.key"],
             "metrics": ["curl", "-sSf", f"http://127.0.0.1:{ETCD_METRICS_PORT}/metrics"],
             "stop": [f"{root}/bin/etcd-service", "stop"], "start": [f"{root}/bin/etcd-service", "start"],
+            "set_fsync_delay": [f"{root}/bin/etcd-service", "fsync-delay", "{fsync_delay_ms}"],
         }
 
     def etcd_members(self) -> list[dict[str, str]]:
@@ -155,7 +156,7 @@ class LocalCluster:
         script = self.root / "bin" / "etcd-service"
         script.write_text(f"#!/bin/sh\n# start|stop this cluster's etcd (what systemctl does on a Kubespray node)\n"
                           f"exec {sys.executable} -m kubexp.platform.kubernetes.localcluster.etcd_service "
-                          f"\"$1\" {self.root}\n")
+                          f"{self.root} \"$@\"\n")
         script.chmod(0o700)
         self._network_up()
         self._write_configs()

@@ -221,6 +221,9 @@ class LocalCluster:
         ca.issue("kube-proxy", "system:kube-proxy", ("system:node-proxier",), client=True)
         ca.issue("kubelet-client", f"system:node:{NODE_NAME}", ("system:nodes",), client=True)
         ca.issue("kubelet", NODE_NAME, server=True, hosts=(NODE_IP, NODE_NAME))
+        # metrics-server reaches the API server as its ServiceAccount would (RBAC binds that user name).
+        ca.issue("metrics-server", "system:serviceaccount:kube-system:metrics-server", ("system:serviceaccounts",),
+                 client=True)
         etcd = Authority(pki / "etcd", "ca", "kubexp-etcd-ca")
         etcd.issue("server", NODE_NAME, server=True, client=True, hosts=("127.0.0.1", "localhost"))
         etcd.issue("apiserver-etcd-client", "kube-apiserver-etcd-client", client=True)
@@ -261,7 +264,8 @@ class LocalCluster:
     def _write_configs(self) -> None:
         root = self.root
         for name, cert in (("controller-manager", "controller-manager"), ("scheduler", "scheduler"),
-                           ("kubelet", "kubelet-client"), ("kube-proxy", "kube-proxy"), ("admin", "admin")):
+                           ("kubelet", "kubelet-client"), ("kube-proxy", "kube-proxy"), ("admin", "admin"),
+                           ("metrics-server", "metrics-server")):
             self._kubeconfig(name, cert)
         (root / "containerd").mkdir()
         (root / "containerd" / "config.toml").write_text(f"""\
@@ -613,7 +617,8 @@ def _remove_pod_cgroups() -> list[str]:
     removed = []
     for top in sorted(Path("/sys/fs/cgroup").glob("*/kubepods")) + sorted(Path("/sys/fs/cgroup").glob("kubepods")):
         for folder in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
-            folder.rmdir() if not any(c.is_dir() for c in folder.iterdir()) else None
+            if not any(child.is_dir() for child in folder.iterdir()):
+                folder.rmdir()
         try:
             top.rmdir()
             removed.append(f"cgroup {top}")
@@ -656,21 +661,24 @@ def metrics_server_objects(root: Path) -> list[dict[str, Any]]:
                  "hostNetwork": True, "serviceAccountName": name, "priorityClassName": "system-cluster-critical",
                  "containers": [{
                      "name": name, "image": build.METRICS_SERVER_IMAGE, "imagePullPolicy": "Never",
-                     # The API server and the kubelet are reached on the host: the kubeconfig is the
-                     # admin's (the pod is on the host network and the API server listens on loopback only).
+                     # The pod is on the host network and the API server listens on loopback only, so it
+                     # gets a kubeconfig (its own client certificate) and the cluster CA, and nothing else.
                      "args": [f"--bind-address={NODE_IP}", f"--secure-port={METRICS_SERVER_PORT}",
-                              "--cert-dir=/tmp", f"--kubeconfig={root}/admin.conf",
-                              f"--authentication-kubeconfig={root}/admin.conf",
-                              f"--authorization-kubeconfig={root}/admin.conf",
+                              "--cert-dir=/tmp", "--kubeconfig=/etc/kubexp/kubeconfig",
+                              "--authentication-kubeconfig=/etc/kubexp/kubeconfig",
+                              "--authorization-kubeconfig=/etc/kubexp/kubeconfig",
                               "--kubelet-preferred-address-types=InternalIP",
-                              f"--kubelet-certificate-authority={root}/pki/ca.crt",
+                              "--kubelet-certificate-authority=/etc/kubexp/ca.crt",
                               "--metric-resolution=15s", "--kubelet-use-node-status-port"],
                      "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"},
-                                      {"name": "cluster", "mountPath": str(root), "readOnly": True}],
+                                      {"name": "kubeconfig", "mountPath": "/etc/kubexp/kubeconfig", "readOnly": True},
+                                      {"name": "ca", "mountPath": "/etc/kubexp/ca.crt", "readOnly": True}],
                      "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}},
                  }],
                  "volumes": [{"name": "tmp", "emptyDir": {}},
-                             {"name": "cluster", "hostPath": {"path": str(root), "type": "Directory"}}],
+                             {"name": "kubeconfig", "hostPath": {
+                                 "path": f"{root}/kubeconfigs/metrics-server.conf", "type": "File"}},
+                             {"name": "ca", "hostPath": {"path": f"{root}/pki/ca.crt", "type": "File"}}],
              }}}},
         {"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
          "metadata": {"name": "v1beta1.metrics.k8s.io", "labels": labels},

@@ -58,6 +58,15 @@ def run_profile(platform: LocalPlatform, load: dict[str, str], results: Path) ->
     return crop_requests(platform, path)[before:], int(samples["successes"].sum())
 
 
+def assert_a_connection_per_request(seen: list[tuple[str, str]]) -> None:
+    """Each request on its own TCP connection. The kernel hands a closed connection's source port to a later
+    one, so a port may show up twice over a run; a kept-alive connection carries a worker's every request
+    (the kubexp profile's test below sees a handful of ports for hundreds of requests)."""
+    counts = Counter(seen)
+    assert max(counts.values()) <= 2, f"TCP connections that carried more than two requests: {counts.most_common(5)}"
+    assert len(counts) >= 0.9 * len(seen), f"{len(seen)} requests came over only {len(counts)} source ports"
+
+
 def served_by(platform: LocalPlatform) -> set[str]:
     replicas = json.loads((platform.state_dir / "deployment.json").read_text())["replicas"]
     return {"flask" if "cropapp.serve --server flask" in " ".join(r["argv"]) else "gunicorn" for r in replicas}
@@ -71,8 +80,7 @@ def test_paper_profile_runs_flask_with_one_tcp_connection_per_request(
     seen, successes = run_profile(platform, load, ram_results)
     # every successful sample is one line; requests cut off at the load's end are logged by the app only
     assert successes > 50 and successes <= len(seen) <= successes + PARAMS["workers"]
-    reused = {peer: count for peer, count in Counter(seen).items() if count > 1}
-    assert not reused, f"TCP connections that carried more than one request: {reused}"
+    assert_a_connection_per_request(seen)
 
 
 @pytest.mark.parametrize("deployed", [("paper", "gunicorn")], indirect=True)
@@ -84,8 +92,7 @@ def test_paper_plan_itself_opens_a_connection_per_request(
     assert served_by(platform) == {"gunicorn"}
     seen, successes = run_profile(platform, load, ram_results)
     assert successes > 50 and successes <= len(seen) <= successes + PARAMS["workers"]
-    reused = {peer: count for peer, count in Counter(seen).items() if count > 1}
-    assert not reused, f"TCP connections that carried more than one request: {reused}"
+    assert_a_connection_per_request(seen)
 
 
 @pytest.mark.parametrize("deployed", [("kubexp", None)], indirect=True)

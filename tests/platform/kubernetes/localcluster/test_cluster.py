@@ -143,7 +143,9 @@ def test_deploy_rollout_sanity_request_through_the_node_port_and_teardown(local_
 
 
 def test_a_64_mib_replica_is_oom_killed_under_load_and_seen_in_the_events(local_cluster: LocalCluster) -> None:
-    platform = platform_for(local_cluster)
+    # Flask's threaded server, as the paper's app: one process, so an OOM kill ends the container
+    # (under gunicorn the kernel may kill a worker, which the master replaces without a restart).
+    platform = platform_for(local_cluster, app_server="flask")
     params = scenario(memory_limit_mib=64)
     deploy_and_wait(platform, params)
     endpoint = platform.endpoint()

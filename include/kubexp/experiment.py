@@ -281,7 +281,11 @@ def reboot_nodes(data: Mapping[str, Any]) -> list[str]:
     target = current.platform
     rebooted = [node.name for node in target.check_nodes() if not node.ready]
     for name in rebooted:
-        log.warning("rebooting node %s", name)
+        warning = target.reboot_warning(name)
+        if warning and current.attempt_id is not None:  # said before the reboot, where the attempt keeps it
+            with _store() as conn:
+                attempts.record_provenance(conn, current.attempt_id, {"reboot_warnings": {name: warning}})
+        log.warning("rebooting node %s%s", name, f": {warning}" if warning else "")
         target.reboot_node(name)
     if current.attempt_id is not None and rebooted:
         with _store() as conn:
@@ -302,7 +306,7 @@ def configure_etcd(data: Mapping[str, Any]) -> dict[str, Any]:
     With kubernetes.etcd.dry_run the platform only prints the commands: the experiment then stops here
     with an ExperimentError (never retried), since its data would not show the storage it claims."""
     current = _current(data)
-    fingerprint = current.platform.configure_etcd(current.params)
+    fingerprint = current.platform.configure_etcd(current.params, tag=f"attempt-{current.attempt_id}")
     with _store() as conn:
         attempts.record_provenance(conn, _attempt(current), {"etcd": fingerprint})
     if fingerprint.get("dry_run"):
@@ -490,6 +494,17 @@ def cleanup(data: Mapping[str, Any] | None, suite_path: str | Path, dag_id: str,
             f"after it expired); teardown and stopping the load servers are skipped so as not to destroy its run")
     if not holds:
         log.warning("cleanup: %s", lost)
+
+    def start_etcd(current: Current) -> None:
+        started = current.platform.start_stopped_etcd()
+        if started:
+            log.warning("cleanup: etcd members %s were stopped (etcd step killed?): started again", ", ".join(started))
+
+    def platform_parts(current: Current) -> None:
+        # etcd first: an etcd step killed outright leaves it stopped, and the teardown needs the API server.
+        attempt("starting etcd members found stopped", lambda: start_etcd(current))
+        attempt("platform teardown", lambda: current.platform.teardown())
+
     current = Current.from_xcom(data) if data else None
     if current is not None and not current.dry_run:
         attempt("stopping leftover load processes", lambda: servers.stop_leftover(Path(current.results_dir)))
@@ -497,7 +512,7 @@ def cleanup(data: Mapping[str, Any] | None, suite_path: str | Path, dag_id: str,
             attempt("keeping the raw files of the attempt", lambda: keep_evidence(current))
         if holds:  # Independent, and each takes seconds (graceful stops): side by side.
             with ThreadPoolExecutor(max_workers=2) as pool:
-                pool.submit(attempt, "platform teardown", lambda: current.platform.teardown())
+                pool.submit(platform_parts, current)
                 pool.submit(attempt, "stopping the load servers", lambda: servers.stop(current.suite))
         shutil.rmtree(current.results_dir, ignore_errors=True)  # archived by load, or just now by keep_evidence
     with _store() as conn:

@@ -365,3 +365,18 @@ def test_an_etcd_dry_run_stops_the_experiment_without_a_retry(
         assert attempts.provenance(conn, current.attempt_id)["etcd"]["dry_run"] is True
         assert conn.execute("SELECT status FROM experiment WHERE id = %s",
                             (current.experiment_id,)).fetchone() == ("unfinished",)
+
+
+def test_cleanup_starts_stopped_etcd_members_before_the_teardown(
+        suite_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """An etcd step killed outright leaves etcd stopped; the teardown needs the API server, hence etcd, first."""
+    from kubexp.platform.local import LocalPlatform
+
+    done: list[str] = []
+    monkeypatch.setattr(LocalPlatform, "start_stopped_etcd", lambda self: done.append("etcd") or ["master-1"])
+    monkeypatch.setattr(LocalPlatform, "teardown", lambda self: done.append("teardown"))
+    current = experiment.select(suite_path, run(1), {})
+    assert current is not None
+    experiment.cleanup(current.to_xcom(), suite_path, "steps", "manual__1")
+    assert done == ["etcd", "teardown"]
+    assert "etcd members master-1 were stopped" in caplog.text

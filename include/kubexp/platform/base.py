@@ -92,8 +92,17 @@ class Platform(ABC):
         """Remove every trace of the SUT and wait until it is gone. Idempotent."""
 
     @abstractmethod
-    def configure_etcd(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        """Put etcd's data on params['etcd_storage'], wait healthy, return its fingerprint."""
+    def configure_etcd(self, params: Mapping[str, Any], tag: str = "manual") -> dict[str, Any]:
+        """Put etcd's data on params['etcd_storage'], wait healthy, return its fingerprint (`tag`: the
+        attempt, for whatever the platform keeps per switch)."""
+
+    def start_stopped_etcd(self) -> list[str]:
+        """Start etcd members an interrupted etcd step left stopped (cleanup); their names. None by default."""
+        return []
+
+    def reboot_warning(self, node: str) -> str | None:
+        """What rebooting `node` would lose, said before it is rebooted (None: nothing)."""
+        return None
 
     @abstractmethod
     def deploy(self, scenario_id: str, params: Mapping[str, Any]) -> None:

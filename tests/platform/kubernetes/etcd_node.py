@@ -21,6 +21,7 @@ BIN = Path(sys.executable).parent
 ETCD, ETCDCTL = str(BIN / "etcd"), str(BIN / "etcdctl")
 
 _START = (
+    'p=$(head -n 1 "$4" 2>/dev/null) && kill -0 "$p" 2>/dev/null && exit 0; '  # running: as systemctl start
     'while IFS= read -r line; do case "$line" in ETCD_*=*) export "$line";; esac; done < "$1"; '
     'setsid "$2" >>"$3" 2>&1 </dev/null & echo $! > "$4"'
 )

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 import shlex
+import signal
 import subprocess
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 from etcd_node import EtcdNode
 
-from kubexp.platform import create
+from kubexp.platform import Platform, create
 from kubexp.platform.base import PlatformError
 from kubexp.platform.kubernetes.config import SettingsError
 from kubexp.platform.kubernetes.etcd_ssh import (
@@ -95,7 +101,7 @@ def test_injection_through_paths_and_member_names_is_inert(etcd_node: EtcdNode, 
     assert not any((home / name).exists() for name in ("p5", "p6", "p7"))
     assert Path(evil_dir, "member").is_dir() and filesystem_of(evil_dir) == "tmpfs"
     assert etcd_node.data_dir_in_env() == evil_dir
-    assert Path(facts["snapshot"]).name == f"{evil_member}.db" and Path(facts["snapshot"]).exists()
+    assert Path(facts["snapshot"]).parent.name == evil_member and Path(facts["snapshot"]).exists()
     assert etcd_node.etcdctl("get", "kubexp-test/marker", "--print-value-only").stdout.strip() == "survives-moves"
 
 
@@ -105,13 +111,16 @@ def test_dry_run_prints_every_command_and_runs_none(capsys: pytest.CaptureFixtur
     lines = capsys.readouterr().out.splitlines()
     argvs = [shlex.split(line.split(": ", 1)[1]) for line in lines]
     assert all(line.startswith("[dry-run] etcd member master-1: sudo -n -- ") for line in lines)
-    assert [argv[3:] for argv in argvs[:3]] == [
+    assert [argv[3:] for argv in argvs[:2]] == [
         ["cat", "--", "/etc/etcd.env"],
-        ["mkdir", "-p", "-m", "0700", "--", "/var/backups/kubexp-etcd"],
-        ["etcdctl", "--endpoints=https://127.0.0.1:2379", "--cacert=/etc/ssl/etcd/ssl/ca.pem",
-         "--cert=/etc/ssl/etcd/ssl/admin-master-1.pem", "--key=/etc/ssl/etcd/ssl/admin-master-1-key.pem",
-         "snapshot", "save", "/var/backups/kubexp-etcd/master-1.db"],
+        ["mkdir", "-p", "-m", "0700", "--", "/var/backups/kubexp-etcd", "/var/backups/kubexp-etcd/master-1"],
     ]
+    assert argvs[2][3:-1] == [
+        "etcdctl", "--endpoints=https://127.0.0.1:2379", "--cacert=/etc/ssl/etcd/ssl/ca.pem",
+        "--cert=/etc/ssl/etcd/ssl/admin-master-1.pem", "--key=/etc/ssl/etcd/ssl/admin-master-1-key.pem",
+        "snapshot", "save"]
+    assert re.fullmatch(r"/var/backups/kubexp-etcd/master-1/\d{8}T\d{6}\.\d{6}Z-manual\.db", argvs[2][-1])
+    assert argvs[3][-3:] == ["kubexp-prune-snapshots", "/var/backups/kubexp-etcd/master-1", "5"]
     verbs = [argv[3:5] for argv in argvs]
     assert ["systemctl", "stop"] in verbs and ["systemctl", "start"] in verbs
     assert verbs.index(["systemctl", "stop"]) < verbs.index(["systemctl", "start"])
@@ -193,3 +202,112 @@ def test_unmanaged_etcd_is_recorded_as_not_applied(tmp_path: Path) -> None:
 def test_an_unknown_ssh_connection_is_named() -> None:
     with pytest.raises(PlatformError, match=r"etcd member m1: cannot open SSH via Airflow connection 'kx_no_such"):
         EtcdReconfigurer([EtcdMember("m1", "kx_no_such_conn")], EtcdProfile()).switch("disk")
+
+
+@pytest.fixture
+def timeout_on(tmp_path: Path) -> Iterator[Path]:
+    """A file whose appearance makes SIGALRM raise AirflowTaskTimeout in this process, as Airflow's
+    execution_timeout does (its `timeout` context manager raises from a SIGALRM handler)."""
+    from airflow.sdk.exceptions import AirflowTaskTimeout
+
+    flag, stop = tmp_path / "now", threading.Event()
+
+    def on_alarm(signum: int, frame: object) -> None:
+        raise AirflowTaskTimeout("Timeout, PID: test")
+
+    def watch() -> None:
+        while not stop.is_set():
+            if flag.exists():
+                os.kill(os.getpid(), signal.SIGALRM)
+                return
+            time.sleep(0.05)
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield flag
+    finally:
+        stop.set()
+        watcher.join()
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.slow
+def test_a_task_timeout_while_etcd_is_stopped_starts_it_again_on_its_old_data(
+        etcd_node: EtcdNode, ssh_conn: str, timeout_on: Path) -> None:
+    """The timeout strikes after the data were copied and ETCD_DATA_DIR points at the RAM disk (etcd is
+    stopped): etcd must run again, on the disk data it had (it used to stay stopped: only a
+    PlatformError restarted it)."""
+    from airflow.sdk.exceptions import AirflowTaskTimeout
+
+    # set_fsync_delay runs while etcd is stopped, after the copy and the env file edit.
+    profile = etcd_node.profile(set_fsync_delay=("sh", "-c", 'touch "$1"; sleep 60', "kx", str(timeout_on)))
+    pid = etcd_node.running_pid()
+
+    with pytest.raises(AirflowTaskTimeout):
+        EtcdReconfigurer([member(etcd_node, ssh_conn)], profile).switch("ramdisk")
+
+    assert timeout_on.exists()  # it did strike while etcd was stopped
+    assert etcd_node.running_pid() not in (None, pid)  # started again
+    assert etcd_node.data_dir_in_env() == str(etcd_node.disk_path)  # on its old data
+    deadline = time.monotonic() + 30
+    while etcd_node.etcdctl("endpoint", "health").returncode != 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert etcd_node.etcdctl("get", "kubexp-test/marker", "--print-value-only").stdout.strip() == "survives-moves"
+
+
+def _platform(etcd_node: EtcdNode, ssh_conn: str, tmp_path: Path, **profile_changes: object) -> Platform:
+    profile = {key: list(value) if isinstance(value, tuple) else value
+               for key, value in dataclasses.asdict(etcd_node.profile(**profile_changes)).items()}
+    etcd = {"members": [{"name": "etcd1", "ssh_conn_id": ssh_conn, "endpoint": etcd_node.client_url}],
+            "profile": profile}
+    data = {"suite": "kx-etcd", "platform": "kubernetes", "repetitions": 1, "matrix": {"etcd_storage": ["ramdisk"]},
+            "kubernetes": {"etcd": etcd}}
+    return create(parse_suite(yaml.safe_load(yaml.safe_dump(data)), tmp_path / "kx-etcd.yaml"))
+
+
+@pytest.mark.slow
+def test_a_member_found_stopped_is_started_by_cleanup(etcd_node: EtcdNode, ssh_conn: str, tmp_path: Path) -> None:
+    """A task killed outright between stop and start runs no handler: cleanup finds etcd stopped."""
+    platform = _platform(etcd_node, ssh_conn, tmp_path)
+    assert platform.start_stopped_etcd() == []  # running: left alone
+    pid = etcd_node.running_pid()
+    subprocess.run(list(etcd_node.profile().stop), check=True)
+    assert etcd_node.running_pid() is None
+
+    assert platform.start_stopped_etcd() == ["etcd1"]
+
+    assert etcd_node.running_pid() not in (None, pid)
+    assert etcd_node.etcdctl("get", "kubexp-test/marker", "--print-value-only").stdout.strip() == "survives-moves"
+
+
+@pytest.mark.slow
+def test_snapshots_are_kept_per_attempt_up_to_a_bound(etcd_node: EtcdNode, ssh_conn: str, tmp_path: Path) -> None:
+    platform = _platform(etcd_node, ssh_conn, tmp_path, snapshots_kept=2)
+    for attempt, storage in ((11, "ramdisk"), (12, "disk"), (13, "ramdisk")):
+        platform.configure_etcd({"etcd_storage": storage}, tag=f"attempt-{attempt}")
+
+    kept = sorted((etcd_node.backup_dir / "etcd1").iterdir())
+    assert [path.name.split("-", 1)[1] for path in kept] == ["attempt-12.db", "attempt-13.db"]  # the newest two
+    assert all(path.stat().st_size > 0 for path in kept)
+    assert (etcd_node.backup_dir / "etcd1").stat().st_mode & 0o777 == 0o700
+    with pytest.raises(ValueError, match=r"snapshots_kept: must be at least 1"):
+        EtcdProfile.from_mapping({"snapshots_kept": 0})
+
+
+@pytest.mark.slow
+def test_rebooting_a_member_on_the_ram_disk_is_said_first(etcd_node: EtcdNode, ssh_conn: str, tmp_path: Path) -> None:
+    platform = _platform(etcd_node, ssh_conn, tmp_path)
+    assert platform.reboot_warning("etcd1") is None  # on disk
+    assert platform.reboot_warning("worker-1") is None  # no etcd member there
+    platform.configure_etcd({"etcd_storage": "ramdisk"})
+
+    warning = platform.reboot_warning("etcd1")
+
+    assert warning is not None
+    assert f"etcd member etcd1 and its data are on the RAM disk {etcd_node.ramdisk_path}" in warning
+    assert f"rebooting it loses that member's data; restore it from the newest snapshot in " \
+           f"{etcd_node.backup_dir}/etcd1" in warning
+    unreadable = _platform(etcd_node, ssh_conn, tmp_path, env_file=str(tmp_path / "missing.env"))
+    assert "could not be read" in (unreadable.reboot_warning("etcd1") or "")  # unknown counts as RAM disk

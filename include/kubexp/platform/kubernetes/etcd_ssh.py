@@ -1,10 +1,13 @@
 """Move a Kubespray-style etcd between a RAM disk (tmpfs) and its persistent data dir, over SSH.
 
 Kubespray runs etcd as a systemd unit that reads /etc/etcd.env, whose ETCD_DATA_DIR says
-where the data lives. Per member, one at a time: snapshot (refuse to go on if it fails),
+where the data lives. Per member, one at a time: snapshot (refuse to go on if it fails; the
+member's last `snapshots_kept` snapshots are kept, one per switch, named by time and attempt),
 prepare and check the target file system, stop, copy the data, point ETCD_DATA_DIR at the
 target, start, wait for `etcdctl endpoint health`, and record a fingerprint (file system,
-version, WAL fsync and backend commit means from etcd's own metrics).
+version, WAL fsync and backend commit means from etcd's own metrics). Whatever ends the step
+while etcd is stopped (a failed command, a task timeout, an interrupt) starts it again on its
+old data dir first; a task killed outright leaves that to `start_stopped`, which cleanup runs.
 
 Every command comes from an `EtcdProfile` (argument lists with placeholders); the defaults fit
 Kubespray with systemctl, and a profile can replace any of them (the tests use one that starts
@@ -16,15 +19,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from kubexp.platform.base import PlatformError
 from kubexp.platform.kubernetes.commands import fill
 from kubexp.platform.kubernetes.remote import CommandResult, RemoteHost
+
+log = logging.getLogger(__name__)
 
 STORAGES = ("ramdisk", "disk")
 _KUBESPRAY_CERTS = "/etc/ssl/etcd/ssl"
@@ -35,6 +42,9 @@ _COPY_DATA = (
     'if [ "$1" -ef "$2" ]; then echo "source and target are the same directory" >&2; exit 3; fi; '
     'rm -rf -- "$2/member" && cp -a -- "$1/member" "$2/member"'
 )
+# Snapshot names start with their UTC time: the shell's sorted glob lists them oldest first.
+_PRUNE_SNAPSHOTS = 'cd -- "$1" || exit 1; k=$2; set -- *.db; [ -e "$1" ] || exit 0; ' \
+                   'while [ "$#" -gt "$k" ]; do rm -f -- "$1"; shift; done'
 _SET_DATA_DIR = (
     'D="$2" awk \'/^ETCD_DATA_DIR=/ { print "ETCD_DATA_DIR=" ENVIRON["D"]; done = 1; next } { print } '
     'END { if (!done) print "ETCD_DATA_DIR=" ENVIRON["D"] }\' "$1" > "$1.kubexp" '
@@ -45,9 +55,10 @@ _SET_DATA_DIR = (
 @dataclass(frozen=True)
 class EtcdProfile:
     """Commands and paths for one etcd deployment style. Placeholders: {member} {endpoint}
-    {env_file} {disk_path} {ramdisk_path} {ramdisk_size} {backup_dir} {data_dir} {from_dir} {to_dir}
-    {fsync_delay_ms}. `set_fsync_delay` (empty by default: Kubespray has no such thing) runs while etcd is
-    stopped and makes its next start delay every fdatasync by {fsync_delay_ms} (0: none)."""
+    {env_file} {disk_path} {ramdisk_path} {ramdisk_size} {backup_dir} {snapshot_dir} (the member's folder
+    in backup_dir) {snapshots_kept} {data_dir} {from_dir} {to_dir} {fsync_delay_ms}. `set_fsync_delay`
+    (empty by default: Kubespray has no such thing) runs while etcd is stopped and makes its next start
+    delay every fdatasync by {fsync_delay_ms} (0: none)."""
 
     sudo: bool = False
     env_file: str = "/etc/etcd.env"
@@ -65,7 +76,10 @@ class EtcdProfile:
     prepare_ramdisk: tuple[str, ...] = ("sh", "-c", _PREPARE_RAMDISK, "kubexp-prepare-ramdisk",
                                         "{ramdisk_path}", "{ramdisk_size}")
     prepare_disk: tuple[str, ...] = ("mkdir", "-p", "-m", "0700", "--", "{disk_path}")
-    make_backup_dir: tuple[str, ...] = ("mkdir", "-p", "-m", "0700", "--", "{backup_dir}")
+    make_backup_dir: tuple[str, ...] = ("mkdir", "-p", "-m", "0700", "--", "{backup_dir}", "{snapshot_dir}")
+    prune_snapshots: tuple[str, ...] = ("sh", "-c", _PRUNE_SNAPSHOTS, "kubexp-prune-snapshots", "{snapshot_dir}",
+                                        "{snapshots_kept}")
+    snapshots_kept: int = 5  # per member, newest first; at least 1
     filesystem: tuple[str, ...] = ("stat", "-f", "-c", "%T", "--", "{data_dir}")
     copy_data: tuple[str, ...] = ("sh", "-c", _COPY_DATA, "kubexp-copy-etcd-data", "{from_dir}", "{to_dir}")
     set_data_dir: tuple[str, ...] = ("sh", "-c", _SET_DATA_DIR, "kubexp-set-data-dir", "{env_file}", "{data_dir}")
@@ -98,8 +112,10 @@ class EtcdProfile:
                     raise ValueError(f"{where}.{key}: must be true or false")
                 values[key] = value
             elif isinstance(default, int | float):
-                if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                    raise ValueError(f"{where}.{key}: must be a number >= 0")
+                if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 \
+                        or (isinstance(default, int) and value != int(value)):
+                    raise ValueError(f"{where}.{key}: must be a {'whole ' if isinstance(default, int) else ''}"
+                                     f"number >= 0")
                 values[key] = type(default)(value)
             else:
                 if not isinstance(value, str) or not value:
@@ -116,8 +132,11 @@ class EtcdProfile:
             if not path.startswith("/") or path.rstrip("/") == "" or re.search(r"[\n\r\\\"']", path):
                 raise ValueError(f"{where}.{key}: {path!r} must be an absolute path without quotes, "
                                  f"backslashes or line breaks, and not /")
+        if self.snapshots_kept < 1:
+            raise ValueError(f"{where}.snapshots_kept: must be at least 1 (the snapshot just taken)")
         known = dict.fromkeys(("member", "endpoint", "env_file", "disk_path", "ramdisk_path", "ramdisk_size",
-                               "backup_dir", "data_dir", "from_dir", "to_dir", "fsync_delay_ms"), "x")
+                               "backup_dir", "snapshot_dir", "snapshots_kept", "data_dir", "from_dir", "to_dir",
+                               "fsync_delay_ms"), "x")
         for item in dataclasses.fields(self):
             if isinstance(getattr(self, item.name), tuple):
                 fill(getattr(self, item.name), known, f"{where}.{item.name}")
@@ -190,9 +209,11 @@ class EtcdReconfigurer:
         self.echo = echo
         self.command_timeout_s = command_timeout_s
 
-    def switch(self, storage: str, fsync_delay_ms: float = 0.0) -> dict[str, Any]:
+    def switch(self, storage: str, fsync_delay_ms: float = 0.0, tag: str = "manual") -> dict[str, Any]:
         """Move every member to `storage` ('ramdisk' or 'disk') with that fsync delay (needs the profile's
-        set_fsync_delay unless 0); returns the etcd fingerprint."""
+        set_fsync_delay unless 0); returns the etcd fingerprint. `tag` ends the snapshots' names (the attempt)."""
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", tag):
+            raise ValueError(f"etcd snapshot tag {tag!r}: only letters, digits, '_', '.' and '-'")
         if storage not in STORAGES:
             raise PlatformError(f"etcd_storage={storage!r} is not supported; allowed: {', '.join(STORAGES)}")
         if fsync_delay_ms > 0 and not self.profile.set_fsync_delay:
@@ -202,18 +223,69 @@ class EtcdReconfigurer:
         for member in self.members:
             with RemoteHost(member.ssh_conn_id, label=f"etcd member {member.name}", sudo=self.profile.sudo,
                             dry_run=self.dry_run, echo=self.echo, timeout_s=self.command_timeout_s) as host:
-                members.append(self._switch_member(host, member, storage, fsync_delay_ms))
+                members.append(self._switch_member(host, member, storage, fsync_delay_ms, tag))
         return {"storage": storage, "fsync_delay_ms": fsync_delay_ms if self.profile.set_fsync_delay else None,
                 "dry_run": self.dry_run, "members": members}
+
+    def start_stopped(self) -> list[str]:
+        """Start every member that does not answer `etcdctl endpoint health` and wait until it does; their names.
+
+        For cleanup: a task killed outright (SIGKILL, lost worker) between stop and start leaves etcd down."""
+        if self.dry_run:
+            return []
+        started = []
+        for member in self.members:
+            with RemoteHost(member.ssh_conn_id, label=f"etcd member {member.name}", sudo=self.profile.sudo,
+                            echo=self.echo, timeout_s=self.command_timeout_s) as host:
+                def etcdctl(*args: str, what: str, check: bool = True, host: RemoteHost = host,
+                            member: EtcdMember = member) -> CommandResult:
+                    argv = fill([*self.profile.etcdctl, *args], self._values(member), where="etcd profile (etcdctl)")
+                    return host.run(argv, check=check, what=what)
+
+                health = etcdctl("endpoint", "health", what="is etcd up", check=False)
+                if health.ok:
+                    continue
+                log.warning("%s: etcd does not answer (%s): starting it on the data dir its env file names",
+                            host.label, health.tail())
+                host.run(fill(self.profile.start, self._values(member), where="etcd profile (start)"),
+                         what="start etcd found stopped")
+                self._wait_healthy(host, etcdctl)
+                started.append(member.name)
+        return started
+
+    def ramdisk_warning(self, node: str) -> str | None:
+        """What rebooting `node` does to etcd, when it runs a member whose data may be on the RAM disk."""
+        member = next((m for m in self.members if m.name == node), None)
+        if member is None:
+            return None
+        p, why = self.profile, ""
+        try:
+            with RemoteHost(member.ssh_conn_id, label=f"etcd member {member.name}", sudo=p.sudo, dry_run=self.dry_run,
+                            echo=self.echo, timeout_s=min(self.command_timeout_s, 30.0)) as host:
+                read = host.run(fill(p.read_env, self._values(member), where="etcd profile (read_env)"),
+                                check=False, what="read the etcd env file")
+            data_dir = data_dir_from_env(read.stdout) if read.ok else None
+            why = "" if read.ok else read.tail()
+        except PlatformError as exc:
+            data_dir, why = None, str(exc)
+        if data_dir is not None and _normal(data_dir) != _normal(p.ramdisk_path):
+            return None
+        where = (f"its data are on the RAM disk {data_dir}" if data_dir is not None else
+                 f"where its data are could not be read ({why or 'no ETCD_DATA_DIR'}), maybe on the RAM disk "
+                 f"{p.ramdisk_path}")
+        return (f"node {node} runs etcd member {member.name} and {where}: rebooting it loses that member's data; "
+                f"restore it from the newest snapshot in {self._values(member)['snapshot_dir']} "
+                f"(docs/cluster-setup.md, 'The RAM disk and its caveat')")
 
     def _values(self, member: EtcdMember, **extra: str) -> dict[str, str]:
         p = self.profile
         return {"member": member.name, "endpoint": member.endpoint, "env_file": p.env_file,
                 "disk_path": p.disk_path, "ramdisk_path": p.ramdisk_path, "ramdisk_size": p.ramdisk_size,
-                "backup_dir": p.backup_dir, **extra}
+                "backup_dir": p.backup_dir, "snapshot_dir": f"{p.backup_dir.rstrip('/')}/{member.name}",
+                "snapshots_kept": str(p.snapshots_kept), **extra}
 
     def _switch_member(self, host: RemoteHost, member: EtcdMember, storage: str,
-                       fsync_delay_ms: float = 0.0) -> dict[str, Any]:
+                       fsync_delay_ms: float = 0.0, tag: str = "manual") -> dict[str, Any]:
         p = self.profile
         target = p.data_dir(storage)
         values = self._values(member, data_dir=target)
@@ -231,7 +303,7 @@ class EtcdReconfigurer:
                                 f"set env_file in kubernetes.etcd.profile to the file the etcd unit reads")
         current = current or p.data_dir("disk" if storage == "ramdisk" else "ramdisk")
 
-        snapshot = f"{p.backup_dir.rstrip('/')}/{member.name}.db"
+        snapshot = f"{values['snapshot_dir']}/{datetime.now(UTC):%Y%m%dT%H%M%S.%fZ}-{tag}.db"
         run(p.make_backup_dir, "create the snapshot folder")
         taken = etcdctl("snapshot", "save", snapshot, what="snapshot before touching etcd", check=False)
         if not taken.ok:
@@ -239,8 +311,9 @@ class EtcdReconfigurer:
                 f"{host.label}: etcd snapshot to {snapshot} failed (exit {taken.exit_status}: "
                 f"{taken.tail()}); refusing to stop etcd without a snapshot. "
                 f"If the node rebooted while etcd was on the RAM disk, its data is gone: restore it from the "
-                f"last snapshot in {p.backup_dir} (docs/cluster-setup.md)"
+                f"last snapshot in {values['snapshot_dir']} (docs/cluster-setup.md)"
             )
+        run(p.prune_snapshots, f"keep the newest {p.snapshots_kept} snapshots")
 
         run(p.prepare_ramdisk if storage == "ramdisk" else p.prepare_disk, f"prepare the {storage} data dir")
         filesystem = run(p.filesystem, "check the target file system").stdout.strip()
@@ -252,19 +325,28 @@ class EtcdReconfigurer:
             )
 
         moved = _normal(current) != _normal(target)
-        run(p.stop, "stop etcd")
+        pointed = False  # ETCD_DATA_DIR may name the target
         try:
+            run(p.stop, "stop etcd")
             if moved:
                 run(p.copy_data, f"copy etcd data {current} -> {target}", from_dir=current, to_dir=target)
+                pointed = True
                 run(p.set_data_dir, f"set ETCD_DATA_DIR={target} in {p.env_file}")
             if p.set_fsync_delay:
                 run(p.set_fsync_delay, f"set the fsync delay to {fsync_delay_ms:g} ms",
                     fsync_delay_ms=f"{fsync_delay_ms:g}")
-        except PlatformError as exc:
-            restarted = run(p.start, "restart etcd on its old data dir", check=False)
-            raise PlatformError(f"{exc}; etcd left on {current} "
-                                f"({'restarted' if restarted.ok else 'RESTART FAILED, start it by hand'})") from exc
-        run(p.start, "start etcd")
+            run(p.start, "start etcd")
+        except BaseException as exc:  # a task timeout or an interrupt too: never leave etcd stopped
+            # The old data dir is untouched (etcd was stopped while it was copied): start etcd there again.
+            reverted = not pointed or run(p.set_data_dir, f"set ETCD_DATA_DIR={current} again", check=False,
+                                          data_dir=current).ok
+            restarted = reverted and run(p.start, "restart etcd on its old data dir", check=False).ok
+            state = (f"etcd left on {current} (restarted)" if restarted else
+                     f"etcd is STOPPED: set ETCD_DATA_DIR={current} in {p.env_file} and start it by hand")
+            if isinstance(exc, PlatformError):
+                raise PlatformError(f"{exc}; {state}") from exc
+            log.error("%s: %s ended the etcd step while etcd was stopped; %s", host.label, type(exc).__name__, state)
+            raise
 
         started = time.monotonic()
         self._wait_healthy(host, etcdctl)

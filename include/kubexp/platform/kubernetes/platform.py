@@ -87,6 +87,9 @@ class KubernetesPlatform(Platform):
         return self.cluster.nodes()
 
     def reboot_node(self, node: str) -> None:
+        warning = self.reboot_warning(node)
+        if warning:
+            log.warning("%s", warning)
         t = self.settings.timeouts
         rebooter = OpenStackRebooter(self.settings.openstack, active_timeout_s=t.server_active_s,
                                      interval_s=t.poll_interval_s)
@@ -110,7 +113,24 @@ class KubernetesPlatform(Platform):
         if self.settings.istio.remove_on_teardown:
             self.istio.remove()
 
-    def configure_etcd(self, params: Mapping[str, Any]) -> dict[str, Any]:
+    def reboot_warning(self, node: str) -> str | None:
+        """Said (logged, and recorded by the reboot step) before a node running an etcd member on the RAM disk
+        is rebooted."""
+        reconfigurer = self._etcd()
+        return reconfigurer.ramdisk_warning(node) if reconfigurer else None
+
+    def start_stopped_etcd(self) -> list[str]:
+        reconfigurer = self._etcd()
+        return reconfigurer.start_stopped() if reconfigurer else []
+
+    def _etcd(self) -> EtcdReconfigurer | None:
+        if not (self.settings.etcd_manage and self.settings.etcd_members):
+            return None
+        return EtcdReconfigurer(self.settings.etcd_members, self.settings.etcd_profile,
+                                dry_run=self.settings.etcd_dry_run, echo=self.echo,
+                                command_timeout_s=self.settings.timeouts.command_s)
+
+    def configure_etcd(self, params: Mapping[str, Any], tag: str = "manual") -> dict[str, Any]:
         storage = str(params.get("etcd_storage", "ramdisk"))
         fsync_delay_ms = float(params.get("etcd_fsync_delay_ms") or 0)
         if not self.settings.etcd_manage:
@@ -120,10 +140,9 @@ class KubernetesPlatform(Platform):
         if not self.settings.etcd_members:
             raise PlatformError("kubernetes.etcd.members is empty: list the etcd members (name, ssh_conn_id) to move "
                                 "etcd's data, or set kubernetes.etcd.manage: false (etcd_storage is then not applied)")
-        reconfigurer = EtcdReconfigurer(self.settings.etcd_members, self.settings.etcd_profile,
-                                        dry_run=self.settings.etcd_dry_run, echo=self.echo,
-                                        command_timeout_s=self.settings.timeouts.command_s)
-        return {**reconfigurer.switch(storage, fsync_delay_ms), "managed": True}
+        reconfigurer = self._etcd()
+        assert reconfigurer is not None
+        return {**reconfigurer.switch(storage, fsync_delay_ms, tag), "managed": True}
 
     def deploy(self, scenario_id: str, params: Mapping[str, Any]) -> None:
         from kubexp.platform.kubernetes.manifests import ManifestError, render

@@ -167,7 +167,7 @@ class LocalPlatform(Platform):
                             f"fix what check_nodes reports (missing haproxy or etcd) and run again")
 
     # -- etcd ------------------------------------------------------------------------------------
-    def configure_etcd(self, params: Mapping[str, Any]) -> dict[str, Any]:
+    def configure_etcd(self, params: Mapping[str, Any], tag: str = "manual") -> dict[str, Any]:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.etcd.start(str(params.get("etcd_storage", "ramdisk")), float(params.get("etcd_fsync_delay_ms") or 0))
         fingerprint = self.etcd.fingerprint()

@@ -364,18 +364,20 @@ def run_load(data: Mapping[str, Any], checked: Mapping[str, Any]) -> dict[str, A
         sample_sender_mode=suite.load.get("sample_sender_mode", jmeter.DEFAULT_SAMPLE_SENDER_MODE),
     )
     kept = [archive(path, artifacts_dir(current)) for path in (loaded.jtl, loaded.log, loaded.output) if path.exists()]
+    answered = target.sanity_after_load()
+    sanity_after = None if answered is None else {"ok": answered[0], "detail": answered[1]}
     with _store() as conn:
         attempts.record_provenance(conn, _attempt(current), {"load": {
             "t0": loaded.t0.isoformat(), "ended_at": loaded.ended_at.isoformat(), "samples": loaded.samples,
             "profile": profiles.profile_of(suite.load).name, "settle_s": settle_s,
             "plan": str(loaded.plan), "servers": list(loaded.servers), "properties": loaded.properties,
-            "generator": loaded.generator}})
+            "generator": loaded.generator, "sanity_after": sanity_after}})
     if loaded.generator["saturated"]:
         log.warning("%s: the load generator was the bottleneck: %s", current.label,
                     "; ".join(loaded.generator["reasons"]))
     return {"jtl": str(loaded.jtl), "artifacts": [dataclasses.asdict(artifact) for artifact in kept],
             "t0": loaded.t0.isoformat(), "t0_ms": loaded.t0_ms, "ended_at": loaded.ended_at.isoformat(),
-            "generator": loaded.generator}
+            "generator": loaded.generator, "sanity_after": sanity_after}
 
 
 def artifacts_dir(current: Current) -> Path:
@@ -428,7 +430,8 @@ def collect(data: Mapping[str, Any], load_run: Mapping[str, Any]) -> dict[str, A
             "seconds": jtl.loaded_seconds(frame, duration),  # seconds of [0, duration) with a request
             "requests": int(inside["requests"].sum()), "no_response": int(inside["failures_other"].sum()),
             "series": len(metrics.series), "events": len(events), "artifacts": len(kept),
-            "metric_problems": metric_problems, "generator": load_run.get("generator")}
+            "metric_problems": metric_problems, "generator": load_run.get("generator"),
+            "sanity_after": load_run.get("sanity_after")}
 
 
 def finalize(data: Mapping[str, Any], collected: Mapping[str, Any]) -> None:

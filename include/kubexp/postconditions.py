@@ -48,6 +48,10 @@ def postconditions(suite: Suite, params: Mapping[str, Any], collected: Mapping[s
         problems.append(f"{malformed} malformed JTL lines of {rows + malformed}, more than the allowed {limit:.1%} "
                         f"(load.max_malformed_share in {suite.path})")
     problems += collected.get("metric_problems", [])
+    sanity = collected.get("sanity_after")
+    if sanity and not sanity["ok"]:
+        problems.append(f"the sanity request after the load got no HTTP 200 ({sanity['detail']}): the SUT did not "
+                        f"come through the load")
     generator = collected.get("generator") or {}
     if generator.get("saturated") and suite.load.get("refuse_saturated_generator", False):
         problems.append("the load generator was the bottleneck (" + "; ".join(generator["reasons"])

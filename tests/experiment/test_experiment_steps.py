@@ -285,6 +285,38 @@ def test_finalize_counts_seconds_with_requests_and_refuses_a_dead_sut(
                              if problem else [])
 
 
+def test_finalize_refuses_when_the_sanity_request_after_the_load_failed(
+        suite_path: Path, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kubernetes asks the SUT again after the load (KubernetesPlatform.sanity_after_load): a SUT that did not
+    come through it must not count, even with a complete load."""
+    from kubexp.collect import prometheus
+
+    monkeypatch.setattr(prometheus, "collect_for_suite", lambda *args: prometheus.Collection(series=[]))
+    t0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    t0_ms = int(t0.timestamp() * 1000)
+    load_run = {"jtl": str(_samples(tmp_path / "run.jtl", t0_ms, [i * 100 for i in range(200)])), "t0_ms": t0_ms,
+                "t0": t0.isoformat(), "ended_at": (t0 + timedelta(seconds=20)).isoformat(), "artifacts": [],
+                "sanity_after": {"ok": False, "detail": "http://127.0.0.1:30080/healthz: HTTP 503"}}
+    assert experiment.lock_cluster(suite_path, "steps", "manual__1")
+    current = dataclasses.replace(experiment.select(suite_path, run(1), {}),  # type: ignore[arg-type]
+                                  overrides={"metrics": {"required": []}})
+    collected = experiment.collect(current.to_xcom(), load_run)
+    with pytest.raises(experiment.ExperimentError, match=r"the sanity request after the load got no HTTP 200 "
+                                                         r"\(http://127.0.0.1:30080/healthz: HTTP 503\)"):
+        experiment.finalize(current.to_xcom(), {**collected, "artifacts": 1})
+    with db.connect(database_url) as conn:
+        assert conn.execute("SELECT status FROM experiment WHERE id = %s",
+                            (current.experiment_id,)).fetchone() == ("unfinished",)
+    problems = postconditions_of(current, {**collected, "sanity_after": {"ok": True, "detail": "HTTP 200"}})
+    assert not [text for text in problems if "sanity" in text]
+
+
+def postconditions_of(current: experiment.Current, collected: dict[str, object]) -> list[str]:
+    from kubexp import postconditions
+
+    return postconditions.postconditions(current.suite, current.params, collected)
+
+
 def test_prometheus_completeness_gates_finishing_by_default(
         suite_path: Path, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The demo suite sets no metrics.required: the local platform's default series are required anyway."""

@@ -128,6 +128,11 @@ class Platform(ABC):
     def etcd_logs(self, suite: Suite, start: datetime, end: datetime, t0: datetime, dest_dir: Path) -> EtcdLogs:
         """etcd's log events in [start, end] and the raw logs archived into dest_dir."""
 
+    def sanity_after_load(self) -> tuple[bool, str] | None:
+        """The sanity request of the rollout again, after the load: (answered, detail); None when the platform
+        has none."""
+        return None
+
     def log_files(self) -> dict[str, Path]:
         """Logs of the SUT that exist now, to archive with the experiment (none by default)."""
         return {}

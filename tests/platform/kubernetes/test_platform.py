@@ -21,6 +21,7 @@ from kmock import resource
 from kubexp.platform import create
 from kubexp.platform.base import Endpoint, NodeStatus, PlatformError
 from kubexp.platform.kubernetes import KubernetesPlatform
+from kubexp.platform.kubernetes.cluster import ISTIO_LABEL
 from kubexp.platform.kubernetes.manifests import render
 from kubexp.suite import Suite, load_suite, parse_suite, suite_files
 
@@ -171,6 +172,24 @@ def test_failing_sanity_request_keeps_the_rollout_waiting(kube: FakeKubernetes, 
     assert sanity_server.paths == ["/not-there"]
 
 
+def test_the_sanity_request_is_made_again_after_the_load(kube: FakeKubernetes, sanity_server: SanityServer,
+                                                         tmp_path: Path) -> None:
+    suite = make_suite(tmp_path, {"ingress_host": "127.0.0.1", "node_port": sanity_server.port})
+    platform = create(suite)
+    scenario_id, params = scenario(suite, "native")
+    platform.deploy(scenario_id, params)
+
+    assert platform.sanity_after_load() == (True, f"http://127.0.0.1:{sanity_server.port}/healthz: HTTP 200")
+    broken = create(make_suite(tmp_path, {"ingress_host": "127.0.0.1", "node_port": sanity_server.port,
+                                          "sanity_path": "/not-there"}))
+    ok, detail = broken.sanity_after_load(tries=2)
+    assert (ok, detail) == (False, f"http://127.0.0.1:{sanity_server.port}/not-there: HTTP 404")
+    assert sanity_server.paths == ["/healthz", "/not-there", "/not-there"]  # asked again before giving up
+    platform.teardown()
+    ok, detail = platform.sanity_after_load()
+    assert not ok and f"namespace {NAMESPACE} does not exist" in detail
+
+
 def test_istio_installed_for_istio_and_removed_completely_for_native(
         kube: FakeKubernetes, fake_istioctl: FakeTool, sanity_server: SanityServer, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -223,14 +242,8 @@ def test_istio_installed_for_istio_and_removed_completely_for_native(
 def test_another_release_with_the_pinned_version_as_prefix_is_replaced(
         kube: FakeKubernetes, fake_istioctl: FakeTool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KX_FAKE_ISTIO_NODE_PORT", "31080")
-    labels = {"app": "istiod"}
-    kube.put_object(DEPLOYMENTS, "istio-system", {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "istiod", "namespace": "istio-system",
-                                                                    "generation": 1},
-        "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {
-            "metadata": {"labels": labels},
-            "spec": {"containers": [{"name": "discovery", "image": "docker.io/istio/pilot:1.22.30"}]}}},
-        "status": {"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1, "observedGeneration": 1}})
+    kube.add_namespace("istio-system", {ISTIO_LABEL: "true"})  # installed by kubexp before
+    put_istiod(kube, "1.22.30")
     platform = create(make_suite(tmp_path, {"istio": {"version": "1.22.3", "istioctl": str(fake_istioctl.path)}}))
     assert platform.istio.installed_version() == "1.22.30"
 
@@ -239,6 +252,52 @@ def test_another_release_with_the_pinned_version_as_prefix_is_replaced(
     assert [c["argv"][0] for c in fake_istioctl.calls()] == ["version", "install"]  # 1.22.30 is not 1.22.3
     assert facts == {"mesh": "istio", "istio_version": "1.22.3", "changed": True, "replaced": "1.22.30"}
     assert platform.istio.ensure("istio")["changed"] is False  # now it is the pinned release
+
+
+def put_istiod(kube: FakeKubernetes, version: str) -> None:
+    labels = {"app": "istiod"}
+    kube.put_object(DEPLOYMENTS, "istio-system", {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "istiod", "namespace": "istio-system",
+                                                                    "generation": 1},
+        "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {
+            "metadata": {"labels": labels},
+            "spec": {"containers": [{"name": "discovery", "image": f"docker.io/istio/pilot:{version}"}]}}},
+        "status": {"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1, "observedGeneration": 1}})
+
+
+def test_teardown_deletes_only_what_kubexp_created(kube: FakeKubernetes, fake_istioctl: FakeTool, tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """A suite naming a namespace kubexp did not create, on a cluster whose Istio someone else installed:
+    teardown used to delete that namespace, Istio and every istio.io CRD."""
+    kube.add_namespace("team-prod", {"owner": "team"})
+    kube.add_namespace("istio-system")
+    put_istiod(kube, "1.22.3")
+    kube.put_object(CRDS, None, {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                                 "metadata": {"name": "gateways.networking.istio.io"},
+                                 "spec": {"group": "networking.istio.io"}})
+    suite = make_suite(tmp_path, {"namespace": "team-prod",
+                                  "istio": {"version": "1.22.3", "istioctl": str(fake_istioctl.path)}})
+    platform = create(suite)
+
+    platform.teardown()
+
+    assert kube.seen("DELETE") == [] and fake_istioctl.calls() == []
+    assert kube.namespace("team-prod") is not None and kube.namespace("istio-system") is not None
+    assert kube.object(CRDS, None, "gateways.networking.istio.io") is not None
+    assert "team-prod was not created by kubexp" in caplog.text
+    native_id, native_params = scenario(suite, "native")
+    with pytest.raises(PlatformError, match=r"kubernetes.namespace 'team-prod' exists and kubexp did not create it"):
+        platform.deploy(native_id, native_params)
+    assert [s for s in kube.seen("PATCH") if s.content_type == APPLY] == []  # nothing applied into it
+
+    other = create(make_suite(tmp_path, {"istio": {"version": "1.22.3", "istioctl": str(fake_istioctl.path)}}))
+    assert other.istio.ensure("istio")["installed_by_kubexp"] is False  # the pinned release: used as it is
+    with pytest.raises(PlatformError, match=r"Istio 1.22.3 in namespace istio-system was not installed by kubexp"):
+        other.istio.ensure("native")
+    newer = create(make_suite(tmp_path, {"istio": {"version": "1.23.0", "istioctl": str(fake_istioctl.path)}}))
+    with pytest.raises(PlatformError, match=r"never replaces or removes it; upgrade it to 1.23.0 yourself"):
+        newer.istio.ensure("istio")
+    assert kube.seen("DELETE") == [] and fake_istioctl.calls() == []
 
 
 def test_istioctl_of_another_version_is_refused(kube: FakeKubernetes, fake_istioctl: FakeTool, tmp_path: Path,

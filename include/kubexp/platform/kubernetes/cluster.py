@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 MANAGED_LABEL = "app.kubernetes.io/part-of"  # set on every object kubexp.platform.kubernetes.manifests renders
 MANAGED_VALUE = "kubexp"
+ISTIO_LABEL = "kubexp.io/installed-istio"  # on the Istio namespace when kubexp installed Istio there
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,14 @@ class Cluster:
         if ns is None:
             return None
         return {"labels": dict(ns.metadata.labels or {}), "phase": ns.status.phase if ns.status else None}
+
+    def label_namespace(self, name: str, labels: Mapping[str, str]) -> None:
+        self.api(f"label namespace {name}", self.core.patch_namespace, name, {"metadata": {"labels": dict(labels)}})
+
+    @staticmethod
+    def is_managed(namespace: Mapping[str, Any]) -> bool:
+        """Whether kubexp created this namespace (`namespace(name)`'s answer)."""
+        return bool(namespace["labels"].get(MANAGED_LABEL) == MANAGED_VALUE)
 
     def managed_namespaces(self) -> list[str]:
         """Namespaces kubexp created for any earlier attempt (by their part-of label)."""

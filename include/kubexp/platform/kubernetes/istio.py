@@ -3,15 +3,19 @@
 Installation and removal run configurable commands (istioctl or helm; argument lists with
 placeholders, never a shell) with a kubeconfig written from the Airflow Kubernetes
 connection. Both are idempotent: the cluster is asked first (istiod's image tag gives the
-installed version), and nothing runs when it is already as wanted. Removal also deletes
-Istio's CRDs through the API (`remove_crds`, default true) and waits until the Istio
-namespace is gone. The sidecar injection label comes with the app's Namespace manifest.
+installed version), and nothing runs when it is already as wanted. kubexp labels the Istio
+namespace when it installed Istio there (ISTIO_LABEL) and removes only such an Istio: then
+also its CRDs through the API (`remove_crds`, default true), and it waits until the Istio
+namespace is gone. An Istio someone else installed is used when it is the pinned release and
+otherwise refused, never replaced or removed. The sidecar injection label comes with the app's
+Namespace manifest.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import subprocess
@@ -23,11 +27,14 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from kubexp.platform.base import PlatformError
+from kubexp.platform.kubernetes.cluster import ISTIO_LABEL
 from kubexp.platform.kubernetes.commands import fill
 from kubexp.platform.kubernetes.waiting import wait_until
 
 if TYPE_CHECKING:
     from kubexp.platform.kubernetes.cluster import Cluster
+
+log = logging.getLogger(__name__)
 
 INSTALLERS = ("istioctl", "helm")
 _MANIFEST_KEYS = ("gateway_selector", "gateway_port")  # read by kubexp.platform.kubernetes.manifests, not here
@@ -129,11 +136,23 @@ class Istio:
         image = dep.spec.template.spec.containers[0].image or ""
         return image.rsplit(":", 1)[-1] if ":" in image.rsplit("/", 1)[-1] else "unknown"
 
+    def foreign(self) -> bool:
+        """Whether the Istio namespace exists without kubexp's label: someone else's Istio."""
+        namespace = self.cluster.namespace(self.settings.namespace)
+        return namespace is not None and namespace["labels"].get(ISTIO_LABEL) != "true"
+
+    def _refuse_foreign(self, found: str | None, why: str) -> PlatformError:
+        return PlatformError(
+            f"Istio {found or '(no istiod)'} in namespace {self.settings.namespace} was not installed by kubexp (no "
+            f"label {ISTIO_LABEL}=true) and kubexp never replaces or removes it; {why}")
+
     def ensure(self, mesh: str) -> dict[str, Any]:
         """Istio at the pinned version for mesh=istio, no trace of Istio for mesh=native."""
         if mesh == "istio":
             return self.install()
         if mesh == "native":
+            if self.foreign():
+                raise self._refuse_foreign(self.installed_version(), "remove it yourself for mesh=native scenarios")
             return self.remove()
         raise PlatformError(f"mesh={mesh!r} is not supported; allowed: native, istio")
 
@@ -144,12 +163,20 @@ class Istio:
                                 "(e.g. version: 1.22.3) before running mesh=istio scenarios")
         current = self.installed_version()
         if current is not None and version_matches(current, wanted):
-            return {"mesh": "istio", "istio_version": current, "changed": False}
+            return {"mesh": "istio", "istio_version": current, "changed": False,
+                    "installed_by_kubexp": not self.foreign()}
+        if self.foreign():
+            raise self._refuse_foreign(current, f"upgrade it to {wanted} yourself or pin kubernetes.istio.version "
+                                                f"to the release it runs")
         with self._kubeconfig() as env:
             if self.settings.installer == "istioctl" and self.settings.install_commands is None:
                 self._check_istioctl_version(env)
             for argv in self.settings.install_argvs():
                 self._run(argv, env, "install Istio")
+        if self.cluster.namespace(self.settings.namespace) is None:
+            raise PlatformError(f"Istio install finished but namespace {self.settings.namespace} does not exist; "
+                                f"check kubernetes.istio.namespace and install_commands")
+        self.cluster.label_namespace(self.settings.namespace, {ISTIO_LABEL: "true"})
         wait_until(lambda: self.cluster.rollout(self.settings.namespace, "istiod", 1).ready,
                    timeout_s=self.timeout_s, interval_s=self.cluster.poll_interval_s,
                    what=f"istiod in {self.settings.namespace}: rollout after install")
@@ -160,17 +187,22 @@ class Istio:
         return {"mesh": "istio", "istio_version": installed, "changed": True, "replaced": current}
 
     def remove(self) -> dict[str, Any]:
-        present = self.cluster.namespace(self.settings.namespace) is not None
-        crds: list[str] = []
-        if present:
-            with self._kubeconfig() as env:
-                for argv in self.settings.remove_argvs():
-                    self._run(argv, env, "remove Istio")
-        if self.settings.remove_crds:
-            crds = self.cluster.delete_crds("istio.io")
-        if present or self.cluster.namespace(self.settings.namespace) is not None:
-            self.cluster.delete_namespaces([self.settings.namespace], timeout_s=self.timeout_s)
-        return {"mesh": "native", "istio_version": None, "changed": present or bool(crds), "crds_deleted": crds}
+        """Remove the Istio kubexp installed (its namespace carries ISTIO_LABEL until the very end, so a retry
+        finishes the job); leave any other Istio and its CRDs alone."""
+        namespace = self.cluster.namespace(self.settings.namespace)
+        if namespace is None:
+            return {"mesh": "native", "istio_version": None, "changed": False, "crds_deleted": []}
+        if namespace["labels"].get(ISTIO_LABEL) != "true":
+            log.warning("Istio in namespace %s was not installed by kubexp (no label %s=true): left alone",
+                        self.settings.namespace, ISTIO_LABEL)
+            return {"mesh": "native", "istio_version": self.installed_version(), "changed": False,
+                    "crds_deleted": [], "left_alone": True}
+        with self._kubeconfig() as env:
+            for argv in self.settings.remove_argvs():
+                self._run(argv, env, "remove Istio")
+        crds = self.cluster.delete_crds("istio.io") if self.settings.remove_crds else []
+        self.cluster.delete_namespaces([self.settings.namespace], timeout_s=self.timeout_s)
+        return {"mesh": "native", "istio_version": None, "changed": True, "crds_deleted": crds}
 
     def _check_istioctl_version(self, env: Mapping[str, str]) -> None:
         argv = [self.settings.istioctl, "version", "--remote=false", "-o", "json"]

@@ -7,6 +7,7 @@ whatever a later step needs (the mesh in use, the NodePort) is read back from th
 from __future__ import annotations
 
 import logging
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
@@ -15,8 +16,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kubexp.platform.base import Endpoint, NodeStatus, Platform, PlatformError
-from kubexp.platform.kubernetes.cluster import Cluster
+from kubexp.platform.base import Endpoint, NodeStatus, Platform, PlatformError, Unsupported
+from kubexp.platform.kubernetes.cluster import MANAGED_LABEL, MANAGED_VALUE, Cluster
 from kubexp.platform.kubernetes.config import DEFAULT_CONN_ID, KubernetesSettings, SettingsError, settings_from_suite
 from kubexp.platform.kubernetes.etcd_ssh import EtcdReconfigurer
 from kubexp.platform.kubernetes.istio import Istio
@@ -105,11 +106,14 @@ class KubernetesPlatform(Platform):
     # -- teardown, etcd, deploy --
 
     def teardown(self) -> None:
-        """Delete the app namespace and every namespace an earlier attempt left, wait until gone;
-        remove Istio too unless kubernetes.istio.remove_on_teardown is false."""
-        stale = set(self.cluster.managed_namespaces()) | {self.settings.namespace}
-        present = [name for name in stale if self.cluster.namespace(name) is not None]
-        self.cluster.delete_namespaces(present, timeout_s=self.settings.timeouts.teardown_s)
+        """Delete every namespace kubexp created (labelled part-of=kubexp: this attempt's and those an earlier
+        one left), wait until gone; remove Istio too if kubexp installed it, unless
+        kubernetes.istio.remove_on_teardown is false. Nothing else is deleted, whatever the suite names."""
+        own = self.cluster.namespace(self.settings.namespace)
+        if own is not None and not Cluster.is_managed(own):
+            log.warning("teardown: namespace %s was not created by kubexp (no label %s=%s): left alone",
+                        self.settings.namespace, MANAGED_LABEL, MANAGED_VALUE)
+        self.cluster.delete_namespaces(self.cluster.managed_namespaces(), timeout_s=self.settings.timeouts.teardown_s)
         if self.settings.istio.remove_on_teardown:
             self.istio.remove()
 
@@ -147,6 +151,12 @@ class KubernetesPlatform(Platform):
     def deploy(self, scenario_id: str, params: Mapping[str, Any]) -> None:
         from kubexp.platform.kubernetes.manifests import ManifestError, render
 
+        existing = self.cluster.namespace(self.settings.namespace)
+        if existing is not None and not Cluster.is_managed(existing):
+            raise Unsupported(
+                f"{self.settings.path}: kubernetes.namespace {self.settings.namespace!r} exists and kubexp did not "
+                f"create it (no label {MANAGED_LABEL}={MANAGED_VALUE}): kubexp deploys only into a namespace of its "
+                f"own, which teardown deletes; name a namespace that does not exist in kubernetes.namespace")
         mesh = self.istio.ensure(str(params.get("mesh", "native")))
         log.info("mesh: %s", mesh)
         try:
@@ -168,6 +178,22 @@ class KubernetesPlatform(Platform):
         ok, detail = sanity_request(probe.url, self.settings.timeouts.http_s)
         log.info("rollout: %s; sanity request %s: %s", state.detail, probe.url, detail)
         return ok
+
+    def sanity_after_load(self, tries: int = 3) -> tuple[bool, str]:
+        """The rollout's sanity request after the load (up to `tries`, 1 s apart): did the SUT come through it?"""
+        try:
+            endpoint = self.endpoint()
+        except PlatformError as exc:
+            return False, str(exc)
+        url = Endpoint(endpoint.host, endpoint.port, self.settings.sanity_path, endpoint.scheme).url
+        for attempt in range(tries):
+            ok, detail = sanity_request(url, self.settings.timeouts.http_s)
+            if ok:
+                break
+            if attempt < tries - 1:
+                time.sleep(1)
+        log.info("sanity request after the load %s: %s", url, detail)
+        return ok, f"{url}: {detail}"
 
     def endpoint(self) -> Endpoint:
         from kubexp.platform.kubernetes.manifests import APP_NAME

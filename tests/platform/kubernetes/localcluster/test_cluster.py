@@ -21,6 +21,7 @@ import pytest
 from click.testing import CliRunner
 
 from kubexp.cli import main
+from kubexp.platform.base import Unsupported
 from kubexp.platform.kubernetes import events as kube_events
 from kubexp.platform.kubernetes.config import parse_settings
 from kubexp.platform.kubernetes.localcluster import build
@@ -140,6 +141,21 @@ def test_deploy_rollout_sanity_request_through_the_node_port_and_teardown(local_
     assert deployment["status"]["readyReplicas"] == 2
     platform.teardown()
     assert platform.cluster.namespace(NAMESPACE) is None
+
+
+def test_teardown_leaves_a_namespace_kubexp_did_not_create(local_cluster: LocalCluster) -> None:
+    """A suite naming an existing namespace (here one made with kubectl): teardown used to delete it."""
+    foreign = "kubexp-real-foreign"
+    kubectl(local_cluster, "create", "namespace", foreign)
+    try:
+        platform = platform_for(local_cluster, namespace=foreign)
+        platform.teardown()
+        assert platform.cluster.namespace(foreign) is not None
+        with pytest.raises(Unsupported, match=f"kubernetes.namespace '{foreign}' exists and kubexp did not create"):
+            platform.deploy("real-test", scenario())
+        assert kubectl(local_cluster, "-n", foreign, "get", "deployments")["items"] == []
+    finally:
+        kubectl(local_cluster, "delete", "namespace", foreign, "--wait=false")
 
 
 def test_a_64_mib_replica_is_oom_killed_under_load_and_seen_in_the_events(local_cluster: LocalCluster) -> None:

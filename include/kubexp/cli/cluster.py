@@ -69,5 +69,7 @@ def status(as_json: bool) -> None:
                    f"API server {state['api_server']}")
         click.echo(f"kubeconfig {state['kubeconfig'] or '(none: the cluster is not up)'}")
         for name, pid in state["processes"].items():
-            click.echo(f"{name:<25} {f'running (pid {pid})' if pid else 'stopped'}")
+            restarts = state["restarts"].get(name)
+            click.echo(f"{name:<25} {f'running (pid {pid})' if pid else 'stopped'}"
+                       + (f", restarted {restarts}x" if restarts else ""))
     sys.exit(0 if state["nodes_ready"] else 1)

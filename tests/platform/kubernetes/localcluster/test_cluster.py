@@ -85,6 +85,13 @@ def load(url: str, threads: int, seconds: float) -> Counter[str]:
     return outcomes
 
 
+def wait_answering(url: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not (answer := sanity_request(url, 10))[0]:
+        assert time.monotonic() < deadline, answer
+        time.sleep(0.5)
+
+
 def kubectl(node: LocalCluster, *args: str) -> Any:
     done = subprocess.run([str(node.root / "bin" / "kubectl"), "--kubeconfig", str(node.kubeconfig), *args,
                            "-o", "json"], capture_output=True, text=True, timeout=60, check=True)
@@ -107,9 +114,31 @@ def test_status_reports_a_ready_node_of_the_pinned_version(local_cluster: LocalC
         assert stat.S_IMODE(key.stat().st_mode) == 0o600
 
 
+def test_a_killed_controller_manager_comes_back_as_on_a_real_node(local_cluster: LocalCluster) -> None:
+    supervisor = next(p for p in local_cluster.recorded() if p.name == "kube-controller-manager").running_pid()
+    assert supervisor is not None
+    before = CliRunner().invoke(main, ["cluster", "status", "--json"])
+    restarts = json.loads(before.output)["restarts"]["kube-controller-manager"]
+    [component] = psutil.Process(supervisor).children()
+    component.kill()
+    deadline = time.monotonic() + 60
+    while True:
+        state = json.loads(CliRunner().invoke(main, ["cluster", "status", "--json"]).output)
+        children = psutil.Process(supervisor).children()
+        if state["restarts"]["kube-controller-manager"] == restarts + 1 and children and children[0] != component:
+            break
+        assert time.monotonic() < deadline, state
+        time.sleep(0.5)
+    # it serves again: a new Deployment's ReplicaSet is created only by a running controller-manager
+    platform = platform_for(local_cluster)
+    deploy_and_wait(platform, scenario())
+    platform.teardown()
+
+
 def test_nothing_listens_beyond_loopback_and_the_node_address(local_cluster: LocalCluster) -> None:
-    pids = {proc.running_pid() for proc in local_cluster.recorded()} - {None}
-    assert len(pids) == len(local_cluster.recorded())
+    recorded = [psutil.Process(pid) for pid in {proc.running_pid() for proc in local_cluster.recorded()} - {None}]
+    assert len(recorded) == len(local_cluster.recorded())
+    pids = {proc.pid for top in recorded for proc in (top, *top.children(recursive=True))}
     family: set[str] = set()
     for conn in psutil.net_connections(kind="inet"):
         if conn.status == psutil.CONN_LISTEN and conn.pid in pids:
@@ -127,10 +156,7 @@ def test_deploy_rollout_sanity_request_through_the_node_port_and_teardown(local_
     assert ok, detail
     # kube-proxy also answers the NodePort on loopback, where the load generator of kube-local aims
     # (its rules for a new endpoint follow within a sync period).
-    deadline = time.monotonic() + 15
-    while not (answer := sanity_request(f"http://127.0.0.1:{endpoint.port}{DEFAULT_CROP_PATH}", 10))[0]:
-        assert time.monotonic() < deadline, answer
-        time.sleep(0.5)
+    wait_answering(f"http://127.0.0.1:{endpoint.port}{DEFAULT_CROP_PATH}")
     # Server-side apply again is a no-op on the same manifests (the fields are owned by kubexp).
     before = kubectl(local_cluster, "-n", NAMESPACE, "get", "deployment")["items"][0]
     platform.deploy("real-test", params)
@@ -164,16 +190,18 @@ def test_a_64_mib_replica_is_oom_killed_under_load_and_seen_in_the_events(local_
     platform = platform_for(local_cluster, app_server="flask")
     params = scenario(memory_limit_mib=64)
     deploy_and_wait(platform, params)
-    endpoint = platform.endpoint()
+    url = f"http://127.0.0.1:{platform.endpoint().port}{DEFAULT_CROP_PATH}"
+    wait_answering(url)
     start = datetime.now(UTC)
-    outcomes = load(f"http://127.0.0.1:{endpoint.port}{DEFAULT_CROP_PATH}", threads=8, seconds=40)
+    outcomes = load(url, threads=8, seconds=40)
     end = datetime.now(UTC) + timedelta(seconds=5)
     time.sleep(5)
     pods = kubectl(local_cluster, "-n", NAMESPACE, "get", "pods")["items"]
     statuses = [s for pod in pods for s in pod["status"].get("containerStatuses", [])]
     restarts = sum(s["restartCount"] for s in statuses)
     reasons = {s.get("lastState", {}).get("terminated", {}).get("reason") for s in statuses}
-    assert restarts >= 1 and "OOMKilled" in reasons, (outcomes, statuses)
+    assert restarts >= 1 and "OOMKilled" in reasons, (outcomes, [(s["restartCount"], s["state"], s.get("lastState"))
+                                                                 for s in statuses])
     events = kube_events.collect(KUBE_CONN_ID, [NAMESPACE], start - timedelta(seconds=5), end, start)
     kinds = Counter(event.kind for event in events)
     assert kinds["OOMKilled"] >= 1, kinds

@@ -30,6 +30,7 @@ from kubexp.platform.kubernetes.localcluster import build
 from kubexp.platform.kubernetes.localcluster.etcd_service import etcd_process
 from kubexp.platform.kubernetes.localcluster.pki import Authority, service_account_keys, write_private
 from kubexp.platform.kubernetes.localcluster.sshd import Sshd
+from kubexp.platform.kubernetes.localcluster.supervise import read_restarts
 from kubexp.processes import ManagedProcess, ProcessError
 
 NODE_NAME = "kubexp-node"
@@ -108,9 +109,16 @@ class LocalCluster:
         return [{"name": NODE_NAME, "ssh_conn_id": "kubexp_cluster_ssh",
                  "endpoint": f"https://127.0.0.1:{ETCD_CLIENT_PORT}"}]
 
+    def restarts_file(self, name: str) -> Path:
+        return self.root / "pids" / f"{name}.restarts"
+
     def _process(self, name: str, argv: list[str], ports: Iterable[int] = (), ready: Callable[[], bool] | None = None,
                  env: dict[str, str] | None = None) -> ManagedProcess:
-        return ManagedProcess(name=name, argv=argv, state_dir=self.root, ports=list(ports), ready=ready, env=env)
+        """A component kept running by `supervise` (restarted when it exits, as on a real node)."""
+        supervised = [sys.executable, "-m", "kubexp.platform.kubernetes.localcluster.supervise",
+                      str(self.restarts_file(name)), "--", *argv]
+        return ManagedProcess(name=name, argv=supervised, state_dir=self.root, ports=list(ports), ready=ready,
+                              env=env)
 
     def recorded(self) -> list[ManagedProcess]:
         """Every process of the cluster as its PID file records it, in stop order."""
@@ -405,6 +413,8 @@ state = "{root}/containerd/state"
             timeout=180)
 
     def _start_controllers(self) -> None:
+        """Both with leader election, as kubeadm and Kubespray run them: when etcd is too slow to renew the
+        lease they exit (the paper's section 7.2.1, problem 2) and `supervise` starts them again."""
         pki, confs = self.pki, self.root / "kubeconfigs"
         self._process("kube-controller-manager", [
             str(self.root / "bin" / "kube-controller-manager"), "--bind-address=127.0.0.1",
@@ -415,13 +425,12 @@ state = "{root}/containerd/state"
             f"--cluster-signing-cert-file={pki}/ca.crt", f"--cluster-signing-key-file={pki}/ca.key",
             f"--root-ca-file={pki}/ca.crt", f"--service-account-private-key-file={pki}/sa.key",
             "--use-service-account-credentials=true", "--controllers=*,bootstrapsigner,tokencleaner",
-            f"--cluster-cidr={POD_CIDR}", f"--service-cluster-ip-range={SERVICE_CIDR}", "--leader-elect=false",
-            "--profiling=false",
+            f"--cluster-cidr={POD_CIDR}", f"--service-cluster-ip-range={SERVICE_CIDR}", "--profiling=false",
         ], ports=[10257]).start(timeout=120)
         self._process("kube-scheduler", [
             str(self.root / "bin" / "kube-scheduler"), "--bind-address=127.0.0.1",
             f"--kubeconfig={confs}/scheduler.conf", f"--authentication-kubeconfig={confs}/scheduler.conf",
-            f"--authorization-kubeconfig={confs}/scheduler.conf", "--leader-elect=false", "--profiling=false",
+            f"--authorization-kubeconfig={confs}/scheduler.conf", "--profiling=false",
         ], ports=[10259]).start(timeout=120)
 
     def node_ready(self) -> bool:
@@ -449,8 +458,8 @@ state = "{root}/containerd/state"
         while not self.node_ready():
             if time.monotonic() > deadline:
                 raise ClusterError(f"node {NODE_NAME} not Ready after 180 s; see {root}/logs/kubelet.log")
-            if ManagedProcess("kubelet", (), root).running_pid() is None:
-                raise ClusterError(f"the kubelet exited; see {root}/logs/kubelet.log")
+            if read_restarts(self.restarts_file("kubelet")) >= 3:
+                raise ClusterError(f"the kubelet keeps exiting; see {root}/logs/kubelet.log")
             time.sleep(1)
 
     def _start_metrics_server(self) -> None:
@@ -469,7 +478,9 @@ state = "{root}/containerd/state"
         ready = 0
         if processes.get("kube-apiserver") and self.kubeconfig.exists():
             ready = int(self.node_ready())
-        return {"version": build.KUBERNETES_VERSION, "nodes_ready": ready,
+        restarts = {name: read_restarts(self.restarts_file(name)) for name in processes
+                    if self.restarts_file(name).exists()}
+        return {"version": build.KUBERNETES_VERSION, "nodes_ready": ready, "restarts": restarts,
                 "kubeconfig": str(self.kubeconfig) if self.kubeconfig.exists() else None,
                 "api_server": f"https://127.0.0.1:{API_PORT}", "node_ip": NODE_IP, "folder": str(self.root),
                 "etcd_version": build.ETCD_VERSION, "processes": processes}

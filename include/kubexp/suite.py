@@ -44,7 +44,8 @@ PARAMETERS: dict[str, dict[str, Any]] = {
     "response_timeout_ms": {"type": "integer", "minimum": 0, "default": 10000,
                             "description": "load response timeout; 0 = none (the paper's t_time-out = infinity)"},
     "etcd_fsync_delay_ms": {"type": "number", "minimum": 0, "default": 0,
-                            "description": "extra delay per etcd fsync (emulates a slow network disk)"},
+                            "description": "extra delay per etcd fsync on the disk (emulates a slow network "
+                                           "disk); a RAM disk ignores it"},
     "arrival_rate_per_s": {"type": ["number", "null"], "exclusiveMinimum": 0, "default": None,
                            "description": "open-loop arrival rate; null = closed loop"},
 }

@@ -41,6 +41,14 @@ class Endpoint:
         return f"{self.scheme}://{self.host}:{self.port}{self.path}"
 
 
+def etcd_fsync_delay_ms(params: Mapping[str, Any]) -> float:
+    """The fsync delay a scenario gives etcd: etcd_fsync_delay_ms on the disk, none on a RAM disk (the delay
+    stands for the disk's latency, so `etcd_storage: [ramdisk, disk]` compares a RAM disk with that disk)."""
+    if params.get("etcd_storage", "ramdisk") != "disk":
+        return 0.0
+    return float(params.get("etcd_fsync_delay_ms") or 0)
+
+
 class PlatformError(RuntimeError):
     """A platform step failed; the message names the node, host or object and what to do."""
 

@@ -26,8 +26,11 @@ def test_fingerprint_tells_ramdisk_from_delayed_fsync(make_platform: Callable[..
     log_messages = [json.loads(line).get("msg") for line in platform.etcd_log_path.read_text().splitlines()]
     assert "ready to serve client requests" in log_messages  # zap JSON lines, what the etcd-log collector reads
 
-    delayed = platform.configure_etcd({"etcd_storage": "ramdisk", "etcd_fsync_delay_ms": 5})
-    assert delayed["etcd_fsync_delay_ms"] == 5
+    # The delay stands for a slow disk: a RAM disk ignores it, the disk gets it.
+    undelayed = platform.configure_etcd({"etcd_storage": "ramdisk", "etcd_fsync_delay_ms": 5})
+    assert undelayed["etcd_fsync_delay_ms"] == 0 and undelayed["etcd_data_fstype"] == "tmpfs"
+    delayed = platform.configure_etcd({"etcd_storage": "disk", "etcd_fsync_delay_ms": 5})
+    assert delayed["etcd_fsync_delay_ms"] == 5 and delayed["etcd_data_fstype"] != "tmpfs"
     assert delayed["wal_fsync_mean_ms"] > 4.0 > ramdisk["wal_fsync_mean_ms"]
     assert delayed["wal_fsync_p99_ms"] > ramdisk["wal_fsync_p99_ms"]
     assert delayed["fingerprint_puts_per_s"] < ramdisk["fingerprint_puts_per_s"]

@@ -16,7 +16,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kubexp.platform.base import Endpoint, NodeStatus, Platform, PlatformError, Unsupported
+from kubexp.platform.base import Endpoint, NodeStatus, Platform, PlatformError, Unsupported, etcd_fsync_delay_ms
 from kubexp.platform.kubernetes.cluster import MANAGED_LABEL, MANAGED_VALUE, Cluster
 from kubexp.platform.kubernetes.config import DEFAULT_CONN_ID, KubernetesSettings, SettingsError, settings_from_suite
 from kubexp.platform.kubernetes.etcd_ssh import EtcdReconfigurer
@@ -49,7 +49,7 @@ class KubernetesPlatform(Platform):
     def from_suite(cls, suite: Suite) -> KubernetesPlatform:
         settings = settings_from_suite(suite)
         for scenario in suite.scenarios():
-            delay = float(scenario.params.get("etcd_fsync_delay_ms") or 0)
+            delay = etcd_fsync_delay_ms(scenario.params)
             if delay > 0 and not (settings.etcd_manage and settings.etcd_profile.set_fsync_delay):
                 raise SettingsError(
                     f"{suite.path}: scenario {scenario.index} ({scenario.id}) sets etcd_fsync_delay_ms={delay:g}, "
@@ -136,7 +136,7 @@ class KubernetesPlatform(Platform):
 
     def configure_etcd(self, params: Mapping[str, Any], tag: str = "manual") -> dict[str, Any]:
         storage = str(params.get("etcd_storage", "ramdisk"))
-        fsync_delay_ms = float(params.get("etcd_fsync_delay_ms") or 0)
+        fsync_delay_ms = etcd_fsync_delay_ms(params)
         if not self.settings.etcd_manage:
             return {"storage": "unchanged", "requested": storage, "managed": False}
         # With kubernetes.etcd.dry_run the commands are printed, none runs; "dry_run": true in the result

@@ -25,7 +25,7 @@ import psutil
 import requests
 
 from kubexp import settings
-from kubexp.platform.base import Endpoint, NodeStatus, Platform, PlatformError
+from kubexp.platform.base import Endpoint, NodeStatus, Platform, PlatformError, etcd_fsync_delay_ms
 from kubexp.platform.local import appserver, cgroups, haproxy, journal, targets
 from kubexp.platform.local.config import LocalSettings
 from kubexp.platform.local.etcd import MEMBER, LocalEtcd
@@ -169,7 +169,7 @@ class LocalPlatform(Platform):
     # -- etcd ------------------------------------------------------------------------------------
     def configure_etcd(self, params: Mapping[str, Any], tag: str = "manual") -> dict[str, Any]:
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.etcd.start(str(params.get("etcd_storage", "ramdisk")), float(params.get("etcd_fsync_delay_ms") or 0))
+        self.etcd.start(str(params.get("etcd_storage", "ramdisk")), etcd_fsync_delay_ms(params))
         fingerprint = self.etcd.fingerprint()
         self._file("etcd-fingerprint.json").write_text(json.dumps(fingerprint))
         self._write_targets()

@@ -8,6 +8,7 @@ the synthetic one without changing the tests.
 from __future__ import annotations
 
 import base64
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -82,6 +83,24 @@ def test_report_sections_match_the_store(built: Built) -> None:
         assert re.search(r"<td>\d+: [\d.]+ \[[\d.]+, [\d.]+\] \([\d.]+%\)</td>", section)  # n: median [CI] (cov)
     assert "scenarios pinned" in html
     assert "seconds as the unit (paper&#x27;s variant" in html
+
+
+def test_summary_json_holds_the_reports_numbers_and_no_raw_data(built: Built, report_source: StoredSuite) -> None:
+    summary = json.loads((built.out / "summary.json").read_text())
+    finished = built.experiments[built.experiments["status"] == "finished"]
+    assert summary["suite"] == report_source.suite.name and summary["parameters"] == built.parameters
+    assert summary["finished_experiments"] == len(finished)
+    assert sum(row["finished"] for row in summary["repetitions"]) == len(finished)
+    assert sum(row["experiments"] for row in summary["seconds"]) == len(finished)
+    for row in summary["seconds"]:
+        assert row["q1"] <= row["median"] <= row["q3"] and row["seconds"] >= row["zero_seconds"]
+    assert set(summary["comparisons"]) == set(built.parameters)
+    for factor, rows in summary["comparisons"].items():
+        others = [p for p in built.parameters if p != factor]
+        assert all(rows[-1][p] == "(pooled)" for p in others)
+        assert all("p_experiments" in row and "pairs" not in row for row in rows)
+    assert sum(row["count"] for row in summary["events"]) == built.events
+    assert (built.out / "summary.json").stat().st_size < 200_000
 
 
 def test_synthetic_report_details(synthetic_report_suite: StoredSuite, report_source: StoredSuite, built: Built,

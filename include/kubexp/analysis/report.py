@@ -1,4 +1,4 @@
-"""`kubexp report SUITE`: one self-contained HTML file (figures embedded) plus the PNGs beside it.
+"""`kubexp report SUITE`: one self-contained HTML file (figures embedded), the PNGs and summary.json beside it.
 
 Sections: summary and steady-state window, figures (each answering one question of the
 paper), Table 1-style statistics per varying parameter, repetitions per scenario, data
@@ -8,6 +8,7 @@ completeness, provenance summary, unfinished experiments.
 from __future__ import annotations
 
 import base64
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from kubexp.analysis import figures, loaders, prediction
 from kubexp.analysis import report_html as html
 from kubexp.analysis.comparisons import comparisons, repetition_table
 from kubexp.analysis.dataset import AnalysisSettings, SuiteData, load_suite_data
+from kubexp.analysis.summary import build_summary
 
 TIMELINES = 2  # experiments shown as time series: most failures, most platform events
 
@@ -137,6 +139,8 @@ def build_report(conn: psycopg.Connection, suite: str, out_dir: Path, *,
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     path = out_dir / "report.html"
     path.write_text(html.page(f"kubexp report: {suite}", generated, sections))
+    (out_dir / "summary.json").write_text(json.dumps(build_summary(data, tables, repetitions, generated), indent=1)
+                                          + "\n")
     timings["html"] = time.perf_counter() - mark
     timings["total"] = time.perf_counter() - started
     return Report(path, rendered, timings)

@@ -1,0 +1,72 @@
+"""`summary.json` beside report.html: the report's numbers in a small machine-readable file (no raw data).
+
+What it holds: the suite, how many experiments finished, per scenario the repetition verdict, per scenario the
+per-second successful responses (the paper's Figure 8 samples: count, mean, quartiles), platform event kinds per
+scenario, and per varying parameter the Table 1-style rows (medians with intervals, Kruskal-Wallis p-values per
+experiment and per second, Cliff's delta).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from kubexp.analysis.dataset import SuiteData
+from kubexp.analysis.stats import MedianInterval
+
+
+def _plain(value: Any) -> Any:
+    """A JSON value: numpy scalars unwrapped, NaN as null, intervals as {median, low, high, coverage}."""
+    if isinstance(value, MedianInterval):
+        return {"median": _plain(value.median), "low": _plain(value.low), "high": _plain(value.high),
+                "n": value.n, "coverage": _plain(value.coverage)}
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _records(frame: pd.DataFrame, drop: Sequence[str] = ()) -> list[dict[str, Any]]:
+    return [{key: _plain(value) for key, value in row.items() if key not in drop}
+            for row in frame.to_dict(orient="records")]
+
+
+def seconds_by_scenario(data: SuiteData) -> list[dict[str, Any]]:
+    """Per scenario, the steady-state per-second successful responses of all its finished experiments."""
+    if data.steady.empty:
+        return []
+    rows = []
+    for key, group in data.steady.groupby(list(data.parameters), observed=True, sort=True):
+        values = group["successes"].to_numpy(dtype=float)
+        quartiles = np.percentile(values, [25, 50, 75])
+        rows.append({**{p: _plain(v) for p, v in zip(data.parameters, key, strict=True)},
+                     "experiments": int(group["experiment_id"].nunique()), "seconds": int(values.size),
+                     "mean": float(values.mean()), "q1": float(quartiles[0]), "median": float(quartiles[1]),
+                     "q3": float(quartiles[2]), "zero_seconds": int((values == 0).sum())})
+    return rows
+
+
+def events_by_scenario(data: SuiteData) -> list[dict[str, Any]]:
+    if data.events.empty:
+        return []
+    counts = data.events.groupby([*data.parameters, "kind"], observed=True).size().rename("count").reset_index()
+    return _records(counts)
+
+
+def build_summary(data: SuiteData, tables: dict[str, pd.DataFrame], repetitions: pd.DataFrame,
+                  generated: str) -> dict[str, Any]:
+    return {
+        "suite": data.suite["name"], "generated": generated,
+        "finished_experiments": len(data.per_experiment), "parameters": list(data.parameters),
+        "repetitions": _records(repetitions),
+        "seconds": seconds_by_scenario(data),
+        "events": events_by_scenario(data),
+        "comparisons": {factor: _records(table, drop=("pairs",)) for factor, table in tables.items()},
+    }

@@ -440,17 +440,34 @@ def finalize(data: Mapping[str, Any], collected: Mapping[str, Any]) -> None:
 
     current = Current.from_xcom(data)
     with _store() as conn:
-        if _outcome(conn, _attempt(current)) == "succeeded":  # a retry after the commit went through
-            log.info("%s was already finished by attempt %s", current.label, current.attempt_id)
-            return
-        _beat(conn, current)
-    problems = postconditions.postconditions(current.suite, current.params, collected)
-    if problems:
-        raise ExperimentError(f"{current.label}: postconditions failed: " + "; ".join(problems)
-                              + ". The experiment stays unfinished; a later run reattempts it.")
-    with _store() as conn:
-        experiments.finish_experiment(conn, current.experiment_id, _attempt(current))  # attempt -> succeeded
-    log.info("%s finished (attempt %s)", current.label, current.attempt_id)
+        already = _outcome(conn, _attempt(current)) == "succeeded"  # a retry after the commit went through
+        if not already:
+            _beat(conn, current)
+    if already:
+        log.info("%s was already finished by attempt %s", current.label, current.attempt_id)
+    else:
+        problems = postconditions.postconditions(current.suite, current.params, collected)
+        if problems:
+            raise ExperimentError(f"{current.label}: postconditions failed: " + "; ".join(problems)
+                                  + ". The experiment stays unfinished; a later run reattempts it.")
+        with _store() as conn:
+            experiments.finish_experiment(conn, current.experiment_id, _attempt(current))  # attempt -> succeeded
+        log.info("%s finished (attempt %s)", current.label, current.attempt_id)
+    if current.suite.slo:
+        _evaluate_slos(current)
+
+
+def _evaluate_slos(current: Current) -> None:
+    """Store the finished experiment's SLO values. An SLO makes a verdict, never an unfinished experiment:
+    a failure here is logged, and `kubexp verdict` computes what is missing."""
+    from kubexp.analysis import slo
+
+    try:
+        with _store() as conn:
+            slo.evaluate(conn, current.suite.slo, [current.experiment_id])
+    except (psycopg.Error, ValueError) as exc:
+        log.warning("%s: SLO values not stored (%s); `kubexp verdict %s` computes them", current.label, exc,
+                    current.suite.name)
 
 
 # -- failure and cleanup ---------------------------------------------------------------------------

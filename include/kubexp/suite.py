@@ -8,6 +8,7 @@ parameters, so loading a suite twice or adding matrix values never duplicates a 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -68,6 +69,14 @@ _MATRIX_SCHEMA = {
         for name in PARAMETERS
     },
     "additionalProperties": False,
+}
+# Per-experiment figures an SLO (suite key `slo`) may bound; kubexp.analysis.slo computes them from the store.
+SLO_FIGURES: dict[str, str] = {
+    "successes_per_s_median": "median successful responses/s over the steady-state window",
+    "elapsed_p99_ms": "p99 response time (ms), the median over the steady-state seconds of each second's p99",
+    "failure_share": "failed requests / requests in the steady-state window",
+    "oom_kills": "OOM kills during the experiment (platform events OOMKilled, OOMKilling, SystemOOM)",
+    "series_mean": "mean of a collected PromQL series (metrics query named by `query`) over the steady-state window",
 }
 _PORT = r"([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"  # 1-65535
 _HOST_PORT = {"type": "string", "pattern": rf"^[^\s:]+:{_PORT}$"}
@@ -154,6 +163,23 @@ SUITE_SCHEMA: dict[str, Any] = {
                 "istio": {"type": "object"},
             },
         },
+        "slo": {
+            "type": "object",
+            "propertyNames": {"pattern": "^[A-Za-z0-9_.-]+$", "maxLength": 100},
+            "additionalProperties": {
+                "type": "object",
+                "required": ["figure"],
+                "properties": {
+                    "figure": {"enum": list(SLO_FIGURES)},
+                    "query": {"type": "string", "minLength": 1},
+                    "min": {"type": "number"},
+                    "max": {"type": "number"},
+                    "description": {"type": "string"},
+                },
+                "anyOf": [{"required": ["min"]}, {"required": ["max"]}],
+                "additionalProperties": False,
+            },
+        },
         "analysis": {
             "type": "object",
             "properties": {
@@ -228,6 +254,7 @@ class Suite:
     local: dict[str, Any]
     kubernetes: dict[str, Any]
     analysis: dict[str, Any]
+    slo: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     def scenarios(self) -> list[Scenario]:
         """Every scenario of the matrix in cartesian order (first matrix key varies slowest)."""
@@ -324,7 +351,9 @@ def parse_suite(data: Any, path: Path | str) -> Suite:
         load=dict(data.get("load") or {}), metrics=dict(data.get("metrics") or {}),
         local=dict(data.get("local") or {}), kubernetes=dict(data.get("kubernetes") or {}),
         analysis=dict(data.get("analysis") or {}),
+        slo={name: dict(spec) for name, spec in (data.get("slo") or {}).items()},
     )
+    _check_slo(suite)
     for scenario in suite.scenarios():
         pods, pods_max = scenario.params["pods"], scenario.params["pods_max"]
         if pods_max < pods:
@@ -334,6 +363,28 @@ def parse_suite(data: Any, path: Path | str) -> Suite:
                 f"allowed: pods_max >= pods (equal = no autoscaling)"
             )
     return suite
+
+
+def _check_slo(suite: Suite) -> None:
+    """What the schema cannot say about `slo`: a series_mean names a collected query, min <= max."""
+    from kubexp.collect.queries import query_names
+
+    problems = []
+    for name, spec in suite.slo.items():
+        where = f"{suite.path}: slo.{name}"
+        if spec["figure"] == "series_mean":
+            known = query_names(suite)
+            if "query" not in spec:
+                problems.append(f"{where}: figure series_mean needs `query`; allowed: {', '.join(known)}")
+            elif spec["query"] not in known:
+                problems.append(f"{where}.query: {spec['query']!r} is not a query this suite collects; "
+                                f"allowed: {', '.join(known)}")
+        elif "query" in spec:
+            problems.append(f"{where}.query: only figure series_mean takes a query (figure is {spec['figure']})")
+        if "min" in spec and "max" in spec and spec["min"] > spec["max"]:
+            problems.append(f"{where}: min {spec['min']} is above max {spec['max']}; allowed: min <= max")
+    if problems:
+        raise SuiteError("\n".join(problems))
 
 
 def _numbers(value: Any, where: list[Any]) -> list[tuple[list[Any], float]]:

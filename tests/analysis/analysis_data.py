@@ -5,16 +5,19 @@ from __future__ import annotations
 import itertools
 import secrets
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psycopg
 import yaml
 
 from kubexp.analysis import steady, synthetic
 from kubexp.analysis.figures import GROUPING_PARAMETERS
 from kubexp.local_services import Postgres
-from kubexp.store import db, migrations
+from kubexp.records import LOAD_SECOND_COLUMNS, MetricSeries, PlatformEvent
+from kubexp.store import attempts, db, experiments, ingest, migrations, suites
 from kubexp.suite import PARAMETER_DEFAULTS, Suite, load_suite
 
 PAPER_ETCD_MATRIX = {"pods": [10, 20], "workers": [60, 120], "mesh": ["native", "istio"],
@@ -81,3 +84,41 @@ def store_synthetic_suite(server: Postgres, folder: Path, name: str, matrix: dic
     with db.connect(url) as conn:
         finished = synthetic.populate(conn, suite, seed=5, unfinished_every=unfinished_every)
     return StoredSuite(url, suite, finished)
+
+
+def constant_load(seconds: int, successes: float, *, failures: int = 0, p99_ms: float = 100.0) -> pd.DataFrame:
+    """A per-second load frame with `successes` successful responses in every second (rounded)."""
+    ok = np.full(seconds, round(successes), dtype=np.int64)
+    bad = np.full(seconds, failures, dtype=np.int64)
+    frame = pd.DataFrame({
+        "t": np.arange(seconds), "requests": ok + bad, "successes": ok, "failures": bad, "failures_4xx": 0,
+        "failures_5xx": bad, "failures_other": 0, "elapsed_mean_ms": p99_ms / 2, "elapsed_p50_ms": p99_ms / 2,
+        "elapsed_p90_ms": p99_ms * 0.8, "elapsed_p95_ms": p99_ms * 0.9, "elapsed_p99_ms": p99_ms,
+        "elapsed_max_ms": p99_ms * 1.5, "latency_mean_ms": p99_ms / 2, "connect_mean_ms": 0.4,
+        "bytes": (ok + bad) * 100, "threads": 2})
+    return frame[list(LOAD_SECOND_COLUMNS)]
+
+
+def store_values(conn: psycopg.Connection, suite: Suite, values: dict[int, list[float]], *,
+                 oom_kills: dict[int, list[int]] | None = None, memory: dict[int, list[float]] | None = None) -> None:
+    """Load `suite` and finish its experiments with constant per-second successes: values[scenario index] holds
+    one value per repetition (fewer values leave the rest unfinished); optional OOM kills and a `memory` series."""
+    suites.sync_suite(conn, suite)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    duration = suite.scenarios()[0].params["duration_s"]
+    for scenario in suite.scenarios():
+        rows = conn.execute("SELECT id::text FROM experiment WHERE suite = %s AND scenario_id = %s ORDER BY repetition",
+                            (suite.name, scenario.id)).fetchall()
+        given = values.get(scenario.index, [])
+        for repetition, ((experiment_id,), value) in enumerate(zip(rows[:len(given)], given, strict=True), start=1):
+            attempt_id = attempts.open_attempt(conn, experiment_id, f"run-{scenario.index}-{repetition}", 1, "host")
+            at = start + timedelta(minutes=len(rows) * scenario.index + repetition)
+            kills = (oom_kills or {}).get(scenario.index, [])
+            events = [PlatformEvent(3, at, "local-supervisor", "OOMKilled", "app-0")
+                      for _ in range(kills[repetition - 1] if repetition <= len(kills) else 0)]
+            level = (memory or {}).get(scenario.index, [])
+            series = [MetricSeries("prometheus:test", "memory", {"replica": "0"},
+                                   [(t, level[repetition - 1]) for t in range(duration)])] if level else []
+            ingest.store_experiment_data(conn, experiment_id, attempt_id, load=constant_load(duration, value),
+                                         events=events, series=series, t0=at)
+            experiments.finish_experiment(conn, experiment_id, attempt_id)

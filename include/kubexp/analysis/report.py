@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import psycopg
 
-from kubexp.analysis import figures, loaders, prediction
+from kubexp.analysis import figures, loaders, prediction, slo
 from kubexp.analysis import report_html as html
 from kubexp.analysis.comparisons import comparisons, repetition_table
 from kubexp.analysis.dataset import AnalysisSettings, SuiteData, load_suite_data
@@ -131,6 +131,7 @@ def build_report(conn: psycopg.Connection, suite: str, out_dir: Path, *,
         html.figures_section([(f.name, f.question, base64.b64encode(f.path.read_bytes()).decode()) for f in rendered]),
         html.statistics(tables, data.settings, finished=len(data.per_experiment)),
         html.repetitions(repetitions, data.parameters, data.settings),
+        html.slos(slo.verdict(conn, suite), data.settings.confidence),
         html.completeness(data, loaders.metric_completeness(conn, suite)),
         html.provenance(attempt_rows := loaders.attempts(conn, suite)),
         html.generator(attempt_rows, data.parameters),

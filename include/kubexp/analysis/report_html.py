@@ -12,6 +12,7 @@ import pandas as pd
 from kubexp.analysis import stats
 from kubexp.analysis.comparisons import POOLED, pairwise, table1_grid, within_columns
 from kubexp.analysis.dataset import AnalysisSettings, SuiteData
+from kubexp.analysis.slo import SloCase
 from kubexp.analysis.stats import UNIT_LABELS
 
 STYLE = """
@@ -213,6 +214,24 @@ def repetitions(frame: pd.DataFrame, parameters: Sequence[str], settings: Analys
              fmt(r["more_needed"]), escape(str(r["verdict"]))] for _, r in frame.iterrows()]
     pinned = int(frame["pinned"].sum())
     return title + f"<p>{pinned} of {len(frame)} scenarios pinned.</p>" + table(header, rows, text_columns=0)
+
+
+def slos(cases: Sequence[SloCase], confidence: float) -> str:
+    """The suite's SLOs judged per scenario (as `kubexp verdict` does, from the stored per-experiment values)."""
+    title = (f"<h2>SLOs</h2><p>Each SLO (suite key <code>slo</code>) bounds a per-experiment figure; a scenario "
+             f"meets it when the whole {confidence:.0%} order-statistic interval of the median of its finished "
+             f"experiments' values is within the bound, misses it when the interval is wholly outside, and is "
+             f"undecided otherwise. SLOs never make an experiment unfinished.</p>")
+    if not cases:
+        return title + "<p>The suite defines no SLO.</p>"
+    counts = {outcome: sum(case.outcome == outcome for case in cases) for outcome in ("met", "missed", "undecided")}
+    rows = [[escape(case.outcome), escape(case.scenario_label), escape(case.slo), escape(f"{case.figure} {case.bound}"),
+             str(len(case.values)), fmt(case.judgement.interval.median if case.judgement.interval else None, 4),
+             escape(case.judgement.reason)] for case in cases]
+    classes = ["flagged" if case.outcome == "missed" else "" for case in cases]
+    return (title + "<p>" + ", ".join(f"{n} {outcome}" for outcome, n in counts.items()) + "</p>"
+            + table(["outcome", "scenario", "SLO", "figure and bound", "experiments", "median", "why"], rows,
+                    text_columns=4, row_classes=classes))
 
 
 def completeness(data: SuiteData, metrics: pd.DataFrame) -> str:

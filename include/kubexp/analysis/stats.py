@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Literal
 
 import numpy as np
@@ -252,3 +253,64 @@ def repetitions_verdict(values: Sequence[float] | np.ndarray | pd.Series, *, tar
     return RepetitionVerdict(n, interval, target_relative_width, False, needed - n,
                              f"relative CI width {width:.1%} > target {target_relative_width:.0%}; "
                              f"about {needed - n} more repetition(s) needed")
+
+
+@cache
+def _rank_sum_cdf(n: int, m: int) -> tuple[float, ...]:
+    """P(U <= u), u = 0..n*m, for the Mann-Whitney U of samples of n and m values under no difference.
+
+    The counts are the coefficients of the Gaussian binomial [n+m choose n](q), built with exact integers
+    as prod_{i=1..n} (1 - q^(m+i)) / (1 - q^i) modulo q^(n*m+1)."""
+    size = n * m + 1
+    coefficients = [1] + [0] * (size - 1)
+    for i in range(1, n + 1):
+        step = m + i
+        for u in range(size - 1, step - 1, -1):
+            coefficients[u] -= coefficients[u - step]
+        for u in range(i, size):
+            coefficients[u] += coefficients[u - i]
+    total = math.comb(n + m, n)
+    running, cdf = 0, []
+    for count in coefficients:
+        running += count
+        cdf.append(running / total)
+    return tuple(cdf)
+
+
+@dataclass(frozen=True)
+class ShiftInterval:
+    """A distribution-free interval of the shift between two samples (y - x), with its exact coverage.
+
+    low/high are None when the samples are too small for `confidence`: even the widest interval,
+    [min(y - x), max(y - x)] over all pairs, covers the shift less often than asked (`coverage` is its)."""
+
+    low: float | None
+    high: float | None
+    n_x: int
+    n_y: int
+    confidence: float
+    coverage: float
+
+
+def shift_interval(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, *,
+                   confidence: float = 0.95) -> ShiftInterval:
+    """The Moses (Bauer 1972) interval of the location shift of y against x, from the Mann-Whitney test.
+
+    The sorted pairwise differences y_j - x_i give [d(k), d(nm+1-k)], k the largest with exact coverage
+    1 - 2 P(U <= k - 1) >= confidence; exact when y is distributed as x + shift (continuous values)."""
+    xs, ys = _values(x), _values(y)
+    n, m = int(xs.size), int(ys.size)
+    if n == 0 or m == 0:
+        raise ValueError(f"a shift interval needs values in both samples (got {n} and {m})")
+    cdf = _rank_sum_cdf(min(n, m), max(n, m))  # U's distribution is symmetric in n and m
+    best: tuple[int, float] | None = None
+    for k in range(1, (n * m + 1) // 2 + 1):
+        coverage = 1 - 2 * cdf[k - 1]
+        if coverage < confidence:
+            break
+        best = (k, coverage)
+    if best is None:
+        return ShiftInterval(None, None, n, m, confidence, 1 - 2 * cdf[0])
+    k, coverage = best
+    differences = np.sort(np.subtract.outer(ys, xs).ravel())
+    return ShiftInterval(float(differences[k - 1]), float(differences[n * m - k]), n, m, confidence, coverage)

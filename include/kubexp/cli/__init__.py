@@ -15,7 +15,7 @@ from kubexp.settings import SettingsError
 COMMANDS = {"services": "services", "app": "app", "render": "render", "trigger": "trigger", "backfill": "trigger",
             "report": "report", "demo": "demo", "db": "db", "suite": "suite", "dimension": "dimension", "jtl": "jtl",
             "cluster": "cluster",
-            "load": "load"}
+            "load": "load", "verdict": "verdict", "compare": "verdict"}
 
 
 class _Main(click.Group):

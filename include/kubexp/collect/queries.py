@@ -55,14 +55,27 @@ def render(queries: Mapping[str, str], variables: Mapping[str, str], where: str 
     return filled
 
 
+def _templates(suite: Suite) -> dict[str, str]:
+    from kubexp import platform
+
+    metrics: Mapping[str, Any] = suite.metrics
+    chosen = dict(platform.kind(suite.platform).default_queries) if metrics.get("default_queries", True) else {}
+    chosen.update(metrics.get("queries") or {})
+    return chosen
+
+
+def query_names(suite: Suite) -> list[str]:
+    """The names of the queries the suite collects (the platform's defaults and its own), sorted."""
+    return sorted(_templates(suite))
+
+
 def queries_for(suite: Suite) -> dict[str, str]:
     """The platform's defaults (unless `metrics.default_queries: false`) overlaid with `metrics.queries`."""
     from kubexp import platform
 
     kind = platform.kind(suite.platform)
     metrics: Mapping[str, Any] = suite.metrics
-    chosen = dict(kind.default_queries) if metrics.get("default_queries", True) else {}
-    chosen.update(metrics.get("queries") or {})
+    chosen = _templates(suite)
     variables = {
         "namespace": str(suite.kubernetes.get("namespace") or DEFAULT_NAMESPACE),
         "rate_window": str(metrics.get("rate_window") or kind.rate_window),

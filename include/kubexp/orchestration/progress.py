@@ -35,13 +35,14 @@ class SuiteProgress:
     path: str = ""
     lease_key: str = ""
     notes: list[str] = field(default_factory=list)
+    slo_cases: list[dict[str, Any]] = field(default_factory=list)  # kubexp.analysis.slo.SloCase.to_json, per case
 
     def to_json(self) -> dict[str, Any]:
         return {"suite": self.name, "dag_id": self.dag_id, "description": self.description,
                 "platform": self.platform, "cluster": self.cluster, "planned": self.planned, "path": self.path,
                 "status": json.loads(json.dumps(self.status, default=str)) if self.status else None,
                 "error": self.error, "report": str(self.report) if self.report else None,
-                "recent_failures": self.recent_failures}
+                "recent_failures": self.recent_failures, "slo": self.slo_cases}
 
 
 def reports_dir() -> Path:
@@ -95,6 +96,7 @@ def all_suites(with_status: bool = True) -> list[SuiteProgress]:
                                          planned=0, matrix_keys=[], error=str(exc), path=str(path)))
     if not with_status:
         return entries
+    from kubexp.analysis import slo
     from kubexp.store import db, status
     from kubexp.store.db import StoreError
 
@@ -113,7 +115,8 @@ def all_suites(with_status: bool = True) -> list[SuiteProgress]:
             except StoreError:
                 result.append(entry)  # never run: the first run loads it into the store
                 continue
-            result.append(dataclasses.replace(entry, status=found, recent_failures=recent_failures(conn, entry.name)))
+            result.append(dataclasses.replace(entry, status=found, recent_failures=recent_failures(conn, entry.name),
+                                              slo_cases=[case.to_json() for case in slo.verdict(conn, entry.name)]))
         return result
 
 
@@ -140,6 +143,21 @@ def _scenario_rows(entry: SuiteProgress) -> str:
             f"<td>{row['running']}</td><td>{row['failed_attempts']}</td>"
             f"<td class=l><span class=bar style='width:{share * 6:.2f}rem'></span> {share:.0%}</td></tr>")
     return "".join(rows)
+
+
+def _slo_section(entry: SuiteProgress) -> str:
+    """The SLO verdict per scenario, as `kubexp verdict` gives it from the stored values."""
+    if not entry.slo_cases:
+        return ""
+    counts = {o: sum(c["outcome"] == o for c in entry.slo_cases) for o in ("met", "missed", "undecided")}
+    rows = "".join(
+        f"<tr><td class=l{' style=color:#b00020' if case['outcome'] == 'missed' else ''}>{case['outcome']}</td>"
+        f"<td>{case['scenario_index']}</td><td class=l>{html.escape(case['slo'])}</td>"
+        f"<td class=l>{html.escape(case['figure'] + ' ' + case['bound'])}</td><td>{case['experiments']}</td>"
+        f"<td class=l>{html.escape(case['reason'])}</td></tr>" for case in entry.slo_cases)
+    return ("<p>SLOs: " + ", ".join(f"{n} {o}" for o, n in counts.items())
+            + " (<code>kubexp verdict</code>)</p><table><tr><th class=l>outcome</th><th>#</th><th class=l>SLO</th>"
+            "<th class=l>bound</th><th>experiments</th><th class=l>why</th></tr>" + rows + "</table>")
 
 
 def _suite_section(entry: SuiteProgress) -> str:
@@ -169,7 +187,8 @@ def _suite_section(entry: SuiteProgress) -> str:
         f"<li>attempt {failure['attempt']} ({html.escape(failure['outcome'])}, run "
         f"<code>{html.escape(failure['run_id'])}</code>, {html.escape(failure['ended_at'][:19])}): "
         f"<span class=err>{html.escape(failure['error'][:600])}</span></li>" for failure in entry.recent_failures)
-    return head + summary + totals + table + (f"<p>Latest failed attempts:</p><ul>{failures}</ul>" if failures else "")
+    return (head + summary + totals + table + _slo_section(entry)
+            + (f"<p>Latest failed attempts:</p><ul>{failures}</ul>" if failures else ""))
 
 
 def render_page(entries: list[SuiteProgress]) -> str:

@@ -33,7 +33,7 @@ def _definition(suite: Suite) -> dict[str, Any]:
         "cluster": suite.cluster, "repetitions": suite.repetitions, "seed": suite.seed,
         "allow_dirty": suite.allow_dirty, "defaults": suite.defaults, "matrix": suite.matrix,
         "load": suite.load, "metrics": suite.metrics, "local": suite.local,
-        "kubernetes": suite.kubernetes, "analysis": suite.analysis,
+        "kubernetes": suite.kubernetes, "analysis": suite.analysis, "slo": suite.slo,
     }
 
 

@@ -1,0 +1,149 @@
+"""`kubexp verdict SUITE` (SLOs per scenario) and `kubexp compare SUITE` (candidate vs baseline): answers for CI.
+
+Both read the results database (KUBEXP_DATABASE_URL, default: the local services'), print one line per
+judged item, write JUnit XML / JSON / Markdown on request and exit 1 on a miss or a regression.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import click
+
+from kubexp.cli import main
+from kubexp.cli.report import suite_name
+
+_FILE = click.Path(dir_okay=False, path_type=Path)
+
+
+def _outputs(function: Any) -> Any:
+    for option in (click.option("--markdown", "markdown_path", type=_FILE, help="Write Markdown (a PR comment)."),
+                   click.option("--json", "json_path", type=_FILE, help="Write the result as JSON."),
+                   click.option("--junit", "junit_path", type=_FILE, help="Write JUnit XML (one test case each).")):
+        function = option(function)
+    return function
+
+
+def _counts(outcomes: list[str], order: tuple[str, ...]) -> dict[str, int]:
+    found = Counter(outcomes)
+    return {outcome: found.get(outcome, 0) for outcome in order}
+
+
+@main.command()
+@click.argument("suite")
+@_outputs
+def verdict(suite: str, junit_path: Path | None, json_path: Path | None, markdown_path: Path | None) -> None:
+    """Judge every scenario x SLO of SUITE (a name or file) over its finished experiments: met, missed or
+    undecided, from the interval of the median of the per-experiment values. Exit 1 when an SLO is missed."""
+    from kubexp.analysis import ci_output, slo
+    from kubexp.store import db
+
+    name = suite_name(suite)
+    try:
+        with db.connect() as conn:
+            if not slo.suite_slos(conn, name):
+                raise click.ClickException(
+                    f"suite {name} has no `slo` section (as last loaded into the store); add one to its file "
+                    f"(docs/suites.md, section SLOs) and load it with `kubexp suite load FILE`")
+            slo.evaluate_suite(conn, name)
+            cases = slo.verdict(conn, name)
+    except (LookupError, db.StoreError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    counts = _counts([case.outcome for case in cases], ("met", "missed", "undecided"))
+    for case in cases:
+        click.echo(f"{case.outcome:<9} {case.scenario_label}  {case.slo}: {case.judgement.reason}")
+    summary = ", ".join(f"{count} {outcome}" for outcome, count in counts.items())
+    click.echo(f"verdict {name}: {summary}")
+    status: dict[str, ci_output.Status] = {"met": "passed", "missed": "failed", "undecided": "skipped"}
+    junit_cases = [ci_output.Case(f"{name}.{case.scenario_label}", f"{case.slo}: {case.figure} {case.bound}",
+                                  status[case.outcome], case.outcome, case.judgement.reason)
+                   for case in cases]
+    rows = [(case.outcome, case.scenario_label, case.slo, f"{case.figure} {case.bound}",
+             "-" if case.judgement.interval is None else f"{case.judgement.interval.median:.4g}",
+             "-" if case.judgement.interval is None or case.judgement.interval.low is None
+             else f"[{case.judgement.interval.low:.4g}, {case.judgement.interval.high:.4g}]",
+             len(case.values)) for case in cases]
+    ci_output.write_outputs(
+        junit_path, json_path, markdown_path,
+        junit_text=ci_output.junit(f"kubexp verdict {name}", junit_cases),
+        document={"suite": name, "command": "verdict", "counts": counts, "cases": [c.to_json() for c in cases]},
+        markdown_text=ci_output.markdown(
+            f"kubexp verdict {name}: {summary}",
+            ["An SLO is met when the whole interval of the median of its per-experiment values is within the "
+             "bound, missed when it is wholly outside, undecided otherwise."],
+            ["outcome", "scenario", "SLO", "bound", "median", "interval", "experiments"], rows))
+    if counts["missed"]:
+        raise SystemExit(1)
+
+
+def _margin(text: str) -> float:
+    try:
+        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a share; give e.g. 5% or 0.05", param_hint="--margin") from None
+    if not 0 < value < 1:
+        raise click.BadParameter(f"{text} is outside (0 %, 100 %)", param_hint="--margin")
+    return value
+
+
+@main.command()
+@click.argument("suite")
+@click.option("--factor", required=True, help="The matrix parameter whose levels are compared.")
+@click.option("--baseline", required=True, help="The baseline level of the factor, as in the suite file.")
+@click.option("--candidate", required=True, help="The candidate level of the factor, as in the suite file.")
+@click.option("--margin", "margin_text", default="5%", show_default=True,
+              help="Differences within this share count as equivalent (5% or 0.05).")
+@_outputs
+def compare(suite: str, factor: str, baseline: str, candidate: str, margin_text: str, junit_path: Path | None,
+            json_path: Path | None, markdown_path: Path | None) -> None:
+    """Judge the candidate level of a matrix factor against the baseline on every combination of the other
+    parameters: better, worse, equivalent (within the margin) or inconclusive, from an interval on the ratio of
+    the median successful responses/s over experiments (method: kubexp.analysis.gate, docs/ci.md). Exit 1 when
+    the candidate is worse anywhere."""
+    from kubexp.analysis import ci_output, gate
+    from kubexp.store import db
+
+    name = suite_name(suite)
+    margin = _margin(margin_text)
+    try:
+        with db.connect() as conn:
+            comparisons = gate.compare(conn, name, factor, baseline, candidate, margin=margin)
+    except (gate.CompareError, db.StoreError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not comparisons:
+        raise click.ClickException(f"suite {name}: no combination has both {factor}={baseline} and "
+                                   f"{factor}={candidate} among its active scenarios")
+    counts = _counts([c.outcome for c in comparisons], ("better", "worse", "equivalent", "inconclusive"))
+    what = f"{factor}={candidate} vs {factor}={baseline}"
+    for comparison in comparisons:
+        click.echo(f"{comparison.outcome:<12} {comparison.label}: {comparison.decision.reason}")
+    summary = ", ".join(f"{count} {outcome}" for outcome, count in counts.items())
+    click.echo(f"compare {name} {what}: {summary}")
+    status: dict[str, ci_output.Status] = {"better": "passed", "equivalent": "passed", "worse": "failed",
+                                           "inconclusive": "skipped"}
+    junit_cases = [ci_output.Case(f"{name}.compare.{factor}", f"{what} at {c.label}", status[c.outcome], c.outcome,
+                                  c.decision.reason) for c in comparisons]
+
+    def fmt(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    rows = [(c.outcome, c.label, fmt(c.decision.ratio),
+             "-" if c.decision.low is None else f"[{fmt(c.decision.low)}, {fmt(c.decision.high)}]",
+             f"{len(c.baseline)} / {len(c.candidate)}") for c in comparisons]
+    ci_output.write_outputs(
+        junit_path, json_path, markdown_path,
+        junit_text=ci_output.junit(f"kubexp compare {name}", junit_cases,
+                                   properties={"factor": factor, "baseline": baseline, "candidate": candidate,
+                                               "margin": f"{margin:g}"}),
+        document={"suite": name, "command": "compare", "factor": factor, "baseline": baseline,
+                  "candidate": candidate, "margin": margin, "figure": gate.FIGURE, "method": gate.METHOD,
+                  "counts": counts, "comparisons": [c.to_json() for c in comparisons]},
+        markdown_text=ci_output.markdown(
+            f"kubexp compare {name}: {what}: {summary}",
+            [f"Ratio candidate / baseline of the median successful responses/s over experiments, margin "
+             f"{margin:.1%}. {gate.METHOD}"],
+            ["outcome", "combination", "ratio", "interval", "experiments (baseline / candidate)"], rows))
+    if counts["worse"]:
+        raise SystemExit(1)

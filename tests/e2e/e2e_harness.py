@@ -14,21 +14,29 @@ from kubexp.settings import REPO_ROOT
 
 RUNNER = Path(__file__).with_name("dag_test_runner.py")
 # Short experiments: 6 s of load from 2 workers on one local JMeter server.
-E2E_SUITES = {"e2e-dagtest": 2, "e2e-rest": 3, "e2e-report": 1}  # e2e-dagtest: a dry run and a real one
-# e2e-report varies the workers, so that its report and notebook have scenarios to compare.
-E2E_MATRICES = {"e2e-report": {"workers": [2, 4]}}
+E2E_SUITES = {"e2e-dagtest": 2, "e2e-rest": 3, "e2e-report": 1, "e2e-gate": 3}  # e2e-dagtest: a dry run and a real one
+# e2e-report varies the workers, so that its report and notebook have scenarios to compare. e2e-gate's
+# candidates: a tenth of the CPU (really slower) and one millicore more (nothing differs).
+E2E_MATRICES = {"e2e-report": {"workers": [2, 4]}, "e2e-gate": {"cpu_limit_millicores": [1000, 1001, 100]}}
+# 3 experiments per level give a 90 % interval of a ratio (the widest pairwise range covers 1 - 2/20).
+E2E_EXTRA = {"e2e-gate": {"analysis": {"confidence": 0.9},
+                          "slo": {"throughput": {"figure": "successes_per_s_median", "min": 1},
+                                  "no-oom": {"figure": "oom_kills", "max": 0}}}}
 
 
 def suite_document(name: str, repetitions: int, results_dir: Path) -> dict[str, Any]:
+    matrix = E2E_MATRICES.get(name, {"workers": [2]})
+    defaults = {"pods": 1, "workers": 2, "duration_s": 6, "think_time_ms": 50, "memory_limit_mib": 256,
+                "cpu_limit_millicores": 1000}
     return {
         "suite": name, "description": f"end-to-end test suite {name}", "platform": "local",
         "cluster": "e2e-local", "repetitions": repetitions, "seed": 7,
         "allow_dirty": True,  # the test runs in a working tree others are editing
-        "defaults": {"pods": 1, "duration_s": 6, "think_time_ms": 50, "memory_limit_mib": 256,
-                     "cpu_limit_millicores": 1000},
-        "matrix": E2E_MATRICES.get(name, {"workers": [2]}),
+        "defaults": {key: value for key, value in defaults.items() if key not in matrix},
+        "matrix": matrix,
         "load": {"servers": 1, "results_dir": str(results_dir)},
         "local": {"health_check_interval_s": 1, "fingerprint_puts": 50, "fingerprint_max_s": 5},
+        **E2E_EXTRA.get(name, {}),
     }
 
 

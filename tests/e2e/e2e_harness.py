@@ -21,7 +21,8 @@ E2E_MATRICES = {"e2e-report": {"workers": [2, 4]}, "e2e-gate": {"cpu_limit_milli
 # 3 experiments per level give a 90 % interval of a ratio (the widest pairwise range covers 1 - 2/20).
 E2E_EXTRA = {"e2e-gate": {"analysis": {"confidence": 0.9},
                           "slo": {"throughput": {"figure": "successes_per_s_median", "min": 1},
-                                  "no-oom": {"figure": "oom_kills", "max": 0}}}}
+                                  "no-oom": {"figure": "oom_kills", "max": 0}}},
+             "e2e-rest": {"slo": {"throughput": {"figure": "successes_per_s_median", "min": 1}}}}
 
 
 def suite_document(name: str, repetitions: int, results_dir: Path) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -132,3 +133,28 @@ def test_killed_run_then_rest_trigger_then_backfill_complete_the_suite(e2e: E2E,
     assert requests.get(page, timeout=30).status_code == 401
     shown = requests.get(page, headers={"Authorization": f"Bearer {airflow.token()}"}, timeout=30)
     assert shown.status_code == 200 and "e2e-rest" in shown.text and "<b>3</b> of 3 finished" in shown.text
+    assert "SLOs: 0 met, 0 missed, 1 undecided" in shown.text  # 3 experiments give no 95 % interval
+
+
+@pytest.mark.slow
+def test_verdict_until_decided_adds_a_repetition_and_runs_it_through_backfill(e2e: E2E, airflow: AirflowClient,
+                                                                             tmp_path: Path) -> None:
+    """e2e-rest's SLO stays undecided below 6 experiments: --until-decided runs what is unfinished, then grows the
+    scenario to the budget of 4 through a backfill that reruns slot 1, and says it stopped on the budget."""
+    airflow.wait_for_dag("e2e-rest")
+    result = kubexp("verdict", "e2e-rest", "--until-decided", "--max-repetitions", "4", "--timeout", "900",
+                    "--json", str(tmp_path / "verdict.json"), timeout=1800)
+    runs = [run["dag_run_id"] for run in airflow.dag_runs("e2e-rest")]
+    assert result.returncode == 0, result.stdout + result.stderr + "".join(
+        explain(e2e, airflow, "e2e-rest", run_id) for run_id in runs)
+    rounds = json.loads((tmp_path / "verdict.json").read_text())["until_decided"]
+    assert [len(r["added_repetitions"]) for r in rounds["rounds"]][-1:] == [1] and rounds["rounds"][-1]["finished"] == 1
+    assert rounds["stopped"].startswith("budget spent: the 1 undecided scenario(s) plan 4 repetitions")
+    [(finished, extra)] = e2e.query(
+        "SELECT count(*) FILTER (WHERE e.status = 'finished'), max(ss.extra_repetitions) FROM experiment e "
+        "JOIN suite_scenario ss ON ss.suite = e.suite AND ss.scenario_id = e.scenario_id WHERE e.suite = 'e2e-rest'")
+    assert (finished, extra) == (4, 1)
+    assert "0 met, 0 missed, 1 undecided" in result.stdout
+    [(values,)] = e2e.query("SELECT count(*) FROM slo_value v JOIN experiment e ON e.id = v.experiment_id "
+                            "WHERE e.suite = 'e2e-rest'")
+    assert values == 4

@@ -73,13 +73,13 @@ def experiments(conn: psycopg.Connection, suite: str, *, scenario_id: str | None
     """Every experiment of a suite, finished or not, with its attempts and scenario parameters.
 
     Columns: experiment_id, scenario_id, scenario_index, active (scenario still in the matrix), planned
-    (active and within the suite's repetitions), repetition, status, finished_at,
+    (active and within the suite's repetitions plus the scenario's extra ones), repetition, status, finished_at,
     finished_attempt_id, t0, attempts, failed_attempts, last_outcome, last_error, + parameters.
     """
     where, params = _filters(suite, scenario_id, experiment_ids)
     query = sql.SQL("""
         SELECT e.id::text AS experiment_id, e.scenario_id, ss.position AS scenario_index, ss.active,
-               (ss.active AND e.repetition <= s.repetitions) AS planned, e.repetition, e.status,
+               (ss.active AND e.repetition <= s.repetitions + ss.extra_repetitions) AS planned, e.repetition, e.status,
                e.finished_at, e.finished_attempt_id, fa.load_started_at AS t0,
                count(a.id)::integer AS attempts,
                count(a.id) FILTER (WHERE a.outcome IN ('failed', 'abandoned'))::integer AS failed_attempts,
@@ -93,7 +93,7 @@ def experiments(conn: psycopg.Connection, suite: str, *, scenario_id: str | None
         LEFT JOIN attempt a ON a.experiment_id = e.id
         LEFT JOIN attempt fa ON fa.id = e.finished_attempt_id
         WHERE {where}
-        GROUP BY e.id, ss.position, ss.active, s.repetitions, sc.params, fa.load_started_at
+        GROUP BY e.id, ss.position, ss.active, ss.extra_repetitions, s.repetitions, sc.params, fa.load_started_at
         ORDER BY ss.position, e.repetition
     """).format(where=where)
     return _expand_params(_frame(conn, query, params))

@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 # A claim or running attempt without a sign of life for this long after the longest scenario's
 # duration is taken as dead (its run crashed) and is reclaimed.
 STALE_MARGIN_S = 3600
+# An experiment is planned while its repetition is within the suite's repetitions (the parameter) plus its
+# scenario's extra repetitions (kubexp verdict|compare --until-decided).
+PLANNED = ("repetition <= %s + (SELECT ss.extra_repetitions FROM suite_scenario ss "
+           "WHERE ss.suite = experiment.suite AND ss.scenario_id = experiment.scenario_id)")
 
 
 class SelectionError(StoreError):
@@ -128,9 +132,9 @@ def select_next_experiment(
             suites.sync_suite(conn, suite)
         attempts.reclaim_stale(conn, suite.name, stale_after_s)
         free = conn.execute(
-            """
+            f"""
             SELECT id::text, scenario_id, repetition FROM experiment
-            WHERE suite = %s AND scenario_id = ANY (%s) AND repetition <= %s
+            WHERE suite = %s AND scenario_id = ANY (%s) AND {PLANNED}
               AND status = 'unfinished' AND claimed_by IS NULL
             ORDER BY repetition
             FOR UPDATE SKIP LOCKED
@@ -140,9 +144,10 @@ def select_next_experiment(
         if not free:
             return None
         finished: dict[str, int] = dict(conn.execute(
-            """
+            f"""
             SELECT scenario_id, count(*) FROM experiment
-            WHERE suite = %s AND scenario_id = ANY (%s) AND repetition <= %s AND status = 'finished'
+            WHERE suite = %s AND scenario_id = ANY (%s) AND status = 'finished'
+              AND {PLANNED}
             GROUP BY scenario_id
             """,
             (suite.name, list(by_id), suite.repetitions),
@@ -208,10 +213,10 @@ def claim_experiment(conn: psycopg.Connection, suite: Suite, holder: str, *, sce
         raise SelectionError(f"scenario {scenario_id} is not in suite {suite.name} ({suite.path}); "
                              f"pick one from the trigger form's list")
     row = conn.execute(
-        """
+        f"""
         SELECT id::text, scenario_id, repetition, status, claimed_by FROM experiment
         WHERE suite = %s AND (%s::uuid IS NULL OR id = %s::uuid) AND (%s::text IS NULL OR scenario_id = %s)
-          AND repetition <= %s
+          AND {PLANNED}
         ORDER BY status = 'unfinished' DESC, claimed_by IS NULL DESC, repetition
         LIMIT 1 FOR UPDATE
         """,

@@ -40,7 +40,8 @@ def suite_status(conn: psycopg.Connection, suite_name: str, lease_key: str | Non
                    coalesce(sum(attempts.abandoned), 0)::integer AS abandoned_attempts
             FROM suite_scenario ss
             JOIN scenario sc ON sc.id = ss.scenario_id
-            LEFT JOIN experiment e ON e.suite = ss.suite AND e.scenario_id = ss.scenario_id AND e.repetition <= %s
+            LEFT JOIN experiment e ON e.suite = ss.suite AND e.scenario_id = ss.scenario_id
+                AND e.repetition <= %s + ss.extra_repetitions
             LEFT JOIN LATERAL (
                 SELECT count(*) FILTER (WHERE a.outcome IN ('failed', 'abandoned')) AS failed,
                        count(*) FILTER (WHERE a.outcome = 'abandoned') AS abandoned

@@ -77,15 +77,7 @@ def sync_suite(conn: psycopg.Connection, suite: Suite) -> tuple[int, int]:
             """,
             (suite.name, [s.id for s in scenarios], [s.index for s in scenarios]),
         ).fetchall()
-        experiments = conn.execute(
-            """
-            INSERT INTO experiment (suite, scenario_id, repetition)
-            SELECT %s, id, repetition FROM unnest(%s::text[]) AS s (id)
-            CROSS JOIN generate_series(1, %s) AS r (repetition)
-            ON CONFLICT (suite, scenario_id, repetition) DO NOTHING
-            """,
-            (suite.name, [s.id for s in scenarios], suite.repetitions),
-        ).rowcount
+        experiments = _plan_experiments(conn, suite.name, [s.id for s in scenarios], suite.repetitions)
         if before is not None and tuple(before) != (suite.warmup_s, suite.cooldown_s):
             conn.execute(
                 "SELECT refresh_experiment_aggregate(array(SELECT id FROM experiment "
@@ -93,6 +85,52 @@ def sync_suite(conn: psycopg.Connection, suite: Suite) -> tuple[int, int]:
                 (suite.name,),
             )
     return sum(1 for (inserted,) in links if inserted), experiments
+
+
+def _plan_experiments(conn: psycopg.Connection, suite_name: str, scenario_ids: list[str], repetitions: int) -> int:
+    """Create the missing experiments of these scenarios: repetitions + each one's extra repetitions."""
+    return conn.execute(
+        """
+        INSERT INTO experiment (suite, scenario_id, repetition)
+        SELECT ss.suite, ss.scenario_id, r.repetition FROM suite_scenario ss
+        CROSS JOIN LATERAL generate_series(1, %s + ss.extra_repetitions) AS r (repetition)
+        WHERE ss.suite = %s AND ss.scenario_id = ANY (%s)
+        ON CONFLICT (suite, scenario_id, repetition) DO NOTHING
+        """,
+        (repetitions, suite_name, scenario_ids),
+    ).rowcount
+
+
+def add_repetitions(conn: psycopg.Connection, suite_name: str, scenario_ids: list[str],
+                    max_repetitions: int) -> list[str]:
+    """One more repetition for each of these active scenarios that plans fewer than `max_repetitions`; returns those
+    that got one. The new experiments are unfinished, so the next runs take them."""
+    with conn.transaction():
+        lock_suite(conn, suite_name)
+        grown = [row[0] for row in conn.execute(
+            """
+            UPDATE suite_scenario ss SET extra_repetitions = ss.extra_repetitions + 1
+            FROM suite s WHERE s.name = ss.suite AND ss.suite = %s AND ss.scenario_id = ANY (%s) AND ss.active
+              AND s.repetitions + ss.extra_repetitions < %s
+            RETURNING ss.scenario_id
+            """, (suite_name, list(dict.fromkeys(scenario_ids)), max_repetitions)).fetchall()]
+        row = conn.execute("SELECT repetitions FROM suite WHERE name = %s", (suite_name,)).fetchone()
+        if grown and row:
+            _plan_experiments(conn, suite_name, grown, int(row[0]))
+    return grown
+
+
+def unfinished_planned(conn: psycopg.Connection, suite_name: str) -> int:
+    """Unfinished experiments the suite plans (active scenarios, within their repetitions and extra ones)."""
+    row = conn.execute(
+        """
+        SELECT count(*) FROM experiment e
+        JOIN suite_scenario ss ON ss.suite = e.suite AND ss.scenario_id = e.scenario_id
+        JOIN suite s ON s.name = e.suite
+        WHERE e.suite = %s AND ss.active AND e.status = 'unfinished'
+          AND e.repetition <= s.repetitions + ss.extra_repetitions
+        """, (suite_name,)).fetchone()
+    return int(row[0]) if row else 0
 
 
 def stored_fingerprint(conn: psycopg.Connection, suite_name: str) -> str | None:

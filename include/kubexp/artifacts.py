@@ -52,3 +52,29 @@ def archive(path: Path, dest_dir: Path, *, kind: str | None = None, compressleve
         Path(staging).unlink(missing_ok=True)
         raise
     return Artifact(kind=kind or artifact_kind(path), path=str(target), sha256=digest.hexdigest(), size=size)
+
+
+def archived_bytes(original: Path, artifact: Artifact, scratch_dir: Path) -> Path:
+    """A file holding exactly what `artifact` archived from `original`: `original` itself while its sha256 and
+    size are still the archived ones, else the archive unpacked into scratch_dir (and checked the same way)."""
+    if original.is_file() and original.stat().st_size == artifact.size and _sha256(original) == artifact.sha256:
+        return original
+    target = scratch_dir / original.name
+    digest, size = hashlib.sha256(), 0
+    with gzip.open(artifact.path, "rb") as packed, open(target, "wb") as out:
+        while chunk := packed.read(CHUNK):
+            digest.update(chunk)
+            out.write(chunk)
+            size += len(chunk)
+    if (digest.hexdigest(), size) != (artifact.sha256, artifact.size):
+        raise ValueError(f"archive {artifact.path} does not hold what was archived (sha256 {digest.hexdigest()}, "
+                         f"{size} bytes; stored {artifact.sha256}, {artifact.size} bytes)")
+    return target
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as source:
+        while chunk := source.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -15,6 +15,7 @@ import logging
 import math
 import shutil
 import socket
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,13 +31,11 @@ import psycopg
 from kubexp import platform as platforms
 from kubexp import postconditions, settings
 from kubexp import preflight as preflight_checks
+from kubexp.load import ramdisk
 from kubexp.store import attempts, db, migrations, selection, suites
 from kubexp.suite import OVERRIDABLE, Suite, SuiteError, check_section, load_suite, overridable
 
 log = logging.getLogger(__name__)
-
-DEFAULT_RESULTS_ROOT = Path("/dev/shm/kubexp")
-
 
 class ExperimentError(RuntimeError):
     """A step cannot go on; the message names the experiment, the step and what to do."""
@@ -206,7 +205,7 @@ def select(suite_path: str | Path, run: RunRef, params: Mapping[str, Any]) -> Cu
             log.info("suite %s is complete: every experiment is finished (or claimed by a running attempt)",
                      suite.name)
             return None
-        results = Path(suite.load.get("results_dir") or DEFAULT_RESULTS_ROOT) / suite.name / chosen.experiment_id
+        results = ramdisk.results_root(suite.load) / suite.name / chosen.experiment_id
         current = Current(
             suite_path=str(suite_path), holder=run.holder, run_id=run.run_id,
             experiment_id=chosen.experiment_id, attempt_id=None, scenario_id=chosen.scenario_id,
@@ -358,6 +357,10 @@ def run_load(data: Mapping[str, Any], checked: Mapping[str, Any]) -> dict[str, A
                  profiles.DEFAULT_PROFILE), settle_s)
         time.sleep(settle_s)
         _current(data)  # renew the lease and the heartbeat after the wait
+    try:
+        ramdisk.private_folder(ramdisk.results_root(suite.load))
+    except ramdisk.PrivateFolderError as exc:
+        raise ExperimentError(f"{current.label}: {exc}") from None
     loaded = jmeter.run_load(
         current.params, target.endpoint(), Path(current.results_dir), servers=checked.get("load_servers") or None,
         plan=profiles.plan_for(suite.load, current.params), request_path=profiles.request_path_for(suite.load),
@@ -390,7 +393,7 @@ def collect(data: Mapping[str, Any], load_run: Mapping[str, Any]) -> dict[str, A
 
     Everything is normalised to t = 0 (the load start); storing replaces earlier rows of the
     experiment, so a retried collect never duplicates a row. Returns a summary for finalize."""
-    from kubexp.artifacts import archive
+    from kubexp.artifacts import archive, archived_bytes
     from kubexp.collect import prometheus, queries
     from kubexp.load import jtl
     from kubexp.records import Artifact
@@ -400,14 +403,27 @@ def collect(data: Mapping[str, Any], load_run: Mapping[str, Any]) -> dict[str, A
     suite, target = current.suite, current.platform
     t0, end = datetime.fromisoformat(load_run["t0"]), datetime.fromisoformat(load_run["ended_at"])
     max_malformed_share = postconditions.max_malformed_share(suite)
-    parsed = jtl.aggregate(Path(load_run["jtl"]), int(load_run["t0_ms"]), max_malformed_share=max_malformed_share)
+    kept = [Artifact(**artifact) for artifact in load_run["artifacts"]]
+    live = Path(load_run["jtl"])
+    archived = next((a for a in kept if a.kind == "jtl" and Path(a.path).name == f"{live.name}.gz"), None)
+    if archived is None:
+        raise ExperimentError(f"{current.label}: the load step archived no JTL (its live copy was {live}); "
+                              f"the experiment stays unfinished and a later run reattempts it")
+    # Exactly the archived bytes: whatever changed the live file after the load (a JMeter server still
+    # writing, a hand edit) is not measured data.
+    with tempfile.TemporaryDirectory(prefix="collect-", dir=ramdisk.private_folder(ramdisk.results_root(suite.load))) \
+            as scratch:
+        source = archived_bytes(live, archived, Path(scratch))
+        if source != live:
+            log.warning("%s: %s differs from its archive %s (or is gone): collecting from the archive",
+                        current.label, live, archived.path)
+        parsed = jtl.aggregate(source, int(load_run["t0_ms"]), max_malformed_share=max_malformed_share)
     metrics = prometheus.collect_for_suite(suite, t0, end, t0)
     # Events from the deploy on (rollout, readiness: negative t) to the load's end.
     with _store() as conn:
         deployed = attempts.provenance(conn, _attempt(current)).get("deploy", {}).get("started_at")
     window_start = datetime.fromisoformat(deployed) if deployed else t0
     events = list(target.events(window_start, end, t0))
-    kept = [Artifact(**artifact) for artifact in load_run["artifacts"]]
     dest = artifacts_dir(current)
     etcd = target.etcd_logs(suite, window_start, end, t0, dest)
     events += etcd.events

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from kubexp import settings
+from kubexp.load import ramdisk
 from kubexp.store import db
 from kubexp.suite import Suite
 
@@ -129,12 +130,14 @@ def check_prometheus(suite: Suite, problems: list[str], unavailable: list[str]) 
     return [{"name": instance.name, "url": instance.url} for instance in instances]
 
 
-def check_results_dir(results_dir: Path, problems: list[str]) -> dict[str, Any]:
-    from kubexp.load.ramdisk import RamDiskError, filesystem_of, require_ramdisk
+def check_results_dir(results_dir: Path, problems: list[str], root: Path) -> dict[str, Any]:
+    """`results_dir` (below the private folder `root`) on a RAM disk."""
+    from kubexp.load.ramdisk import PrivateFolderError, RamDiskError, filesystem_of, private_folder, require_ramdisk
 
     try:
+        private_folder(root)
         require_ramdisk(results_dir)
-    except (RamDiskError, OSError) as exc:
+    except (RamDiskError, PrivateFolderError, OSError) as exc:
         problems.append(str(exc))
     mount, fstype = filesystem_of(results_dir) if results_dir.exists() else ("", "")
     return {"path": str(results_dir), "mount": mount, "fstype": fstype}
@@ -215,7 +218,7 @@ def run_all(suite: Suite, results_dir: Path, params: Mapping[str, Any], *, resta
         "allow_dirty": suite.allow_dirty,
         "database": check_database(problems, unavailable),
         "prometheus": check_prometheus(suite, problems, unavailable),
-        "results_dir": check_results_dir(results_dir, problems),
+        "results_dir": check_results_dir(results_dir, problems, ramdisk.results_root(suite.load)),
         "warnings": load_region_warnings(suite, params, problems),
     }
     if restart_load and not problems and not unavailable:

@@ -24,6 +24,7 @@ def suite_path(tmp_path: Path, database_url: str, kubexp_home: Path, monkeypatch
     monkeypatch.setenv("KUBEXP_DATABASE_URL", database_url)
     document = yaml.safe_load((SUITES_DIR / "demo.yaml").read_text())
     document.update(suite="steps", cluster="steps-cluster", repetitions=2)
+    document.setdefault("load", {})["results_dir"] = str(tmp_path / "results")  # not in the machine's /dev/shm
     path = tmp_path / "steps.yaml"
     path.write_text(yaml.safe_dump(document))
     return path
@@ -232,8 +233,8 @@ def test_collect_applies_the_suites_malformed_limit_and_records_the_counts(
     monkeypatch.setattr(prometheus, "collect_for_suite", lambda *args: prometheus.Collection(series=[]))
     t0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
     t0_ms = int(t0.timestamp() * 1000)
-    load_run = {"jtl": str(_jtl(tmp_path / "run.jtl", t0_ms, good=20, bad=2)), "t0_ms": t0_ms,
-                "t0": t0.isoformat(), "ended_at": (t0 + timedelta(seconds=2)).isoformat(), "artifacts": []}
+    load_run = _archived({"jtl": str(_jtl(tmp_path / "run.jtl", t0_ms, good=20, bad=2)), "t0_ms": t0_ms,
+                "t0": t0.isoformat(), "ended_at": (t0 + timedelta(seconds=2)).isoformat()})
     assert experiment.lock_cluster(suite_path, "steps", "manual__1")
     current = experiment.select(suite_path, run(1), {})
     assert current is not None
@@ -245,6 +246,42 @@ def test_collect_applies_the_suites_malformed_limit_and_records_the_counts(
     with db.connect(database_url) as conn:
         facts = attempts.provenance(conn, current.attempt_id)
     assert facts["collect"]["jtl"] == {"rows": 20, "malformed": 2, "max_malformed_share": 0.1}
+
+
+def _archived(load_run: dict[str, object]) -> dict[str, object]:
+    """The load step's answer: its JTL archived (collect reads exactly the archived bytes)."""
+    from kubexp.artifacts import archive
+
+    jtl = Path(str(load_run["jtl"]))
+    return {**load_run, "artifacts": [dataclasses.asdict(archive(jtl, jtl.parent / "archive"))]}
+
+
+def test_collect_reads_the_archived_jtl_not_the_live_file(
+        suite_path: Path, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A live JTL changed after the load (a leftover JMeter server writing, a hand edit) used to be what
+    collect measured."""
+    from kubexp.collect import prometheus
+
+    monkeypatch.setattr(prometheus, "collect_for_suite", lambda *args: prometheus.Collection(series=[]))
+    t0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    t0_ms = int(t0.timestamp() * 1000)
+    load_run = _archived({"jtl": str(_samples(tmp_path / "run.jtl", t0_ms, [i * 100 for i in range(200)])),
+                          "t0_ms": t0_ms, "t0": t0.isoformat(), "ended_at": (t0 + timedelta(seconds=20)).isoformat()})
+    _samples(tmp_path / "run.jtl", t0_ms, [i * 10 for i in range(2000)], code="503")  # after archiving
+    assert experiment.lock_cluster(suite_path, "steps", "manual__1")
+    current = experiment.select(suite_path, run(1), {})
+    assert current is not None
+
+    collected = experiment.collect(current.to_xcom(), load_run)
+
+    assert (collected["rows"], collected["requests"], collected["no_response"]) == (200, 200, 0)
+    assert "differs from its archive" in caplog.text
+    (tmp_path / "run.jtl").unlink()  # gone (a RAM disk emptied by a reboot): the archive is all there is
+    assert experiment.collect(current.to_xcom(), load_run)["requests"] == 200
+    no_archive = {**load_run, "artifacts": []}
+    with pytest.raises(experiment.ExperimentError, match=r"the load step archived no JTL"):
+        experiment.collect(current.to_xcom(), no_archive)
 
 
 def _samples(path: Path, t0_ms: int, offsets_ms: list[int], code: str = "200", elapsed_ms: int = 5) -> Path:
@@ -272,8 +309,8 @@ def test_finalize_counts_seconds_with_requests_and_refuses_a_dead_sut(
     monkeypatch.setattr(prometheus, "collect_for_suite", lambda *args: prometheus.Collection(series=[]))
     t0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
     t0_ms = int(t0.timestamp() * 1000)
-    load_run = {"jtl": str(_samples(tmp_path / "run.jtl", t0_ms, offsets_ms, code, elapsed_ms)), "t0_ms": t0_ms,
-                "t0": t0.isoformat(), "ended_at": (t0 + timedelta(seconds=20)).isoformat(), "artifacts": []}
+    load_run = _archived({"jtl": str(_samples(tmp_path / "run.jtl", t0_ms, offsets_ms, code, elapsed_ms)),
+                          "t0_ms": t0_ms, "t0": t0.isoformat(), "ended_at": (t0 + timedelta(seconds=20)).isoformat()})
     assert experiment.lock_cluster(suite_path, "steps", "manual__1")
     current = experiment.select(suite_path, run(1), {})
     assert current is not None and current.params["duration_s"] == 20
@@ -294,9 +331,9 @@ def test_finalize_refuses_when_the_sanity_request_after_the_load_failed(
     monkeypatch.setattr(prometheus, "collect_for_suite", lambda *args: prometheus.Collection(series=[]))
     t0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
     t0_ms = int(t0.timestamp() * 1000)
-    load_run = {"jtl": str(_samples(tmp_path / "run.jtl", t0_ms, [i * 100 for i in range(200)])), "t0_ms": t0_ms,
-                "t0": t0.isoformat(), "ended_at": (t0 + timedelta(seconds=20)).isoformat(), "artifacts": [],
-                "sanity_after": {"ok": False, "detail": "http://127.0.0.1:30080/healthz: HTTP 503"}}
+    load_run = _archived({"jtl": str(_samples(tmp_path / "run.jtl", t0_ms, [i * 100 for i in range(200)])),
+                          "t0_ms": t0_ms, "t0": t0.isoformat(), "ended_at": (t0 + timedelta(seconds=20)).isoformat(),
+                "sanity_after": {"ok": False, "detail": "http://127.0.0.1:30080/healthz: HTTP 503"}})
     assert experiment.lock_cluster(suite_path, "steps", "manual__1")
     current = dataclasses.replace(experiment.select(suite_path, run(1), {}),  # type: ignore[arg-type]
                                   overrides={"metrics": {"required": []}})
@@ -325,8 +362,8 @@ def test_prometheus_completeness_gates_finishing_by_default(
     monkeypatch.setattr(prometheus, "collect_for_suite", lambda *args: prometheus.Collection(series=[]))
     t0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
     t0_ms = int(t0.timestamp() * 1000)
-    load_run = {"jtl": str(_samples(tmp_path / "run.jtl", t0_ms, [i * 100 for i in range(200)])), "t0_ms": t0_ms,
-                "t0": t0.isoformat(), "ended_at": (t0 + timedelta(seconds=20)).isoformat(), "artifacts": []}
+    load_run = _archived({"jtl": str(_samples(tmp_path / "run.jtl", t0_ms, [i * 100 for i in range(200)])),
+                          "t0_ms": t0_ms, "t0": t0.isoformat(), "ended_at": (t0 + timedelta(seconds=20)).isoformat()})
     assert "required" not in load_suite(suite_path).metrics
     assert experiment.lock_cluster(suite_path, "steps", "manual__1")
     current = experiment.select(suite_path, run(1), {})
@@ -344,8 +381,8 @@ def test_a_retried_finalize_after_its_commit_succeeds(
     monkeypatch.setattr(prometheus, "collect_for_suite", lambda *args: prometheus.Collection(series=[]))
     t0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
     t0_ms = int(t0.timestamp() * 1000)
-    load_run = {"jtl": str(_samples(tmp_path / "run.jtl", t0_ms, [i * 100 for i in range(200)])), "t0_ms": t0_ms,
-                "t0": t0.isoformat(), "ended_at": (t0 + timedelta(seconds=20)).isoformat(), "artifacts": []}
+    load_run = _archived({"jtl": str(_samples(tmp_path / "run.jtl", t0_ms, [i * 100 for i in range(200)])),
+                          "t0_ms": t0_ms, "t0": t0.isoformat(), "ended_at": (t0 + timedelta(seconds=20)).isoformat()})
     assert experiment.lock_cluster(suite_path, "steps", "manual__1")
     current = experiment.select(suite_path, run(1), {"overrides": {"metrics": {"required": []}}})
     assert current is not None

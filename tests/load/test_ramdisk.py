@@ -39,3 +39,37 @@ def test_longest_mount_point_wins_and_escapes_are_decoded(tmp_path: Path) -> Non
     assert filesystem_of(Path("/mnt/ram disk/results"), mounts) == ("/mnt/ram disk", "tmpfs")
     assert filesystem_of(Path("/mnt/ram disk/persisted/x"), mounts) == ("/mnt/ram disk/persisted", "ext4")
     assert filesystem_of(Path("/mnt/ram disks"), mounts) == ("/", "overlay")
+
+
+def test_results_go_to_a_private_folder_of_this_user_and_run_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Results used to go to /dev/shm/kubexp, shared by everyone and never checked."""
+    import os
+
+    from kubexp.load.ramdisk import PrivateFolderError, private_folder, results_root
+
+    monkeypatch.setenv("KUBEXP_HOME", str(tmp_path / "home-a"))
+    root_a = results_root({})
+    monkeypatch.setenv("KUBEXP_HOME", str(tmp_path / "home-b"))
+    assert root_a.parent == Path("/dev/shm") and root_a.name.startswith(f"kubexp-{os.geteuid()}-")
+    assert results_root({}) != root_a  # one per run folder
+    assert results_root({"results_dir": "/dev/shm/mine"}) == Path("/dev/shm/mine")
+
+    created = private_folder(tmp_path / "results" / "root")
+    assert (created.stat().st_mode & 0o777, created.stat().st_uid) == (0o700, os.geteuid())
+    assert private_folder(created) == created  # checked again: fine
+
+    created.chmod(0o755)
+    with pytest.raises(PrivateFolderError, match=rf"{created} is open to other users \(mode 0755\); remove it, "
+                                                 r"or set the suite's load.results_dir"):
+        private_folder(created)
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "results")
+    with pytest.raises(PrivateFolderError, match=f"{link} is a symbolic link"):
+        private_folder(link)
+    if os.geteuid() == 0:  # planted by another user beforehand
+        planted = tmp_path / "planted"
+        planted.mkdir(mode=0o700)
+        os.chown(planted, 65534, 65534)
+        with pytest.raises(PrivateFolderError, match=f"{planted} belongs to uid 65534, not to this user"):
+            private_folder(planted)

@@ -1,14 +1,53 @@
-"""Load results go to a RAM disk, so writing them never competes with the load generator for disk I/O."""
+"""Load results go to a RAM disk, so writing them never competes with the load generator for disk I/O,
+inside a folder only this user can enter."""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import stat
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 RAM_FILESYSTEMS = frozenset({"tmpfs", "ramfs"})
 
 
 class RamDiskError(RuntimeError):
     """The results folder is not on a RAM-backed filesystem."""
+
+
+class PrivateFolderError(RuntimeError):
+    """The results root is not a folder of this user's alone; the message names it and what to do."""
+
+
+def results_root(load: Mapping[str, Any]) -> Path:
+    """Where a suite's load results go: load.results_dir, else /dev/shm/kubexp-<uid>-<hash of the run folder>
+    (one per user and run folder). Either must pass `private_folder` before anything is written below it."""
+    if load.get("results_dir"):
+        return Path(str(load["results_dir"]))
+    from kubexp import settings
+
+    run_dir = str(settings.run_dir().resolve())
+    return Path("/dev/shm") / f"kubexp-{os.geteuid()}-{hashlib.sha256(run_dir.encode()).hexdigest()[:12]}"
+
+
+def private_folder(path: Path) -> Path:
+    """Create `path` with mode 0700, or check that the existing one is a real folder (no symbolic link) of this
+    user that no one else can enter: another user could otherwise read the results, or plant files and links
+    for the load and collect steps to follow."""
+    try:
+        path.mkdir(mode=0o700, parents=True)
+    except FileExistsError:
+        pass
+    info = os.lstat(path)
+    what = ("is a symbolic link" if stat.S_ISLNK(info.st_mode) else "is not a folder" if not stat.S_ISDIR(info.st_mode)
+            else f"belongs to uid {info.st_uid}, not to this user (uid {os.geteuid()})" if info.st_uid != os.geteuid()
+            else f"is open to other users (mode {stat.S_IMODE(info.st_mode):04o})" if info.st_mode & 0o077 else "")
+    if what:
+        raise PrivateFolderError(f"load results folder {path} {what}; remove it, or set the suite's "
+                                 f"load.results_dir to a folder of your own with mode 0700 (on a RAM disk)")
+    return path
 
 
 def _unescape(field: str) -> str:

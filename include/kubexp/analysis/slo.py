@@ -181,6 +181,8 @@ def verdict(conn: psycopg.Connection, suite: str) -> list[SloCase]:
         raise LookupError(f"suite {suite!r} is not in the store; load it first (`kubexp suite load FILE`)")
     definition = row[0] or {}
     slos: dict[str, dict[str, Any]] = dict(definition.get("slo") or {})
+    if not slos:
+        return []
     confidence = float((definition.get("analysis") or {}).get("confidence", 0.95))
     matrix = list(definition.get("matrix") or {})
     scenarios = conn.execute(

@@ -43,7 +43,10 @@ def seconds_by_scenario(data: SuiteData) -> list[dict[str, Any]]:
     if data.steady.empty:
         return []
     rows = []
-    for key, group in data.steady.groupby(list(data.parameters), observed=True, sort=True):
+    # A suite that varies nothing is one scenario: pandas refuses a group-by without keys.
+    groups = data.steady.groupby(list(data.parameters), observed=True, sort=True) if data.parameters \
+        else [((), data.steady)]
+    for key, group in groups:
         values = group["successes"].to_numpy(dtype=float)
         quartiles = np.percentile(values, [25, 50, 75])
         rows.append({**{p: _plain(v) for p, v in zip(data.parameters, key, strict=True)},

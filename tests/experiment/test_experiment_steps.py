@@ -394,6 +394,57 @@ def test_a_retried_finalize_after_its_commit_succeeds(
                             (current.experiment_id,)).fetchone() == ("finished", current.attempt_id)
 
 
+def _finalized_with_slo(suite_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> experiment.Current:
+    """One experiment of the steps suite with an SLO, selected, collected and finalized."""
+    from kubexp.collect import prometheus
+
+    document = yaml.safe_load(suite_path.read_text())
+    document["slo"] = {"throughput": {"figure": "successes_per_s_median", "min": 1000}}  # missed: never mind
+    suite_path.write_text(yaml.safe_dump(document))
+    monkeypatch.setattr(prometheus, "collect_for_suite", lambda *args: prometheus.Collection(series=[]))
+    t0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    t0_ms = int(t0.timestamp() * 1000)
+    load_run = _archived({"jtl": str(_samples(tmp_path / "run.jtl", t0_ms, [i * 100 for i in range(200)])),
+                          "t0_ms": t0_ms, "t0": t0.isoformat(), "ended_at": (t0 + timedelta(seconds=20)).isoformat()})
+    assert experiment.lock_cluster(suite_path, "steps", "manual__1")
+    current = experiment.select(suite_path, run(1), {"overrides": {"metrics": {"required": []}}})
+    assert current is not None
+    experiment.finalize(current.to_xcom(), {**experiment.collect(current.to_xcom(), load_run), "artifacts": 1})
+    return current
+
+
+def test_finalize_stores_the_experiments_slo_values_after_finishing_it(
+        suite_path: Path, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    current = _finalized_with_slo(suite_path, tmp_path, monkeypatch)
+    with db.connect(database_url) as conn:
+        assert conn.execute("SELECT status FROM experiment WHERE id = %s",
+                            (current.experiment_id,)).fetchone() == ("finished",)
+        [(name, value, met, attempt_id)] = conn.execute(
+            "SELECT slo, value, met, attempt_id FROM slo_value WHERE experiment_id = %s",
+            (current.experiment_id,)).fetchall()
+    assert (name, met, attempt_id) == ("throughput", False, current.attempt_id) and 0 < value < 1000
+
+
+def test_an_slo_that_cannot_be_evaluated_never_unfinishes_the_experiment(
+        suite_path: Path, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    import psycopg
+
+    from kubexp.analysis import slo
+
+    def broken(*args: object) -> int:
+        raise psycopg.OperationalError("the results database went away")
+
+    monkeypatch.setattr(slo, "evaluate", broken)
+    current = _finalized_with_slo(suite_path, tmp_path, monkeypatch)
+    with db.connect(database_url) as conn:
+        assert conn.execute("SELECT status FROM experiment WHERE id = %s",
+                            (current.experiment_id,)).fetchone() == ("finished",)
+        assert conn.execute("SELECT count(*) FROM slo_value").fetchone() == (0,)
+    assert "SLO values not stored (the results database went away); `kubexp verdict steps` computes them" \
+        in caplog.text
+
+
 def test_a_select_killed_after_claiming_is_resumed_by_its_retry(suite_path: Path, database_url: str) -> None:
     """Try 1 claimed an experiment (and even opened its attempt), then died: try 2 takes the same experiment
     and closes try 1's attempt, instead of leaving the claim orphaned until it goes stale."""

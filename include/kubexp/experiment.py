@@ -345,7 +345,7 @@ def _attempt(current: Current) -> int:
 def run_load(data: Mapping[str, Any], checked: Mapping[str, Any]) -> dict[str, Any]:
     """Run the JMeter plan for the scenario's duration; the JTL and JMeter's log are archived at once."""
     from kubexp.artifacts import archive
-    from kubexp.load import jmeter, profiles
+    from kubexp.load import jmeter, profiles, servers
 
     current = _current(data)
     suite = current.suite
@@ -365,6 +365,7 @@ def run_load(data: Mapping[str, Any], checked: Mapping[str, Any]) -> dict[str, A
         current.params, target.endpoint(), Path(current.results_dir), servers=checked.get("load_servers") or None,
         plan=profiles.plan_for(suite.load, current.params), request_path=profiles.request_path_for(suite.load),
         sample_sender_mode=suite.load.get("sample_sender_mode", jmeter.DEFAULT_SAMPLE_SENDER_MODE),
+        rmi_ssl=servers.rmi_ssl(suite),
     )
     kept = [archive(path, artifacts_dir(current)) for path in (loaded.jtl, loaded.log, loaded.output) if path.exists()]
     answered = target.sanity_after_load()

@@ -12,6 +12,7 @@ from cropapp_server import running_app
 
 from kubexp.load.home import jmeter_home
 from kubexp.load.jmeter import LocalJMeterServers
+from kubexp.load.rmi import ssl_properties
 from kubexp.platform.base import Endpoint
 from kubexp.platform.local import appserver
 
@@ -40,11 +41,19 @@ def cropapp() -> Iterator[Endpoint]:
         shutil.rmtree(state, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def rmi_ssl() -> Iterator[Path]:
+    """A run folder's RMI SSL keystore and properties (kubexp.load.rmi), for the servers and their master."""
+    folder = Path(tempfile.mkdtemp(prefix="kubexp-jmeter-rmi-"))
+    yield ssl_properties(folder / "jmeter-rmi")
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
-def jmeter_servers(jmeter_home_dir: Path) -> Iterator[list[str]]:
-    """Two local JMeter servers on free loopback ports."""
+def jmeter_servers(jmeter_home_dir: Path, rmi_ssl: Path) -> Iterator[list[str]]:
+    """Two local JMeter servers on free loopback ports, RMI over SSL."""
     state = Path(tempfile.mkdtemp(prefix="kubexp-jmeter-servers-"))
-    servers = LocalJMeterServers(2, state)
+    servers = LocalJMeterServers(2, state, rmi_ssl=rmi_ssl)
     try:
         yield servers.start()
     finally:

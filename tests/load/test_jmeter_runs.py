@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import psutil
 import pytest
 from jtl_reference import assert_matches_reference
 
@@ -19,6 +20,7 @@ from kubexp.load.jmeter import CLOSED_LOOP_PLAN, LoadError, LoadRun, run_load
 from kubexp.load.jtl import aggregate
 from kubexp.load.properties import PAPER_ALIASES
 from kubexp.load.ramdisk import RamDiskError
+from kubexp.load.rmi import ssl_properties
 from kubexp.platform.base import Endpoint
 from kubexp.platform.local.appserver import DEFAULT_CROP_PATH
 from kubexp.processes import ManagedProcess, free_port
@@ -76,14 +78,15 @@ def _paper_style_plan(folder: Path) -> Path:
 
 
 def test_distributed_over_two_servers_with_a_paper_style_plan(cropapp: Endpoint, jmeter_servers: list[str],
-                                                              ram_results: Path, tmp_path: Path) -> None:
+                                                              ram_results: Path, tmp_path: Path, rmi_ssl: Path) -> None:
     plan = _paper_style_plan(tmp_path)
     outcome: dict[str, object] = {}
 
     def load() -> None:
         try:
             outcome["run"] = run_load({**SCENARIO, "workers": 4}, cropapp, ram_results / "main", servers=jmeter_servers,
-                                      plan=plan, request_path=DEFAULT_CROP_PATH, sample_sender_mode="StrippedBatch")
+                                      plan=plan, request_path=DEFAULT_CROP_PATH, sample_sender_mode="StrippedBatch",
+                                      rmi_ssl=rmi_ssl)
         except Exception as exc:  # noqa: BLE001 - re-raised below in the test thread
             outcome["error"] = exc
 
@@ -96,7 +99,7 @@ def test_distributed_over_two_servers_with_a_paper_style_plan(cropapp: Endpoint,
         time.sleep(0.2)
     with pytest.raises(LoadError, match=rf"{re.escape(jmeter_servers[1])}.*engine busy"):
         run_load({**SCENARIO, "workers": 1}, cropapp, ram_results / "busy", servers=[jmeter_servers[1]],
-                 request_path=DEFAULT_CROP_PATH)
+                 request_path=DEFAULT_CROP_PATH, rmi_ssl=rmi_ssl)
     worker.join()
     if "error" in outcome:
         raise outcome["error"]  # type: ignore[misc]
@@ -186,7 +189,7 @@ def test_missing_server_is_named(cropapp: Endpoint, ram_results: Path) -> None:
 
 
 def test_jmeter_exit_code_and_reason_are_reported(cropapp: Endpoint, jmeter_servers: list[str], ram_results: Path,
-                                                  tmp_path: Path) -> None:
+                                                  tmp_path: Path, rmi_ssl: Path) -> None:
     plan = tmp_path / "broken.jmx"
     plan.write_text("<jmeterTestPlan><hashTree><NoSuchElement/></hashTree>")
     with pytest.raises(LoadError, match=r"JMeter exited with code 1: .*broken.jmx"):
@@ -194,7 +197,33 @@ def test_jmeter_exit_code_and_reason_are_reported(cropapp: Endpoint, jmeter_serv
     servers = re.escape(",".join(jmeter_servers))
     with pytest.raises(LoadError, match=rf"JMeter exited with code 1 \(distributed mode, -R {servers}\): .*broken.jmx"):
         run_load({**SCENARIO, "workers": 4}, cropapp, ram_results / "distributed", servers=jmeter_servers, plan=plan,
-                 request_path=DEFAULT_CROP_PATH)
+                 request_path=DEFAULT_CROP_PATH, rmi_ssl=rmi_ssl)
+
+
+def test_local_servers_speak_only_ssl_rmi_with_the_run_folders_keystore(
+        cropapp: Endpoint, jmeter_servers: list[str], ram_results: Path, rmi_ssl: Path, tmp_path: Path) -> None:
+    """Local JMeter servers used to run whatever plan any local user sent them over plain RMI."""
+    import os
+    import stat
+
+    for path in (rmi_ssl, rmi_ssl.with_name("rmi_keystore.p12")):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600 and path.stat().st_uid == os.geteuid()
+    assert stat.S_IMODE(rmi_ssl.parent.stat().st_mode) == 0o700
+    password = next(line.split("=", 1)[1] for line in rmi_ssl.read_text().splitlines()
+                    if line.startswith("server.rmi.ssl.keystore.password="))
+    assert all(password not in " ".join(proc.cmdline()) for proc in psutil.process_iter()
+               if "jmeter" in " ".join(proc.cmdline()))  # read from the 0600 file, never on a command line
+    with pytest.raises(LoadError, match=rf"{re.escape(jmeter_servers[0])} could not be configured"):
+        run_load(SCENARIO, cropapp, ram_results / "plain", servers=[jmeter_servers[0]],
+                 request_path=DEFAULT_CROP_PATH)  # a master without the keystore (plain RMI)
+    stranger = ssl_properties(tmp_path / "another-run-folder")  # a keystore of its own: not trusted
+    with pytest.raises(LoadError, match=rf"{re.escape(jmeter_servers[0])} could not be configured"):
+        run_load(SCENARIO, cropapp, ram_results / "stranger", servers=[jmeter_servers[0]],
+                 request_path=DEFAULT_CROP_PATH, rmi_ssl=stranger)
+    run = run_load(SCENARIO, cropapp, ram_results / "ssl", servers=[jmeter_servers[0]],
+                   request_path=DEFAULT_CROP_PATH, rmi_ssl=rmi_ssl)
+    assert run.samples > 0
+    assert ssl_properties(rmi_ssl.parent) == rmi_ssl and rmi_ssl.read_text().count(password) == 2  # made once
 
 
 def test_results_must_go_to_a_ram_disk(cropapp: Endpoint, tmp_path: Path) -> None:

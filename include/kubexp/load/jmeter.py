@@ -28,6 +28,7 @@ from kubexp.load.jtl import aggregate_and_keep
 from kubexp.load.profiles import OPEN_LOOP_PLAN, PLANS_DIR, PROFILES
 from kubexp.load.properties import load_properties, request_bound_s
 from kubexp.load.ramdisk import require_ramdisk
+from kubexp.load.rmi import ssl_properties
 from kubexp.platform.base import Endpoint
 from kubexp.processes import ManagedProcess, free_port, tail
 
@@ -87,13 +88,14 @@ class LocalJMeterServers:
     count: int
     state_dir: Path
     host: str = "127.0.0.1"
+    rmi_ssl: Path | None = None  # kubexp.load.rmi's properties file; the run folder's when None
     addresses: list[str] = field(default_factory=list, init=False)
 
     def _process(self, index: int, port: int = 0, rmi_port: int = 0) -> ManagedProcess:
         name = f"jmeter-server-{index}"
         log = self.state_dir / "logs" / f"{name}.jmeter.log"
         argv = jmeter_argv(
-            "-s", f"-Jserver_port={port}", f"-Jserver.rmi.localport={rmi_port}", "-Jserver.rmi.ssl.disable=true",
+            "-s", f"-Jserver_port={port}", f"-Jserver.rmi.localport={rmi_port}", "-q", str(self.rmi_ssl),
             "-j", str(log), jvm=[*jvm_args(), f"-Djava.rmi.server.hostname={self.host}"],
         )
         process = ManagedProcess(name=name, argv=argv, state_dir=self.state_dir, cwd=self.state_dir,
@@ -108,6 +110,7 @@ class LocalJMeterServers:
         self.stop()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         jmeter_home()
+        self.rmi_ssl = self.rmi_ssl or ssl_properties()
         started: list[ManagedProcess] = []
         try:
             for index in range(self.count):
@@ -150,8 +153,9 @@ def _check_mode(mode: str) -> str:
 
 
 def jmeter_command(plan: Path, jtl: Path, log: Path, properties: Mapping[str, str], *, servers: Sequence[str],
-                   sample_sender_mode: str, rmi_hostname: str | None = None) -> list[str]:
-    """The master's argv: plan properties as -G (to every server) or -J (local run)."""
+                   sample_sender_mode: str, rmi_hostname: str | None = None, rmi_ssl: Path | None = None) -> list[str]:
+    """The master's argv: plan properties as -G (to every server) or -J (local run); RMI over SSL with the
+    keystore `rmi_ssl` names (kubexp.load.rmi), else without SSL (remote servers set up without it)."""
     flag = "-G" if servers else "-J"
     # The JVM exits as soon as the test has ended and the results are written, instead of waiting for
     # lingering RMI threads (seconds of orchestration overhead per experiment).
@@ -161,7 +165,8 @@ def jmeter_command(plan: Path, jtl: Path, log: Path, properties: Mapping[str, st
     args += [f"{flag}{name}={value}" for name, value in properties.items()]
     jvm = jvm_args()
     if servers:
-        args += ["-R", ",".join(servers), "-Jserver.rmi.ssl.disable=true", f"-Jmode={sample_sender_mode}",
+        ssl = ["-q", str(rmi_ssl)] if rmi_ssl else ["-Jserver.rmi.ssl.disable=true"]
+        args += ["-R", ",".join(servers), *ssl, f"-Jmode={sample_sender_mode}",
                  "-Gsampleresult.timestamp.start=true"]
         if rmi_hostname:
             jvm.append(f"-Djava.rmi.server.hostname={rmi_hostname}")
@@ -202,13 +207,15 @@ def _utc(epoch_ms: int) -> datetime:
 def run_load(params: Mapping[str, Any], endpoint: Endpoint, results_dir: Path, *, servers: Sequence[str] | None = None,
              plan: Path | None = None, request_path: str | None = None,
              sample_sender_mode: str = DEFAULT_SAMPLE_SENDER_MODE, rmi_hostname: str | None = None,
-             extra_properties: Mapping[str, str] | None = None, require_ram_disk: bool = True) -> LoadRun:
+             extra_properties: Mapping[str, str] | None = None, require_ram_disk: bool = True,
+             rmi_ssl: Path | None = None) -> LoadRun:
     """Run one experiment's load to completion and return where its samples are and when it started.
 
     servers: 'host:port' of running JMeter servers (distributed mode, `workers` split equally among them);
     None or empty runs JMeter locally in this process's host. plan: a .jmx reading the properties of
     kubexp.load.properties (default: our closed-loop plan, or the open-loop one when
     params['arrival_rate_per_s'] is set). request_path: path and query of the request (default endpoint.path).
+    rmi_ssl: the servers' RMI SSL properties (LocalJMeterServers.rmi_ssl); None for servers without SSL.
     """
     servers = _server_list(servers or [])
     mode = _check_mode(sample_sender_mode)
@@ -228,7 +235,7 @@ def run_load(params: Mapping[str, Any], endpoint: Endpoint, results_dir: Path, *
     if rmi_hostname is None and servers and all(s.startswith(("127.", "localhost:")) for s in servers):
         rmi_hostname = "127.0.0.1"
     argv = jmeter_command(plan, jtl, log, properties, servers=servers, sample_sender_mode=mode,
-                          rmi_hostname=rmi_hostname)
+                          rmi_hostname=rmi_hostname, rmi_ssl=rmi_ssl)
     timeout = kill_after_s(properties)
     server_pids = saturation.local_server_pids(servers)
     servers_before = saturation.cpu_seconds(server_pids)

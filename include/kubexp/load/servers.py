@@ -30,6 +30,14 @@ def restart(suite: Suite) -> list[str]:
     return list(platform.create(suite).restart_load_servers())
 
 
+def rmi_ssl(suite: Suite) -> Path | None:
+    """The RMI SSL properties the master uses with the suite's load servers: the run folder's keystore for
+    local servers; None for remote ones (set up without SSL, docs/load.md)."""
+    from kubexp.load.rmi import ssl_properties
+
+    return ssl_properties() if isinstance(suite.load.get("servers", 1), int) else None
+
+
 def stop(suite: Suite) -> None:
     """Local JMeter servers hold ~110 MB each: stop them once the experiment is over."""
     if isinstance(suite.load.get("servers", 1), int):

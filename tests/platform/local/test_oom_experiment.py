@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from kubexp.load import jmeter, jtl
+from kubexp.load.rmi import ssl_properties
 from kubexp.platform.local import LocalPlatform
 from kubexp.platform.local.appserver import DEFAULT_CROP_PATH
 from kubexp.records import PlatformEvent
@@ -50,7 +51,7 @@ def short_experiment(platform: LocalPlatform, servers: list[str], results: Path,
         assert time.monotonic() < deadline, "rollout not ready in time"
         time.sleep(0.2)
     run = jmeter.run_load(params, platform.endpoint(), results / str(memory_limit_mib), servers=servers,
-                          request_path=DEFAULT_CROP_PATH)
+                          request_path=DEFAULT_CROP_PATH, rmi_ssl=ssl_properties())  # the run folder's, as the servers
     frame = jtl.aggregate(run.jtl, run.t0_ms).frame
     return frame, platform.events(run.t0, run.ended_at, run.t0)
 

@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from kubexp.local_services import prometheus_process
+from kubexp.platform.base import Unsupported
 from kubexp.platform.local import LocalPlatform, targets, testbed
 from kubexp.processes import free_port, port_is_free
 
@@ -125,16 +126,23 @@ def test_replica_killed_under_load_then_nothing_left(make_platform: Callable[...
 
 
 @pytest.mark.slow
-def test_without_writable_cgroup_runs_unlimited_and_says_so(make_platform: Callable[..., LocalPlatform],
-                                                            caplog: pytest.LogCaptureFixture,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_writable_cgroup_the_scenario_is_refused_unless_allowed(
+        make_platform: Callable[..., LocalPlatform], caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(testbed, "_said_once", set())
-    platform = make_platform({"cgroup_parent": "/kubexp-no-such-cgroup", "health_check_interval_s": 1})
     params = {"pods": 1, "memory_limit_mib": 64, "cpu_limit_millicores": 500}
+    refused = make_platform({"cgroup_parent": "/kubexp-no-such-cgroup"}, name="refused")
+    with pytest.raises(Unsupported, match=r"scenario unlimited: memory_limit_mib=64, cpu_limit_millicores=500 "
+                                          r"cannot be enforced on this machine: cgroup v1: \S*/kubexp-no-such-cgroup "
+                                          r"is not a writable memory cgroup"):
+        refused.deploy("unlimited", params)
+    platform = make_platform({"cgroup_parent": "/kubexp-no-such-cgroup", "health_check_interval_s": 1,
+                              "allow_unenforced_limits": True})
     with caplog.at_level("WARNING"):
         platform.deploy("unlimited", params)
         platform.deploy("unlimited", params)  # said once per process, not per deploy
-    assert sum("memory limits are NOT enforced" in r.getMessage() for r in caplog.records) == 1
+    assert sum("replicas run without memory_limit_mib=64, cpu_limit_millicores=500" in r.getMessage()
+               for r in caplog.records) == 1
     wait_ready(platform, params)
     fingerprint = platform.fingerprint()
     assert fingerprint["memory_limit_enforced"] is False and fingerprint["cpu_limit_enforced"] is False

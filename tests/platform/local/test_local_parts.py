@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import math
 import socket
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from kubexp.platform import create
-from kubexp.platform.base import PlatformError
+from kubexp.platform.base import PlatformError, Unsupported
 from kubexp.platform.local import LocalPlatform, LocalSettings, cgroups, journal
 from kubexp.platform.local.etcd import Histogram, filesystem_type, parse_histogram
 from kubexp.platform.local.haproxy import HAProxyConfig, parse_stats_csv
@@ -152,15 +153,29 @@ def test_taken_frontend_port_named_and_nothing_started(kubexp_home: Path) -> Non
     assert not platform.state_dir.exists()
 
 
+def fake_cgroup2(root: Path, base: str = "kubexp", procs: str = "", controllers: str = "cpu memory pids") -> Path:
+    """A cgroup2 hierarchy as folders and files (this machine is cgroup v1): the mount and a cgroup `base` with
+    the files the kernel gives every cgroup."""
+    mount = root / "cgroup"
+    folder = mount / base
+    folder.mkdir(parents=True)
+    for path, text in ((mount, "cpu io memory pids"), (folder, controllers)):
+        (path / "cgroup.controllers").write_text(f"{text}\n")
+        (path / "cgroup.subtree_control").write_text("")
+        (path / "cgroup.procs").write_text("")
+    (folder / "cgroup.procs").write_text(procs)
+    return mount
+
+
 def test_v2_group_files_written(tmp_path: Path) -> None:
     """cgroup v2 is not writable on the CI machines (v1 is): check the files and values written on a folder tree."""
-    base = tmp_path / "cg"
-    base.mkdir()
-    (base / "cgroup.controllers").write_text("cpu memory pids\n")
-    support = cgroups.CgroupSupport("v2", base, base, "test")
+    mount = fake_cgroup2(tmp_path)
+    base = mount / "kubexp"
+    support = cgroups.CgroupSupport("v2", base, base, "test", mount)
     group = cgroups.create_replica_group(support, "kubexp-local-x", "replica-0", 64 * 2**20, 500)
     folder = base / "kubexp-local-x" / "replica-0"
     assert group.memory_dir == group.cpu_dir == folder
+    assert not (base / "kubexp-local-x" / "cgroup.procs").exists()  # processes go to the leaves only
     assert (base / "cgroup.subtree_control").read_text() == "+memory +cpu\n"
     assert (base / "kubexp-local-x" / "cgroup.subtree_control").read_text() == "+memory +cpu\n"
     assert (folder / "memory.max").read_text() == f"{64 * 2**20}\n"
@@ -168,6 +183,44 @@ def test_v2_group_files_written(tmp_path: Path) -> None:
     assert (folder / "cpu.max").read_text() == "50000 100000\n"
     (folder / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 2\noom_kill 2\n")
     assert group.oom_kills() == 2
+
+
+def test_cgroup_v2_limits_that_cannot_be_delegated_refuse_the_scenario(
+        tmp_path: Path, make_platform: Callable[..., LocalPlatform], monkeypatch: pytest.MonkeyPatch) -> None:
+    """kubexp's own cgroup holds processes (kubexp itself): the kernel refuses to enable controllers there
+    (EBUSY), so replicas ran without limits ("says so once"). Now the scenario is refused, naming the cgroup."""
+    mount = fake_cgroup2(tmp_path, "user.slice/session-1.scope", procs="4242\n")
+    base = mount / "user.slice" / "session-1.scope"
+    monkeypatch.setattr(cgroups, "_mounts", lambda: [("cgroup2", mount, {"rw"})])
+    monkeypatch.setattr(cgroups, "_own_paths", lambda: {"": "/user.slice/session-1.scope"})
+
+    support = cgroups.detect()
+
+    assert support.version == "none" and not support.memory
+    assert f"cgroup {base} holds processes" in support.note
+    assert f"mkdir {mount}/kubexp; echo '+memory +cpu' > {mount}/cgroup.subtree_control" in support.note
+    with pytest.raises(cgroups.CgroupError, match="holds processes"):  # also when asked directly
+        cgroups.create_replica_group(cgroups.CgroupSupport("v2", base, base, "", mount), "g", "replica-0", 2**26, 0)
+    assert (base / "cgroup.subtree_control").read_text() == "" and not (base / "g").exists()  # nothing written
+    platform = make_platform()
+    with pytest.raises(Unsupported, match=rf"scenario s1: memory_limit_mib=64, cpu_limit_millicores=500 cannot be "
+                                          rf"enforced on this machine: .*cgroup {base} holds processes"):
+        platform.deploy("s1", {"pods": 1, "memory_limit_mib": 64, "cpu_limit_millicores": 500})
+    assert platform._supervisor().running_pid() is None  # no replica started
+
+    # An empty cgroup given as local.cgroup_parent (kubexp's is not): the controllers are enabled from there.
+    (mount / "kubexp").mkdir()
+    for name, text in (("cgroup.controllers", "cpu memory\n"), ("cgroup.subtree_control", ""), ("cgroup.procs", "")):
+        (mount / "kubexp" / name).write_text(text)
+    delegated = cgroups.detect("/kubexp")
+    assert (delegated.version, delegated.memory_base, delegated.cpu_base) == ("v2", mount / "kubexp", mount / "kubexp")
+    (mount / "kubexp" / "cgroup.controllers").write_text("memory\n")  # cpu not delegated to it
+    without_cpu = cgroups.detect("/kubexp")
+    assert without_cpu.memory and not without_cpu.cpu
+    assert f"{mount}/kubexp/cgroup.controllers lacks cpu" in without_cpu.note
+    assert f"add +cpu to {mount}/cgroup.subtree_control" in without_cpu.note
+    assert "no cgroup v1 memory controller" in cgroups.detect("/missing").note
+    assert f"cgroup {mount}/missing does not exist" in cgroups.detect("/missing").note
 
 
 def test_v1_group_files_written(tmp_path: Path) -> None:

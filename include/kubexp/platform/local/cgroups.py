@@ -1,8 +1,14 @@
 """Memory and CPU cgroups for replicas: cgroup v1 or v2, whichever this machine lets us write.
 
 Groups are nested under the caller's own cgroup (or `local.cgroup_parent`), so the
-replicas stay accounted to whoever started kubexp, and v2 delegation rules are respected.
-Each platform gets one group `kubexp-local-<id>` per controller with one child per replica.
+replicas stay accounted to whoever started kubexp. Each platform gets one group
+`kubexp-local-<id>` per controller with one child per replica. Under v2 the kernel's
+delegation rules hold: a controller reaches a child only if every cgroup above enables it in
+`cgroup.subtree_control`, which only a cgroup without processes of its own may do (the root
+excepted), and processes live in leaves only. So the base must offer the controllers (its
+`cgroup.controllers`), be writable, and either enable them already or hold no process; the
+platform group never holds a process, the replicas' leaves do. Where that fails, `detect`
+says why, naming the cgroup and what to do, and the platform refuses the scenario.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ class CgroupSupport:
     version: str  # "v1", "v2" or "none"
     memory_base: Path | None  # the folder our platform group is created in
     cpu_base: Path | None
-    note: str  # how limits are enforced, or why they are not
+    note: str  # how limits are enforced, or why they are not (naming the cgroup and what to do)
+    mount: Path | None = None  # v2: the hierarchy's root (exempt from the no-internal-process rule)
 
     @property
     def memory(self) -> bool:
@@ -68,15 +75,34 @@ def _v1_base(controller: str, file: str, mounts: list[tuple[str, Path, set[str]]
     return None
 
 
-def _v2_base(controller: str, mounts: list[tuple[str, Path, set[str]]], own: dict[str, str],
-             parent: str | None) -> Path | None:
-    for fstype, mount, _ in mounts:
-        if fstype != "cgroup2":
-            continue
-        base = mount / (parent if parent is not None else own.get("", "/")).lstrip("/")
-        controllers = base / "cgroup.controllers"
-        if _writable_dir(base) and controllers.exists() and controller in controllers.read_text().split():
-            return base
+def _v2_mount(mounts: list[tuple[str, Path, set[str]]]) -> Path | None:
+    """The cgroup2 mount that carries controllers (a hybrid v1 machine also has an empty one)."""
+    found = [mount for fstype, mount, _ in mounts if fstype == "cgroup2"]
+    return next((m for m in found if _read(m / "cgroup.controllers").split()), found[0] if found else None)
+
+
+def v2_problem(mount: Path, base: Path, controller: str) -> str | None:
+    """Why children of `base` cannot get `controller` under cgroup v2's delegation rules; None when they can."""
+    if not base.is_dir():
+        return (f"cgroup {base} does not exist; create it (with {controller} delegated to it) or set "
+                f"local.cgroup_parent to an existing cgroup")
+    if controller not in _read(base / "cgroup.controllers").split():
+        return (f"{base}/cgroup.controllers lacks {controller}: the cgroup above does not delegate it; add "
+                f"+{controller} to {base.parent}/cgroup.subtree_control, or set local.cgroup_parent to a cgroup "
+                f"that has it")
+    if not os.access(base, os.W_OK):
+        return (f"cgroup {base} is not writable by this user: delegate it (chown it and its cgroup.procs, "
+                f"cgroup.subtree_control to this user, as systemd's Delegate=yes does) or run as root")
+    if controller in _read(base / "cgroup.subtree_control").split():
+        return None
+    if not os.access(base / "cgroup.subtree_control", os.W_OK):
+        return f"{base}/cgroup.subtree_control is not writable by this user: delegate the cgroup or run as root"
+    if base != mount and _read(base / "cgroup.procs").split():
+        return (f"cgroup {base} holds processes (its cgroup.procs is not empty; kubexp's own when it is kubexp's "
+                f"cgroup), and cgroup v2 lets only a cgroup without processes enable {controller} for its "
+                f"children; set local.cgroup_parent to an empty cgroup that has it, e.g. as root: "
+                f"mkdir {mount}/kubexp; echo '+memory +cpu' > {mount}/cgroup.subtree_control; "
+                f"and cgroup_parent: /kubexp")
     return None
 
 
@@ -91,12 +117,20 @@ def detect(parent: str | None = None) -> CgroupSupport:
         cpu = _v1_base("cpu", "cpu.cfs_quota_us", mounts, own, parent)
         note = f"cgroup v1 memory controller at {memory}" + ("" if cpu else "; no writable cpu controller")
         return CgroupSupport("v1", memory, cpu, note)
-    memory = _v2_base("memory", mounts, own, parent)
-    if memory is not None:
-        cpu = _v2_base("cpu", mounts, own, parent)
-        return CgroupSupport("v2", memory, cpu, f"cgroup v2 at {memory}")
-    return CgroupSupport("none", None, None,
-                         "no writable memory cgroup (v1 or v2) on this machine: memory limits are NOT enforced")
+    tried = [str(m / (parent if parent is not None else own.get("memory", "/")).lstrip("/"))
+             for fstype, m, options in mounts if fstype == "cgroup" and "memory" in options]
+    v1 = (f"cgroup v1: {', '.join(tried)} is not a writable memory cgroup (run as root or set local.cgroup_parent "
+          f"to one)" if tried else "no cgroup v1 memory controller")
+    mount = _v2_mount(mounts)
+    if mount is None:
+        return CgroupSupport("none", None, None, f"{v1}, and no cgroup v2 hierarchy is mounted")
+    base = mount / (parent if parent is not None else own.get("", "/")).lstrip("/")
+    problem = v2_problem(mount, base, "memory")
+    if problem is not None:
+        return CgroupSupport("none", None, None, f"{v1}; cgroup v2: {problem}", mount)
+    cpu_problem = v2_problem(mount, base, "cpu")
+    note = f"cgroup v2 at {base}" + (f"; cpu limits cannot be enforced: {cpu_problem}" if cpu_problem else "")
+    return CgroupSupport("v2", base, None if cpu_problem else base, note, mount)
 
 
 class CgroupError(OSError):
@@ -171,9 +205,14 @@ def create_replica_group(support: CgroupSupport, group: str, replica: str, memor
             _write(cpu_dir / "cpu.cfs_period_us", CPU_PERIOD_US)
             _write(cpu_dir / "cpu.cfs_quota_us", cpu_millicores * CPU_PERIOD_US // 1000)
     elif support.version == "v2" and support.memory_base is not None:
-        top = _mkdirs(support.memory_base / group)
+        base = support.memory_base
         wanted = ["memory"] + (["cpu"] if support.cpu_base is not None and cpu_millicores else [])
-        for folder in (support.memory_base, top):  # v2: a controller must be enabled on every level above
+        for name in wanted:
+            problem = v2_problem(support.mount or base, base, name)
+            if problem is not None:
+                raise CgroupError(problem)
+        top = _mkdirs(base / group)  # holds no process: it may enable controllers for the replicas' leaves
+        for folder in (base, top):  # v2: a controller must be enabled on every level above
             present = _read(folder / "cgroup.subtree_control").split()
             missing = " ".join(f"+{name}" for name in wanted if name not in present)
             if missing:

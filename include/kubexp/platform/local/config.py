@@ -32,6 +32,7 @@ class LocalSettings:
     etcd_disk_dir: str = "/var/tmp"  # where etcd_storage=disk puts its data dir
     etcd_ramdisk_dir: str = "/dev/shm"  # where etcd_storage=ramdisk puts its data dir
     cgroup_parent: str | None = None  # cgroup (path in the hierarchy) to nest replicas under; None = our own
+    allow_unenforced_limits: bool = False  # true: run replicas without the limits this machine cannot enforce
     fingerprint_puts: int = 300  # writes of the etcd fingerprint burst
     fingerprint_max_s: float = 15.0  # bound on the burst's duration
 
@@ -80,6 +81,10 @@ class LocalSettings:
 
 
 def _coerce(name: str, raw: Any, default: Any, origin: str) -> Any:
+    if isinstance(default, bool):
+        if not isinstance(raw, bool):
+            raise PlatformError(f"{origin}: {name} must be true or false, got {raw!r}")
+        return raw
     if default is None or isinstance(default, str):
         if name == "frontend_port":
             return None if raw is None else _coerce(name, raw, 0, origin)

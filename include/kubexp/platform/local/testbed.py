@@ -25,7 +25,7 @@ import psutil
 import requests
 
 from kubexp import settings
-from kubexp.platform.base import Endpoint, NodeStatus, Platform, PlatformError, etcd_fsync_delay_ms
+from kubexp.platform.base import Endpoint, NodeStatus, Platform, PlatformError, Unsupported, etcd_fsync_delay_ms
 from kubexp.platform.local import appserver, cgroups, haproxy, journal, targets
 from kubexp.platform.local.config import LocalSettings
 from kubexp.platform.local.etcd import MEMBER, LocalEtcd
@@ -184,6 +184,11 @@ class LocalPlatform(Platform):
         missing = [m for m in self._missing_binaries() if m.startswith("haproxy")]
         if missing:
             raise PlatformError(f"cannot deploy scenario {scenario_id}: {missing[0]}")
+        memory_mib = int(params.get("memory_limit_mib", 64))
+        cpu_millicores = int(params.get("cpu_limit_millicores") or 0) or None
+        support = cgroups.detect(self.settings.cgroup_parent)
+        if not support.memory or (cpu_millicores and not support.cpu):
+            self._unenforced(scenario_id, memory_mib, cpu_millicores, support.note)
         self._stop_app()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         frontend = self.settings.frontend_port or free_port()
@@ -191,12 +196,7 @@ class LocalPlatform(Platform):
             raise PlatformError(f"HAProxy frontend port {frontend} (local.frontend_port) on 127.0.0.1 is already in "
                                 f"use; stop whatever listens there or choose another port")
         _prepare_images()
-        memory_mib = int(params.get("memory_limit_mib", 64))
-        cpu_millicores = int(params.get("cpu_limit_millicores") or 0) or None
-        support = cgroups.detect(self.settings.cgroup_parent)
-        if not support.memory:
-            _say_once(f"local platform: {support.note}; replicas run without their memory_limit_mib")
-        specs, support = self._replica_specs(pods, memory_mib, cpu_millicores, support, frontend)
+        specs, support = self._replica_specs(scenario_id, pods, memory_mib, cpu_millicores, support, frontend)
         stats = _free_port_except({frontend, *(s.port for s in specs)})
         deployment = Deployment(scenario_id, specs, memory_mib, stats, self.settings.restart_backoff_s,
                                 self.settings.restart_backoff_cap_s, self.settings.restart_backoff_reset_s)
@@ -223,7 +223,18 @@ class LocalPlatform(Platform):
             raise PlatformError(f"deploy of scenario {scenario_id} failed: {exc}") from exc
         self._write_targets()
 
-    def _replica_specs(self, pods: int, memory_mib: int, cpu_millicores: int | None,
+    def _unenforced(self, scenario_id: str, memory_mib: int, cpu_millicores: int | None, why: str) -> None:
+        """Refuse limits this machine cannot enforce, unless local.allow_unenforced_limits says to run without."""
+        limits = f"memory_limit_mib={memory_mib}"
+        if cpu_millicores:
+            limits += f", cpu_limit_millicores={cpu_millicores}"
+        if not self.settings.allow_unenforced_limits:
+            raise Unsupported(f"scenario {scenario_id}: {limits} cannot be enforced on this machine: {why}. "
+                              f"Replicas never run without the limits a scenario asks for (local.allow_unenforced_"
+                              f"limits: true runs them without, recorded as memory_limit_enforced: false)")
+        _say_once(f"local platform: {why}; replicas run without {limits} (local.allow_unenforced_limits)")
+
+    def _replica_specs(self, scenario_id: str, pods: int, memory_mib: int, cpu_millicores: int | None,
                        support: cgroups.CgroupSupport, frontend: int
                        ) -> tuple[list[ReplicaSpec], cgroups.CgroupSupport]:
         tops = [str(base / self.group_name) for base in (support.memory_base, support.cpu_base) if base is not None]
@@ -238,7 +249,7 @@ class LocalPlatform(Platform):
                 group = cgroups.create_replica_group(support, self.group_name, name, memory_mib * 2**20,
                                                      cpu_millicores)
             except cgroups.CgroupError as exc:
-                _say_once(f"local platform: {exc}; replicas run without memory and CPU limits")
+                self._unenforced(scenario_id, memory_mib, cpu_millicores, f"cgroup setup failed ({exc})")
                 support = cgroups.CgroupSupport("none", None, None, f"cgroup setup failed ({exc}): limits NOT enforced")
                 group = cgroups.ReplicaCgroup("none", None, None)
                 specs = [ReplicaSpec(**{**s.to_json(), "memory_dir": None, "cpu_dir": None}) for s in specs]

@@ -73,8 +73,9 @@ def main() -> None:
     try:
         scenario = {"pods": 1, "workers": 8, "think_time_ms": 5, "duration_s": args.duration,
                     "connect_timeout_ms": 2000, "response_timeout_ms": 500, "arrival_rate_per_s": None}
+        addresses = servers.start()
         run = run_load(scenario, Endpoint("127.0.0.1", server.server_address[1], "/"), results,
-                       servers=servers.start(), request_path=REQUEST_PATH)
+                       servers=addresses, request_path=REQUEST_PATH, rmi_ssl=servers.rmi_ssl)
         lines = run.jtl.read_text().splitlines(keepends=True)  # one sample per line: no newline in these fields
         header = next(csv.reader(lines[:1]))
         rows = list(zip(lines[1:], csv.reader(lines[1:]), strict=True))

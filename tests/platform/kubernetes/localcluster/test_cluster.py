@@ -181,7 +181,8 @@ def test_teardown_leaves_a_namespace_kubexp_did_not_create(local_cluster: LocalC
             platform.deploy("real-test", scenario())
         assert kubectl(local_cluster, "-n", foreign, "get", "deployments")["items"] == []
     finally:
-        kubectl(local_cluster, "delete", "namespace", foreign, "--wait=false")
+        subprocess.run([str(local_cluster.root / "bin" / "kubectl"), "--kubeconfig", str(local_cluster.kubeconfig),
+                        "delete", "namespace", foreign, "--wait=false"], capture_output=True, timeout=60, check=True)
 
 
 def test_a_64_mib_replica_is_oom_killed_under_load_and_seen_in_the_events(local_cluster: LocalCluster) -> None:

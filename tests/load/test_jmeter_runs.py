@@ -84,7 +84,10 @@ def test_distributed_over_two_servers_with_a_paper_style_plan(cropapp: Endpoint,
 
     def load() -> None:
         try:
-            outcome["run"] = run_load({**SCENARIO, "workers": 4}, cropapp, ram_results / "main", servers=jmeter_servers,
+            # 30 s: the second master below (a JVM, then RMI over SSL) must reach the engine while this test
+            # still runs it; at a load average of 12 on 2 cores it took 17 s from launch to configuring it.
+            outcome["run"] = run_load({**SCENARIO, "workers": 4, "duration_s": 30}, cropapp, ram_results / "main",
+                                      servers=jmeter_servers,
                                       plan=plan, request_path=DEFAULT_CROP_PATH, sample_sender_mode="StrippedBatch",
                                       rmi_ssl=rmi_ssl)
         except Exception as exc:  # noqa: BLE001 - re-raised below in the test thread
@@ -120,7 +123,7 @@ def test_distributed_over_two_servers_with_a_paper_style_plan(cropapp: Endpoint,
     assert all(run.generator["cpu_s"][server] > 0 for server in jmeter_servers)
     log = run.log.read_text()
     assert "Using batching" in log and "DataStrippingSampleSender" in log
-    for alias in ("clients=2", "hostname=127.0.0.1", "duration_seconds=5", "think_time_milliseconds=50"):
+    for alias in ("clients=2", "hostname=127.0.0.1", "duration_seconds=30", "think_time_milliseconds=50"):
         assert alias in log  # ClientJMeterEngine logs the -G properties it sends
 
 

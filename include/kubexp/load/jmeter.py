@@ -100,7 +100,8 @@ class LocalJMeterServers:
         )
         process = ManagedProcess(name=name, argv=argv, state_dir=self.state_dir, cwd=self.state_dir,
                                  ports=(port, rmi_port))
-        process.ready = lambda: "Created remote object" in process.logfile.read_text(errors="replace")
+        # Ready once the registry is bound: "Created remote object" comes earlier (2 s earlier with SSL here).
+        process.ready = lambda: f"Bound to RMI registry on port {port}" in log.read_text(errors="replace")
         return process
 
     def start(self, timeout: float = 90.0) -> list[str]:
@@ -117,7 +118,8 @@ class LocalJMeterServers:
                 port, rmi_port = free_port(), free_port()
                 process = self._process(index, port, rmi_port)
                 process.logfile.parent.mkdir(parents=True, exist_ok=True)
-                process.logfile.write_text("")  # readiness reads this log: start it empty
+                for old in (process.logfile, self.state_dir / "logs" / f"jmeter-server-{index}.jmeter.log"):
+                    old.write_text("")  # readiness reads the JMeter log: start both logs empty
                 process.start(timeout)
                 started.append(process)
                 self.addresses.append(f"{self.host}:{port}")

@@ -9,11 +9,14 @@ Suites folder: KUBEXP_SUITES_DIR, else include/suites. Adding a suite file adds 
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import (
     DAG,
     ExceptionRetryPolicy,
@@ -23,14 +26,16 @@ from airflow.sdk import (
     TaskGroup,
     TriggerRule,
     chain,
+    get_current_context,
     task,
 )
 from airflow.sdk.exceptions import AirflowSkipException
 
 from kubexp import experiment
-from kubexp.experiment import ExperimentError
+from kubexp.experiment import ExperimentError, IncompleteData
 from kubexp.load.profiles import settle_s_for
 from kubexp.orchestration import suite_dag
+from kubexp.orchestration.airflow_api import write_note
 from kubexp.orchestration.lease_wait import WaitForCluster
 from kubexp.preflight import PreflightError
 from kubexp.settings import SettingsError
@@ -45,9 +50,13 @@ log = logging.getLogger(__name__)
 LOCK_WAIT = timedelta(hours=6)
 # Errors that name something for the user to fix (uncommitted code, a finished forced experiment, a lost
 # lease) fail at once; a service that did not answer (preflight.ServiceUnavailable) gets the retries.
+# They also stop a chain of runs until done. Data that finalize refused (IncompleteData) fail at once too,
+# as retrying finalize cannot help, but a later run reattempts the experiment: a chain goes on.
 NO_RETRY: tuple[type[Exception], ...] = (PreflightError, ExperimentError, SettingsError)
 NEEDS_A_FIX = ExceptionRetryPolicy(rules=[RetryRule(
-    exception=list(NO_RETRY), action=RetryAction.FAIL, match_subclasses=False, reason="needs a fix, not a retry")])
+    exception=[*NO_RETRY, IncompleteData], action=RetryAction.FAIL, match_subclasses=False,
+    reason="needs a fix, not a retry")])
+CHAIN_TASKS = ("until_done", "until_done_next")
 NODES_READY_WAIT = timedelta(minutes=15)
 ROLLOUT_WAIT = timedelta(minutes=10)
 
@@ -57,6 +66,34 @@ def _close_attempt_on_failure(context: dict[str, Any]) -> None:
     ti = context["ti"]
     current = ti.xcom_pull(task_ids="select", key="experiment")
     experiment.fail(current, f"{ti.task_id}: {context.get('exception')!s}")
+
+
+def _marks_needs_fix(step: Callable[..., Any]) -> Callable[..., Any]:
+    """A step that raises one of NO_RETRY (exactly) leaves it in its XCom `needs_fix` before it fails, so that
+    the run's last branch stops a chain of runs (the failure callback runs only after the task's state is sent)."""
+    @functools.wraps(step)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return step(*args, **kwargs)
+        except NO_RETRY as exc:
+            if type(exc) in NO_RETRY:
+                get_current_context()["ti"].xcom_push(key="needs_fix", value=f"{type(exc).__name__}: {exc}"[:500])
+            raise
+    return run
+
+
+def _run_params(params: dict[str, Any], dag_run: Any) -> dict[str, Any]:
+    """The run's params with `chain`, the id of the chain a run until done continues (set by the previous run)."""
+    return {**params, "chain": (dag_run.conf or {}).get("chain")}
+
+
+class ContinueChain(TriggerDagRunOperator):
+    """Start the next run of the chain that the `until_done` branch decided on (run id, conf and note in its XCom)."""
+
+    def execute(self, context: Any) -> Any:
+        following = context["ti"].xcom_pull(task_ids="until_done", key="next_run")
+        self.trigger_run_id, self.conf, self.note = following["run_id"], following["conf"], following["note"]
+        return super().execute(context)
 
 
 def build_dag(suite: Suite) -> DAG:
@@ -91,14 +128,16 @@ def build_dag(suite: Suite) -> DAG:
                               poke_interval=10, retries=0)
 
         @task.branch(task_id="select")
+        @_marks_needs_fix
         def select(params: dict[str, Any], dag_run=None, ti=None) -> str:
-            current = experiment.select(suite.path, experiment.RunRef.of(dag_run, ti), params)
+            current = experiment.select(suite.path, experiment.RunRef.of(dag_run, ti), _run_params(params, dag_run))
             ti.xcom_push(key="experiment", value=current.to_xcom() if current else None)
             return "preflight" if current else "suite_complete"
 
         suite_complete = EmptyOperator(task_id="suite_complete")
 
         @task(task_id="preflight", retries=1, retry_delay=timedelta(seconds=30))
+        @_marks_needs_fix
         def preflight(current: dict[str, Any]) -> dict[str, Any]:
             facts = experiment.preflight(current)
             if current["dry_run"]:
@@ -106,51 +145,61 @@ def build_dag(suite: Suite) -> DAG:
             return {"load_servers": facts.get("load_servers", [])}
 
         @task.branch(task_id="nodes_check")
+        @_marks_needs_fix
         def nodes_check(current: dict[str, Any]) -> str:
             return "teardown" if not experiment.nodes_not_ready(current) else "nodes_reboot"
 
         @task(task_id="nodes_reboot", retries=1, retry_delay=timedelta(minutes=1))
+        @_marks_needs_fix
         def nodes_reboot(current: dict[str, Any]) -> None:
             experiment.reboot_nodes(current)
 
         @task.sensor(task_id="nodes_wait_ready", mode="poke", poke_interval=10,
                      timeout=NODES_READY_WAIT.total_seconds(), retries=0)
+        @_marks_needs_fix
         def nodes_wait_ready(current: dict[str, Any]) -> PokeReturnValue:
             return PokeReturnValue(is_done=not experiment.nodes_not_ready(current))
 
         # Reached straight from nodes_check or after a reboot, so one upstream is always skipped.
         # That rule also holds when preflight skipped a dry run (select succeeded): hence the check.
         @task(task_id="teardown", trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
+        @_marks_needs_fix
         def teardown(current: dict[str, Any]) -> None:
             if current["dry_run"]:
                 raise AirflowSkipException("dry run: the SUT is left alone")
             experiment.teardown(current)
 
         @task(task_id="etcd")
+        @_marks_needs_fix
         def etcd(current: dict[str, Any]) -> None:
             experiment.configure_etcd(current)
 
         @task(task_id="deploy")
+        @_marks_needs_fix
         def deploy(current: dict[str, Any]) -> None:
             experiment.deploy(current)
 
         @task.sensor(task_id="deploy_wait_rollout", mode="poke", poke_interval=2,
                      timeout=ROLLOUT_WAIT.total_seconds(), retries=0)
+        @_marks_needs_fix
         def deploy_wait_rollout(current: dict[str, Any]) -> PokeReturnValue:
             return PokeReturnValue(is_done=experiment.rollout_ready(current))
 
         # No retry: a load that broke off has already stressed the SUT, so a second try on it
         # would not be a clean repetition; a later run reattempts the experiment from scratch.
         @task(task_id="load", retries=0, execution_timeout=longest_load + timedelta(minutes=15))
+        @_marks_needs_fix
         def load(current: dict[str, Any], checked: dict[str, Any]) -> dict[str, Any]:
             return experiment.run_load(current, checked)
 
         # Storing is idempotent (one transaction that replaces the experiment's rows), so retrying is safe.
         @task(task_id="collect", retries=3, retry_delay=timedelta(seconds=20))
+        @_marks_needs_fix
         def collect(current: dict[str, Any], load_run: dict[str, Any]) -> dict[str, Any]:
             return experiment.collect(current, load_run)
 
         @task(task_id="finalize")
+        @_marks_needs_fix
         def finalize(current: dict[str, Any], collected: dict[str, Any]) -> None:
             experiment.finalize(current, collected)
 
@@ -161,6 +210,36 @@ def build_dag(suite: Suite) -> DAG:
             experiment.cleanup(ti.xcom_pull(task_ids="select", key="experiment"), suite.path,
                                dag_run.dag_id, dag_run.run_id,
                                failed_steps=sorted(task for task, state in states.items() if state == "failed"))
+
+        # Runs until done: after cleanup, whatever happened, a branch records the run in its chain and either
+        # starts the chain's next run (the DAG's max_active_runs=1 starts it once this run ended) or stops the
+        # chain, saying why in the run's note. Both are leaves that never fail the run for the experiment's sake:
+        # finalize and suite_complete still decide the run's state.
+        @task.branch(task_id="until_done", trigger_rule=TriggerRule.ALL_DONE, retries=3,
+                     retry_delay=timedelta(seconds=20))
+        def until_done(params: dict[str, Any], dag_run=None, ti=None) -> str | None:
+            states = ti.get_task_states(dag_id=dag_run.dag_id, run_ids=[dag_run.run_id]).get(dag_run.run_id, {})
+            failed = sorted(task_id for task_id, state in states.items()
+                            if state in ("failed", "upstream_failed") and task_id not in CHAIN_TASKS)
+            needs_fix = next(filter(None, (ti.xcom_pull(task_ids=task_id, key="needs_fix") for task_id in failed)),
+                             None)
+            decided = experiment.until_done(suite.path, experiment.RunRef.of(dag_run, ti),
+                                            _run_params(params, dag_run), failed=bool(failed), needs_fix=needs_fix,
+                                            paused=bool(ti.get_dag(dag_run.dag_id).is_paused))
+            if decided is None:
+                return None
+            decision, conf = decided
+            write_note(dag_run.dag_id, dag_run.run_id, decision.note)
+            if decision.next_run_id is None:
+                return None
+            ti.xcom_push(key="next_run", value={
+                "run_id": decision.next_run_id, "conf": conf,
+                "note": f"until_done chain {conf['chain']}, run {decision.number + 1}: started by {dag_run.run_id}"})
+            return "until_done_next"
+
+        next_run = ContinueChain(task_id="until_done_next", trigger_dag_id=suite_dag.dag_id(suite.name),
+                                 logical_date=None, skip_when_already_exists=True, wait_for_completion=False,
+                                 openlineage_inject_parent_info=False, retries=3, retry_delay=timedelta(seconds=20))
 
         chosen = select()
         current = chosen["experiment"]
@@ -181,6 +260,7 @@ def build_dag(suite: Suite) -> DAG:
         chain(cleared, etcd(current), deploy(current), deploy_wait_rollout(current), load_run)
         # cleanup is Airflow's teardown of the run: it runs whatever failed, once the lock was taken.
         chain([finalized, suite_complete], done.as_teardown(setups=lock))
+        chain(done, until_done(), next_run)
     return dag
 
 

@@ -32,13 +32,18 @@ from kubexp import platform as platforms
 from kubexp import postconditions, settings
 from kubexp import preflight as preflight_checks
 from kubexp.load import ramdisk
-from kubexp.store import attempts, db, migrations, selection, suites
+from kubexp.store import attempts, chains, db, migrations, selection, suites
 from kubexp.suite import OVERRIDABLE, Suite, SuiteError, check_section, load_suite, overridable
 
 log = logging.getLogger(__name__)
 
 class ExperimentError(RuntimeError):
     """A step cannot go on; the message names the experiment, the step and what to do."""
+
+
+class IncompleteData(ExperimentError):
+    """Finalize refused the attempt's data (postconditions): retrying the step cannot help, a later run
+    reattempts the experiment from scratch (so a chain of runs until done goes on)."""
 
 
 def lock_holder(dag_id: str, run_id: str) -> str:
@@ -188,6 +193,8 @@ def select(suite_path: str | Path, run: RunRef, params: Mapping[str, Any]) -> Cu
     _ensure_schema()
     with _store() as conn:
         suites.sync_suite(conn, suite)
+        if params.get("until_done") and not dry_run:
+            _register_chain(conn, suite, run, params)
         # A dry run selects inside a transaction that is rolled back: no claim, no selection logged.
         with conn.transaction(force_rollback=dry_run):
             chosen = selection.resumed_claim(conn, suite, run.holder)  # a retry of a select killed after claiming
@@ -202,8 +209,8 @@ def select(suite_path: str | Path, run: RunRef, params: Mapping[str, Any]) -> Cu
                 chosen = selection.select_next_experiment(
                     conn, suite, run.holder, lease=(platforms.lease_key(suite), lease_s(suite)))
         if chosen is None:
-            log.info("suite %s is complete: every experiment is finished (or claimed by a running attempt)",
-                     suite.name)
+            log.info("suite %s is complete: every experiment is finished, abandoned (max_attempts) or claimed by a "
+                     "running attempt", suite.name)
             return None
         results = ramdisk.results_root(suite.load) / suite.name / chosen.experiment_id
         current = Current(
@@ -233,6 +240,59 @@ def select(suite_path: str | Path, run: RunRef, params: Mapping[str, Any]) -> Cu
             raise
     log.info("running %s as attempt %s: %s", current.label, attempt_id, current.params)
     return current
+
+
+def _register_chain(conn: psycopg.Connection, suite: Suite, run: RunRef, params: Mapping[str, Any]) -> str:
+    chain_id = str(params.get("chain") or run.run_id)
+    chains.register(conn, chain_id, suite.name, run.dag_id, run.run_id, deadline=_deadline(params),
+                    max_failed_runs=int(params.get("max_failed_runs") or chains.DEFAULT_MAX_FAILED_RUNS))
+    return chain_id
+
+
+def _deadline(params: Mapping[str, Any]) -> datetime | None:
+    text = params.get("deadline")
+    if not text:
+        return None
+    try:
+        deadline = datetime.fromisoformat(str(text))
+    except ValueError:
+        raise ExperimentError(f"deadline {text!r} is not an ISO 8601 date and time (e.g. 2026-12-24T18:00:00Z)"
+                              ) from None
+    return deadline if deadline.tzinfo else deadline.replace(tzinfo=UTC)
+
+
+# Keys of a run's conf that the next run of its chain gets (a forced scenario or experiment is not repeated).
+CHAIN_CONF = ("until_done", "max_failed_runs", "deadline", "overrides")
+
+
+def until_done(suite_path: str | Path, run: RunRef, params: Mapping[str, Any], *, failed: bool,
+               needs_fix: str | None, paused: bool) -> tuple[chains.Decision, dict[str, Any]] | None:
+    """The end of a run started with until_done: record whether it failed and decide what comes next.
+
+    Returns None without until_done (or in a dry run, which never chains), else the decision and the conf of
+    the next run (with `chain`: the chain's id, the first run's id). Idempotent per run."""
+    if not params.get("until_done"):
+        return None
+    if params.get("dry_run"):
+        log.info("dry run: until_done starts no chain")
+        return None
+    suite = load_suite(suite_path)
+    _ensure_schema()
+    with _store() as conn:
+        suites.sync_suite(conn, suite)
+        chain_id = _register_chain(conn, suite, run, params)
+        decision = chains.recorded(conn, chain_id, run.run_id)
+        if decision is None:
+            count, in_a_row = chains.earlier_runs(conn, chain_id)
+            decision = chains.decide(
+                chain_id=chain_id, number=count + 1, failed=failed, failed_in_a_row=in_a_row + 1 if failed else 0,
+                max_failed_runs=int(params.get("max_failed_runs") or chains.DEFAULT_MAX_FAILED_RUNS),
+                needs_fix=needs_fix, progress=chains.progress(conn, suite.name), deadline=_deadline(params),
+                now=datetime.now(UTC), paused=paused)
+            decision = chains.record(conn, chain_id, run.run_id, failed, decision)
+    log.info("%s", decision.note)
+    conf = {key: params[key] for key in CHAIN_CONF if params.get(key) is not None}
+    return decision, {**conf, "chain": chain_id}
 
 
 def _forced(params: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -465,8 +525,8 @@ def finalize(data: Mapping[str, Any], collected: Mapping[str, Any]) -> None:
     else:
         problems = postconditions.postconditions(current.suite, current.params, collected)
         if problems:
-            raise ExperimentError(f"{current.label}: postconditions failed: " + "; ".join(problems)
-                                  + ". The experiment stays unfinished; a later run reattempts it.")
+            raise IncompleteData(f"{current.label}: postconditions failed: " + "; ".join(problems)
+                                 + ". The experiment stays unfinished; a later run reattempts it.")
         with _store() as conn:
             experiments.finish_experiment(conn, current.experiment_id, _attempt(current))  # attempt -> succeeded
         log.info("%s finished (attempt %s)", current.label, current.attempt_id)

@@ -51,6 +51,8 @@ PARAMETERS: dict[str, dict[str, Any]] = {
                            "description": "open-loop arrival rate; null = closed loop"},
 }
 PARAMETER_DEFAULTS: dict[str, Any] = {name: spec.get("default") for name, spec in PARAMETERS.items()}
+# Failed attempts after which an experiment is abandoned (suite key max_attempts): no run selects it again.
+DEFAULT_MAX_ATTEMPTS = 3
 
 
 def _param_schema(name: str) -> dict[str, Any]:
@@ -98,6 +100,7 @@ SUITE_SCHEMA: dict[str, Any] = {
         "repetitions": {"type": "integer", "minimum": 1},
         "seed": {"type": "integer"},
         "allow_dirty": {"type": "boolean"},
+        "max_attempts": {"type": "integer", "minimum": 1},
         "defaults": _DEFAULTS_SCHEMA,
         "matrix": _MATRIX_SCHEMA,
         "load": {
@@ -255,6 +258,7 @@ class Suite:
     kubernetes: dict[str, Any]
     analysis: dict[str, Any]
     slo: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
 
     def scenarios(self) -> list[Scenario]:
         """Every scenario of the matrix in cartesian order (first matrix key varies slowest)."""
@@ -352,6 +356,7 @@ def parse_suite(data: Any, path: Path | str) -> Suite:
         local=dict(data.get("local") or {}), kubernetes=dict(data.get("kubernetes") or {}),
         analysis=dict(data.get("analysis") or {}),
         slo={name: dict(spec) for name, spec in (data.get("slo") or {}).items()},
+        max_attempts=data.get("max_attempts", DEFAULT_MAX_ATTEMPTS),
     )
     _check_slo(suite)
     for scenario in suite.scenarios():

@@ -76,8 +76,17 @@ def test_branches_and_cleanup_teardown(dagbag, name: str) -> None:
     lock = dag.get_task("select_wait_for_cluster")
     assert cleanup.is_teardown and lock.is_setup
     assert {"finalize", "suite_complete", lock.task_id} <= cleanup.upstream_task_ids
-    # everything but cleanup is upstream of it, so it waits for the whole run
-    assert set(dag.task_ids) - {"cleanup"} == {t.task_id for t in cleanup.get_flat_relatives(upstream=True)}
+    # everything but cleanup and the until_done tasks after it is upstream of it, so it waits for the whole run
+    assert set(dag.task_ids) - {"cleanup", "until_done", "until_done_next"} == {
+        t.task_id for t in cleanup.get_flat_relatives(upstream=True)}
+    # until_done runs after cleanup whatever happened; it and the run it starts never decide the run's state
+    decide, following = dag.get_task("until_done"), dag.get_task("until_done_next")
+    assert decide.upstream_task_ids == {"cleanup"} and decide.trigger_rule == "all_done"
+    assert decide.downstream_task_ids == {"until_done_next"} and following.trigger_dag_id == dag.dag_id
+    assert following.logical_date is None and following.wait_for_completion is False
+    leaves = {task.task_id for task in dag.tasks if not task.downstream_task_ids or
+              all(dag.get_task(down).is_teardown for down in task.downstream_task_ids) and not task.is_teardown}
+    assert leaves == {"finalize", "suite_complete", "until_done_next"}
 
 
 @pytest.mark.parametrize("name", sorted(SUITES))
@@ -96,7 +105,8 @@ def test_params_schema_and_docs(dagbag, name: str) -> None:
 
     dag, suite = dagbag.dags[suite_dag.dag_id(name)], SUITES[name]
     params = dag.params
-    assert set(params.keys()) == {"scenario", "experiment", "dry_run", "overrides"}
+    assert set(params.keys()) == {"scenario", "experiment", "dry_run", "overrides", "until_done", "max_failed_runs",
+                                  "deadline"}
     ids = [s.id for s in suite.scenarios()]
     assert params.get_param("scenario").schema["enum"] == [None, *ids]
 
@@ -106,11 +116,12 @@ def test_params_schema_and_docs(dagbag, name: str) -> None:
         return merged.validate()
 
     assert resolve({"scenario": ids[-1], "overrides": {"load": {"max_malformed_share": 0.1}}})["scenario"] == ids[-1]
-    assert resolve({})["dry_run"] is False
+    assert resolve({})["dry_run"] is False and resolve({})["until_done"] is False
+    assert resolve({"until_done": True, "deadline": "2026-12-24T18:00:00Z"})["max_failed_runs"] == 3
     for bad in ({"scenario": "0" * 16}, {"experiment": "not-a-uuid"}, {"overrides": {"matrix": {}}},
                 {"overrides": {"load": {"max_malformed_share": 2}}}, {"overrides": {"load": {"servers": 2}}},
                 {"overrides": {"load": {"plan": "x.jmx"}}}, {"overrides": {"metrics": {"prometheus": []}}},
-                {"dry_run": "yes"}):
+                {"dry_run": "yes"}, {"until_done": "yes"}, {"max_failed_runs": 0}, {"deadline": "tomorrow"}):
         with pytest.raises(ParamValidationError):
             resolve(bad)
     assert f"Suite `{suite.name}`" in dag.doc_md and "How to read progress" in dag.doc_md
@@ -213,14 +224,14 @@ def _state_after(task, error: Exception) -> str:
     return str(state.value)
 
 
-@pytest.mark.parametrize("error", ["PreflightError", "ExperimentError", "SettingsError"])
+@pytest.mark.parametrize("error", ["PreflightError", "ExperimentError", "SettingsError", "IncompleteData"])
 def test_errors_that_need_a_fix_fail_every_step_without_a_retry(dagbag, error: str) -> None:
-    from kubexp.experiment import ExperimentError
+    from kubexp.experiment import ExperimentError, IncompleteData
     from kubexp.preflight import PreflightError, ServiceUnavailable
     from kubexp.settings import SettingsError
 
     raised = {"PreflightError": PreflightError, "ExperimentError": ExperimentError,
-              "SettingsError": SettingsError}[error]("something to fix")
+              "SettingsError": SettingsError, "IncompleteData": IncompleteData}[error]("something to fix")
     dag = dagbag.dags[suite_dag.dag_id("demo")]
     for task in dag.tasks:
         assert _state_after(task, raised) == "failed", task.task_id

@@ -36,7 +36,8 @@ def test_page_shows_counts_failures_and_broken_files(suites: Path) -> None:
     assert "required keys" in (entries["broken"].error or "")
 
     page = progress.render_page(list(entries.values()))
-    assert "<b>0</b> of 4 finished, 4 unfinished (0 running), 1 failed attempts" in page
+    assert "<b>0</b> of 4 finished, 4 unfinished (0 running), 0 abandoned (max_attempts reached), 1 failed " \
+           "attempts" in page
     assert "load: JMeter &lt;exited&gt; with code 1" in page and "manual__1&lt;x&gt;" in page  # escaped
     assert "href='../dags/demo' target=_top" in page and "action='reports/demo'" in page  # relative links
     assert page.count("<tr><td>") == 2  # one row per scenario

@@ -136,6 +136,7 @@ def build_report(conn: psycopg.Connection, suite: str, out_dir: Path, *,
         html.provenance(attempt_rows := loaders.attempts(conn, suite)),
         html.generator(attempt_rows, data.parameters),
         html.unfinished(data.experiments, data.parameters),
+        html.abandoned(data.experiments, attempt_rows, data.parameters),
     ]
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     path = out_dir / "report.html"

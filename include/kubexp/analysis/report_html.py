@@ -327,8 +327,27 @@ def generator(attempts: pd.DataFrame, parameters: Sequence[str]) -> str:
                                 row_classes=classes)
 
 
+def abandoned(experiments: pd.DataFrame, attempts: pd.DataFrame, parameters: Sequence[str]) -> str:
+    """Experiments whose failed attempts reached the suite's max_attempts, each with every attempt's error."""
+    given_up = experiments[experiments["status"] == "abandoned"] if not experiments.empty else experiments
+    title = f"<h2>Abandoned experiments ({len(given_up)})</h2>"
+    if given_up.empty:
+        return title + "<p>None: no experiment reached the suite's max_attempts failed attempts.</p>"
+    rows = []
+    for _, r in given_up.iterrows():
+        tried = attempts[attempts["experiment_id"] == r["experiment_id"]] if not attempts.empty else attempts
+        errors = "<br>".join(f"attempt {a['attempt_id']} ({escape(str(a['outcome']))}, run "
+                             f"{escape(str(a['run_id']))}): {escape(str(a['error'] or ''))[:300]}"
+                             for _, a in tried.iterrows())
+        rows.append([escape(r["experiment_id"]), str(r["scenario_index"]), *[fmt(r[p]) for p in parameters],
+                     str(r["repetition"]), errors])
+    return (title + "<p>No run selects these again; raising <code>max_attempts</code> in the suite file makes "
+            "them unfinished.</p>" + table(["experiment", "scenario #", *parameters, "repetition",
+                                             "attempts and their errors"], rows, text_columns=1))
+
+
 def unfinished(experiments: pd.DataFrame, parameters: Sequence[str]) -> str:
-    open_ones = experiments[experiments["status"] != "finished"] if not experiments.empty else experiments
+    open_ones = experiments[experiments["status"] == "unfinished"] if not experiments.empty else experiments
     title = f"<h2>Unfinished experiments ({len(open_ones)})</h2>"
     if open_ones.empty:
         return title + "<p>None: every planned experiment is finished.</p>"

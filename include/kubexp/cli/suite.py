@@ -78,17 +78,31 @@ def status_command(name: str, as_json: bool) -> None:
         return
     click.echo(f"suite {state['suite']} on cluster {state['cluster']}: {state['finished']}/{state['experiments']} "
                f"experiments finished, {state['unfinished']} unfinished ({state['running']} running), "
-               f"{state['failed_attempts']} failed attempts ({state['abandoned_attempts']} abandoned)")
+               f"{state['abandoned']} abandoned (max_attempts reached), {state['failed_attempts']} failed attempts "
+               f"({state['abandoned_attempts']} reclaimed without a heartbeat)")
+    if state["chain"]:
+        click.echo(_chain_line(state["chain"]))
     lock = state["lock"]
     if lock:
         click.echo(f"cluster lease: {lock['holder']} until {lock['expires_at']}" + (" (expired)" if lock["expired"]
                                                                                       else ""))
-    click.echo(f"{'#':>4}  {'scenario':<16}  {'done':>4}/{'all':<4} {'run':>3} {'fail':>4}  parameters")
+    click.echo(f"{'#':>4}  {'scenario':<16}  {'done':>4}/{'all':<4} {'run':>3} {'fail':>4} {'aband':>5}  parameters")
     varied_keys = _varied(state)
     for row in state["per_scenario"]:
         varied = {key: row["params"][key] for key in sorted(row["params"]) if key in varied_keys}
         click.echo(f"{row['index']:>4}  {row['scenario_id']:<16}  {row['finished']:>4}/{row['experiments']:<4} "
-                   f"{row['running']:>3} {row['failed_attempts']:>4}  {json.dumps(varied)}")
+                   f"{row['running']:>3} {row['failed_attempts']:>4} {row['abandoned']:>5}  {json.dumps(varied)}")
+
+
+def _chain_line(chain: dict) -> str:
+    """The newest chain of runs until done: running or why it stopped, and its runs so far."""
+    runs = f"{chain['runs']} runs ended so far ({chain['failed_runs']} failed)"
+    if chain["running"]:
+        head = f"until_done chain {chain['id']}: running, now run {chain['current_run_id']}; {runs}"
+    else:
+        head = (f"until_done chain {chain['id']}: stopped at {chain['stopped_at']} ({chain['stop_reason']}: "
+                f"{chain['stop']}); {runs}")
+    return head + (f"\n  latest note: {chain['note']}" if chain["note"] else "")
 
 
 def _varied(state: dict) -> set[str]:

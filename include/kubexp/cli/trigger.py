@@ -7,7 +7,8 @@ services of `kubexp services up`).
 from __future__ import annotations
 
 import json
-from datetime import datetime
+import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,25 @@ def _parse_conf(text: str | None) -> dict[str, Any]:
     return conf
 
 
+_SPAN = re.compile(r"^(\d+)([mhd])$")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
+
+
+def _deadline(text: str) -> str:
+    """--deadline as an absolute UTC time: a span from now (90m, 12h, 3d) or an ISO 8601 date and time."""
+    span = _SPAN.match(text.strip())
+    if span:
+        moment = datetime.now(UTC) + timedelta(**{_UNITS[span.group(2)]: int(span.group(1))})
+    else:
+        try:
+            moment = datetime.fromisoformat(text.strip())
+        except ValueError:
+            raise click.BadParameter(f"{text!r}: give a span from now (90m, 12h, 3d) or an ISO 8601 date and time "
+                                     f"(2026-12-24T18:00:00Z)", param_hint="--deadline") from None
+        moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
 def _client() -> AirflowClient:
     return AirflowClient.from_env()
 
@@ -54,13 +74,29 @@ def _client() -> AirflowClient:
               "returns the existing run instead of starting another, so retried CI jobs are idempotent.")
 @click.option("--wait/--no-wait", default=False, help="Wait until the run ends; exit 1 if it failed.")
 @click.option("--timeout", default=7200.0, show_default=True, help="Seconds to wait with --wait.")
-def trigger(suite: str, conf: str | None, run_id: str | None, wait: bool, timeout: float) -> None:
-    """Start one run (= one experiment) of SUITE's DAG."""
+@click.option("--until-done", is_flag=True, help="Each run starts the next at its end, one at a time, until the "
+              "suite is complete or the chain stops (reason in each run's note and `kubexp suite status`).")
+@click.option("--max-failed-runs", type=click.IntRange(min=1), help="With --until-done: stop after this many "
+              "failed runs in a row (default 3).")
+@click.option("--deadline", help="With --until-done: start no run after this time: a span from now (90m, 12h, "
+              "3d) or an ISO 8601 date and time.")
+def trigger(suite: str, conf: str | None, run_id: str | None, wait: bool, timeout: float, until_done: bool,
+            max_failed_runs: int | None, deadline: str | None) -> None:
+    """Start one run (= one experiment) of SUITE's DAG; with --until-done, a chain of runs until the suite is done."""
     dag_id = suite_dag_id(suite)
+    params = _parse_conf(conf)
+    if (max_failed_runs is not None or deadline is not None) and not until_done:
+        raise click.UsageError("--max-failed-runs and --deadline bound a chain of runs: add --until-done")
+    if until_done:
+        params["until_done"] = True
+        if max_failed_runs is not None:
+            params["max_failed_runs"] = max_failed_runs
+        if deadline is not None:
+            params["deadline"] = _deadline(deadline)
     client = _client()
     try:
         client.wait_for_dag(dag_id)
-        run, created = client.trigger(dag_id, run_id or default_run_id(), _parse_conf(conf))
+        run, created = client.trigger(dag_id, run_id or default_run_id(), params)
         click.echo(f"{'triggered' if created else 'already exists:'} {dag_id} run {run['dag_run_id']} "
                    f"({run['state']})")
         if wait:

@@ -7,6 +7,7 @@ KUBEXP_AIRFLOW_PASSWORD, else from the local services (`kubexp services up`).
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -17,7 +18,10 @@ from urllib.parse import quote
 
 import requests
 
+log = logging.getLogger(__name__)
+
 RUN_FINAL_STATES = frozenset({"success", "failed"})
+NOTE_MAX = 1000  # characters Airflow keeps in a run's note
 
 
 class AirflowApiError(RuntimeError):
@@ -141,6 +145,11 @@ class AirflowClient:
             return self.dag_run(dag_id, run_id), False
         return dict(response.json()), True
 
+    def set_note(self, dag_id: str, run_id: str, note: str) -> None:
+        """Write a run's note (shown on the run in the UI); Airflow keeps up to NOTE_MAX characters."""
+        self.request("PATCH", f"/dags/{_segment(dag_id)}/dagRuns/{_segment(run_id)}", params={"update_mask": "note"},
+                     json={"note": note[:NOTE_MAX]})
+
     def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
         return dict(self.request("GET", f"/dags/{_segment(dag_id)}/dagRuns/{_segment(run_id)}").json())
 
@@ -218,6 +227,28 @@ class AirflowClient:
                 raise AirflowApiError(f"backfill {backfill_id} of {backfill['dag_id']!r} not complete after "
                                       f"{timeout_s:.0f} s")
             time.sleep(poll_s)
+
+
+def write_note(dag_id: str, run_id: str, note: str) -> bool:
+    """From inside a task: write the run's note over the REST API (the Task SDK cannot), logging in as
+    AirflowLogin.from_env says, at KUBEXP_AIRFLOW_URL or else this Airflow's own [api] base_url.
+
+    Returns False, with a warning, when the API refuses or cannot be reached: the note is for people, the
+    store keeps the same text (kubexp.store.chains)."""
+    from airflow.sdk.configuration import conf
+
+    from kubexp.settings import SettingsError
+
+    try:
+        login = AirflowLogin.from_env()
+        base_url = os.environ.get("KUBEXP_AIRFLOW_URL") or conf.get("api", "base_url", fallback=None)
+        if base_url:
+            login = AirflowLogin(base_url.rstrip("/"), login.username, login.password)
+        AirflowClient(login).set_note(dag_id, run_id, note)
+    except (AirflowApiError, SettingsError, OSError, KeyError) as exc:
+        log.warning("the note of run %s was not written (%s): %s", run_id, exc, note)
+        return False
+    return True
 
 
 def default_run_id(prefix: str = "kubexp") -> str:

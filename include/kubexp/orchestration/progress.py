@@ -140,7 +140,7 @@ def _scenario_rows(entry: SuiteProgress) -> str:
         rows.append(
             f"<tr><td>{row['index']}</td><td class=l><code>{html.escape(row['scenario_id'])}</code></td>"
             f"<td class=l>{html.escape(varied)}</td><td>{row['finished']}</td><td>{row['unfinished']}</td>"
-            f"<td>{row['running']}</td><td>{row['failed_attempts']}</td>"
+            f"<td>{row['running']}</td><td>{row['abandoned']}</td><td>{row['failed_attempts']}</td>"
             f"<td class=l><span class=bar style='width:{share * 6:.2f}rem'></span> {share:.0%}</td></tr>")
     return "".join(rows)
 
@@ -178,17 +178,33 @@ def _suite_section(entry: SuiteProgress) -> str:
         return head + summary + "<p>Not run yet: the first run of its DAG loads it into the store.</p>"
     lock = status.get("lock")
     totals = (f"<p><b>{status['finished']}</b> of {status['experiments']} finished, {status['unfinished']} "
-              f"unfinished ({status['running']} running), {status['failed_attempts']} failed attempts"
+              f"unfinished ({status['running']} running), {status['abandoned']} abandoned (max_attempts reached), "
+              f"{status['failed_attempts']} failed attempts"
               + (f"; cluster held by <code>{html.escape(lock['holder'])}</code>" if lock else "") + "</p>")
     table = ("<table><tr><th>#</th><th class=l>scenario</th><th class=l>parameters</th><th>finished</th>"
-             "<th>unfinished</th><th>running</th><th>failed attempts</th><th class=l>progress</th></tr>"
+             "<th>unfinished</th><th>running</th><th>abandoned</th><th>failed attempts</th>"
+             "<th class=l>progress</th></tr>"
              + _scenario_rows(entry) + "</table>")
     failures = "".join(
         f"<li>attempt {failure['attempt']} ({html.escape(failure['outcome'])}, run "
         f"<code>{html.escape(failure['run_id'])}</code>, {html.escape(failure['ended_at'][:19])}): "
         f"<span class=err>{html.escape(failure['error'][:600])}</span></li>" for failure in entry.recent_failures)
-    return (head + summary + totals + table + _slo_section(entry)
-            + (f"<p>Latest failed attempts:</p><ul>{failures}</ul>" if failures else ""))
+    latest = f"<p>Latest failed attempts:</p><ul>{failures}</ul>" if failures else ""
+    return head + summary + totals + _chain(status.get("chain")) + table + _slo_section(entry) + latest
+
+
+def _chain(chain: dict[str, Any] | None) -> str:
+    """The newest chain of runs until done: running or why it stopped, its runs so far and latest note."""
+    if not chain:
+        return ""
+    runs = f"{chain['runs']} runs ended so far ({chain['failed_runs']} failed)"
+    if chain["running"]:
+        state = f"<b>running</b>, now run <code>{html.escape(str(chain['current_run_id']))}</code>"
+    else:
+        state = (f"<b>stopped</b> {html.escape(str(chain['stopped_at'])[:19])}: "
+                 f"<code>{html.escape(str(chain['stop_reason']))}</code>, {html.escape(str(chain['stop']))}")
+    note = f"<br><span class=muted>{html.escape(chain['note'])}</span>" if chain["note"] else ""
+    return f"<p>Until done chain <code>{html.escape(chain['id'])}</code>: {state}; {runs}{note}</p>"
 
 
 def render_page(entries: list[SuiteProgress]) -> str:

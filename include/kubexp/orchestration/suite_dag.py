@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from kubexp.settings import SUITES_DIR
+from kubexp.store.chains import DEFAULT_MAX_FAILED_RUNS
 from kubexp.suite import Suite, load_suite, overridable, overrides_schema, suite_files
 
 # Slot k of every suite DAG has the logical date SLOT_START + (k-1) days; the window is in the past,
 # so the scheduler (catchup off) creates no run by itself and backfill fills the slots.
 SLOT_START = datetime(2000, 1, 1, tzinfo=UTC)
+DATE_TIME_PATTERN = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?$"
 UUID_PATTERN = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 
 
@@ -88,6 +90,21 @@ def trigger_params(suite: Suite) -> dict[str, Any]:
             description="Pick the experiment and run the preflight checks, then stop: nothing is deployed, "
                         "no attempt is recorded.",
         ),
+        "until_done": Param(
+            False, type="boolean", title="Until done",
+            description="At the end of this run, start the next one, one at a time, until every experiment is "
+                        "finished or abandoned (max_attempts), an error needs a fix, max_failed_runs runs in a row "
+                        "failed, the deadline passed or the DAG is paused; each run's note says which.",
+        ),
+        "max_failed_runs": Param(
+            DEFAULT_MAX_FAILED_RUNS, type="integer", minimum=1, title="Until done: failed runs in a row",
+            description="A chain of runs until done stops after this many failed runs in a row.",
+        ),
+        "deadline": Param(
+            None, type=["null", "string"], format="date-time", pattern=DATE_TIME_PATTERN, title="Until done: deadline",
+            description="A chain of runs until done starts no run after this time (ISO 8601, e.g. "
+                        "2026-12-24T18:00:00Z); empty: none.",
+        ),
         "overrides": Param(
             {}, title="Overrides", description="Suite settings to override for this run only (recorded in "
             f"provenance), only these: {', '.join(overridable())}. Scenario parameters, the plan, the load "
@@ -133,5 +150,10 @@ Fixed parameters: `{json.dumps(fixed, sort_keys=True)}`
   experiment (slot k = {SLOT_START:%Y-%m-%d} + k-1 days). The scheduler creates no run by itself; **Trigger ->
   Backfill** with *Missing Runs* fills never-run slots, *Missing and Errored Runs* also reruns failed ones.
   Each slot's run takes the next experiment by the balancing rule, not a fixed one.
-- Per-scenario counts (finished / unfinished / failed attempts): the **kubexp suites** page in the menu.
+- **Until done**: trigger with *Until done* on and this run starts the next one at its end, one at a time,
+  until the suite is complete (or nothing but abandoned experiments is left: `max_attempts`
+  {suite.max_attempts}), an error needs a fix, too many runs in a row failed, the deadline passed or the DAG is
+  paused. Each run's note says what its last branch, `until_done`, decided.
+- Per-scenario counts (finished / unfinished / abandoned / failed attempts) and the latest chain of runs until
+  done: the **kubexp suites** page in the menu.
 """

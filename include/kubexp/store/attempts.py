@@ -79,6 +79,40 @@ def close_attempt(conn: psycopg.Connection, attempt_id: int, outcome: str, error
         conn.execute(
             "UPDATE experiment SET claimed_by = NULL, claimed_at = NULL WHERE id = %s AND status = 'unfinished'", row
         )
+        if outcome != "succeeded":
+            apply_attempt_bound(conn, experiment_ids=[str(row[0])])
+
+
+def apply_attempt_bound(conn: psycopg.Connection, *, suite: str | None = None,
+                        experiment_ids: list[str] | None = None) -> list[tuple[str, str]]:
+    """Abandon the unclaimed unfinished experiments whose failed (or reclaimed) attempts reached their suite's
+    max_attempts, and make abandoned ones whose count is below it (the bound was raised) unfinished again.
+
+    Limited to one suite and/or some experiments; returns (experiment id, new status) of each change."""
+    changed = conn.execute(
+        """
+        WITH counted AS (
+            SELECT e.id, e.status, s.max_attempts,
+                   (SELECT count(*) FROM attempt a
+                    WHERE a.experiment_id = e.id AND a.outcome IN ('failed', 'abandoned')) AS failed
+            FROM experiment e JOIN suite s ON s.name = e.suite
+            WHERE (%(suite)s::text IS NULL OR e.suite = %(suite)s)
+              AND (%(ids)s::uuid[] IS NULL OR e.id = ANY (%(ids)s::uuid[]))
+              AND (e.status = 'abandoned' OR (e.status = 'unfinished' AND e.claimed_by IS NULL))
+        )
+        UPDATE experiment e
+        SET status = CASE WHEN c.failed >= c.max_attempts THEN 'abandoned' ELSE 'unfinished' END,
+            abandoned_at = CASE WHEN c.failed >= c.max_attempts THEN now() END
+        FROM counted c
+        WHERE e.id = c.id AND (c.failed >= c.max_attempts) <> (c.status = 'abandoned')
+        RETURNING e.id::text, e.status, c.failed
+        """,
+        {"suite": suite, "ids": experiment_ids},
+    ).fetchall()
+    for experiment_id, status, failed in changed:
+        log.warning("experiment %s is %s now: %s failed attempts, max_attempts of its suite %s", experiment_id,
+                    status, failed, "reached" if status == "abandoned" else "raised above that")
+    return [(str(row[0]), str(row[1])) for row in changed]
 
 
 def supersede_earlier_tries(conn: psycopg.Connection, experiment_id: str, run_id: str, try_number: int) -> list[int]:
@@ -145,6 +179,8 @@ def reclaim_stale(conn: psycopg.Connection, suite_name: str, stale_after_s: floa
             """,
             (suite_name, stale_after_s, [row[1] for row in abandoned]),
         )
+        if abandoned:
+            apply_attempt_bound(conn, experiment_ids=[str(row[1]) for row in abandoned])
     for attempt_id, experiment_id in abandoned:
         log.warning("reclaimed stale attempt %s of experiment %s (no heartbeat for %s s)",
                     attempt_id, experiment_id, stale_after_s)

@@ -228,6 +228,9 @@ def claim_experiment(conn: psycopg.Connection, suite: Suite, holder: str, *, sce
     found_id, found_scenario, repetition, status, claimed_by = row
     if status == "finished":
         raise SelectionError(f"{what}: experiment {found_id} is already finished; nothing to force")
+    if status == "abandoned":
+        raise SelectionError(f"{what}: experiment {found_id} was abandoned: its failed attempts reached max_attempts "
+                             f"({suite.max_attempts}); raise max_attempts in {suite.path} to run it again")
     if claimed_by is not None:
         raise SelectionError(f"{what}: experiment {found_id} is claimed by run {claimed_by}; wait until that run "
                              f"ends (or its claim is reclaimed as stale)")

@@ -7,17 +7,19 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from kubexp.store import chains
 from kubexp.store.db import StoreError
 
 
 def suite_status(conn: psycopg.Connection, suite_name: str, lease_key: str | None = None) -> dict[str, Any]:
     """Counts over the suite's current plan (active scenarios x repetitions), plus the cluster lease.
 
-    Keys: suite, cluster, path, repetitions, scenarios, experiments, finished, unfinished, running,
+    Keys: suite, cluster, path, repetitions, scenarios, experiments, finished, unfinished, abandoned (failed
+    attempts reached max_attempts), running,
     failed_attempts (failed or abandoned), abandoned_attempts, lock (the lease on `lease_key`, the
-    suite's target: kubexp.platform.lease_key; None when not given or free), per_scenario (one dict per
-    scenario in matrix order: scenario_id, index, params, experiments, finished, unfinished,
-    running, failed_attempts).
+    suite's target: kubexp.platform.lease_key; None when not given or free), chain (the newest chain of runs
+    until done: kubexp.store.chains.latest; None if none), per_scenario (one dict per scenario in matrix order:
+    scenario_id, index, params, experiments, finished, unfinished, abandoned, running, failed_attempts).
     """
     with conn.cursor(row_factory=dict_row) as cur:
         try:
@@ -34,6 +36,7 @@ def suite_status(conn: psycopg.Connection, suite_name: str, lease_key: str | Non
                    count(e.id)::integer AS experiments,
                    count(e.id) FILTER (WHERE e.status = 'finished')::integer AS finished,
                    count(e.id) FILTER (WHERE e.status = 'unfinished')::integer AS unfinished,
+                   count(e.id) FILTER (WHERE e.status = 'abandoned')::integer AS abandoned,
                    count(e.id) FILTER (WHERE e.status = 'unfinished' AND e.claimed_by IS NOT NULL)::integer
                        AS running,
                    coalesce(sum(attempts.failed), 0)::integer AS failed_attempts,
@@ -61,9 +64,10 @@ def suite_status(conn: psycopg.Connection, suite_name: str, lease_key: str | Non
         "suite": suite["name"], "cluster": suite["cluster"], "path": suite["path"],
         "repetitions": suite["repetitions"],
         "scenarios": len(per_scenario), "experiments": total("experiments"), "finished": total("finished"),
-        "unfinished": total("unfinished"), "running": total("running"),
+        "unfinished": total("unfinished"), "abandoned": total("abandoned"), "running": total("running"),
         "failed_attempts": total("failed_attempts"), "abandoned_attempts": total("abandoned_attempts"),
         "lock": lease(conn, lease_key) if lease_key else None,
+        "chain": chains.latest(conn, suite_name),
         "per_scenario": [dict(row) for row in per_scenario],
     }
 

@@ -9,6 +9,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from kubexp.store import attempts
 from kubexp.suite import Scenario, Suite
 
 # First key of the two-int advisory locks kubexp takes per suite (the second is hashtext(suite name)).
@@ -23,7 +24,8 @@ def lock_suite(conn: psycopg.Connection, suite_name: str) -> None:
 def fingerprint(suite: Suite, scenarios: list[Scenario] | None = None) -> str:
     """What the store must match for the suite's plan: scenario ids in order, repetitions, cluster, window."""
     ids = [scenario.id for scenario in (scenarios if scenarios is not None else suite.scenarios())]
-    plan = [ids, suite.repetitions, suite.cluster, suite.platform, suite.seed, suite.warmup_s, suite.cooldown_s]
+    plan = [ids, suite.repetitions, suite.cluster, suite.platform, suite.seed, suite.warmup_s, suite.cooldown_s,
+            suite.max_attempts]
     return hashlib.sha256(json.dumps(plan).encode()).hexdigest()[:16]
 
 
@@ -34,6 +36,7 @@ def _definition(suite: Suite) -> dict[str, Any]:
         "allow_dirty": suite.allow_dirty, "defaults": suite.defaults, "matrix": suite.matrix,
         "load": suite.load, "metrics": suite.metrics, "local": suite.local,
         "kubernetes": suite.kubernetes, "analysis": suite.analysis, "slo": suite.slo,
+        "max_attempts": suite.max_attempts,
     }
 
 
@@ -51,16 +54,18 @@ def sync_suite(conn: psycopg.Connection, suite: Suite) -> tuple[int, int]:
         conn.execute(
             """
             INSERT INTO suite (name, platform, cluster, repetitions, seed, warmup_s, cooldown_s, fingerprint,
-                               path, definition)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                               path, definition, max_attempts)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
             ON CONFLICT (name) DO UPDATE SET
                 platform = excluded.platform, cluster = excluded.cluster, repetitions = excluded.repetitions,
+                max_attempts = excluded.max_attempts,
                 seed = excluded.seed, warmup_s = excluded.warmup_s, cooldown_s = excluded.cooldown_s,
                 fingerprint = excluded.fingerprint, path = excluded.path, definition = excluded.definition,
                 loaded_at = now()
             """,
             (suite.name, suite.platform, suite.cluster, suite.repetitions, suite.seed, suite.warmup_s,
-             suite.cooldown_s, fingerprint(suite, scenarios), str(suite.path), Jsonb(_definition(suite))),
+             suite.cooldown_s, fingerprint(suite, scenarios), str(suite.path), Jsonb(_definition(suite)),
+             suite.max_attempts),
         )
         with conn.cursor() as cur:
             cur.executemany(
@@ -78,6 +83,7 @@ def sync_suite(conn: psycopg.Connection, suite: Suite) -> tuple[int, int]:
             (suite.name, [s.id for s in scenarios], [s.index for s in scenarios]),
         ).fetchall()
         experiments = _plan_experiments(conn, suite.name, [s.id for s in scenarios], suite.repetitions)
+        attempts.apply_attempt_bound(conn, suite=suite.name)  # max_attempts may have changed
         if before is not None and tuple(before) != (suite.warmup_s, suite.cooldown_s):
             conn.execute(
                 "SELECT refresh_experiment_aggregate(array(SELECT id FROM experiment "

@@ -35,7 +35,7 @@ from kubexp import experiment
 from kubexp.experiment import ExperimentError, IncompleteData
 from kubexp.load.profiles import settle_s_for
 from kubexp.orchestration import suite_dag
-from kubexp.orchestration.airflow_api import write_note
+from kubexp.orchestration.airflow_api import AirflowApiError, paused_since, write_note
 from kubexp.orchestration.lease_wait import WaitForCluster
 from kubexp.preflight import PreflightError
 from kubexp.settings import SettingsError
@@ -85,6 +85,19 @@ def _marks_needs_fix(step: Callable[..., Any]) -> Callable[..., Any]:
 def _run_params(params: dict[str, Any], dag_run: Any) -> dict[str, Any]:
     """The run's params with `chain`, the id of the chain a run until done continues (set by the previous run)."""
     return {**params, "chain": (dag_run.conf or {}).get("chain")}
+
+
+def _paused(dag_run: Any, ti: Any) -> bool:
+    """Whether the DAG is paused, or was paused while this run went on: Airflow schedules no task of a paused
+    DAG, so a run paused midway reaches its last branch only once unpaused, and that pause still counts."""
+    if ti.get_dag(dag_run.dag_id).is_paused:
+        return True
+    try:
+        return paused_since(dag_run.dag_id, dag_run.start_date)
+    except (AirflowApiError, SettingsError, OSError, KeyError) as exc:
+        log.warning("the audit log could not say whether the DAG was paused during this run (%s); "
+                    "it is not paused now, so the chain goes on", exc)
+        return False
 
 
 class ContinueChain(TriggerDagRunOperator):
@@ -223,9 +236,10 @@ def build_dag(suite: Suite) -> DAG:
                             if state in ("failed", "upstream_failed") and task_id not in CHAIN_TASKS)
             needs_fix = next(filter(None, (ti.xcom_pull(task_ids=task_id, key="needs_fix") for task_id in failed)),
                              None)
-            decided = experiment.until_done(suite.path, experiment.RunRef.of(dag_run, ti),
-                                            _run_params(params, dag_run), failed=bool(failed), needs_fix=needs_fix,
-                                            paused=bool(ti.get_dag(dag_run.dag_id).is_paused))
+            run_params = _run_params(params, dag_run)
+            decided = experiment.until_done(suite.path, experiment.RunRef.of(dag_run, ti), run_params,
+                                            failed=bool(failed), needs_fix=needs_fix,
+                                            paused=bool(run_params.get("until_done")) and _paused(dag_run, ti))
             if decided is None:
                 return None
             decision, conf = decided

@@ -11,6 +11,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import yaml
@@ -18,6 +19,9 @@ from e2e_harness import E2E, E2E_SUITES, suite_document
 from scratch_dirs import reachable_tmpdir
 
 from kubexp.processes import free_port
+
+if TYPE_CHECKING:
+    from kubexp.orchestration.airflow_api import AirflowClient
 
 
 @pytest.fixture(scope="session")
@@ -62,3 +66,19 @@ def _stop_platform_leftovers(home: Path) -> None:
         if pidfile.parent.parent == home:
             continue  # the services themselves: `down` stops them
         ManagedProcess(pidfile.stem, [], pidfile.parent.parent).stop(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def airflow(e2e: E2E) -> Iterator[AirflowClient]:
+    """api-server, scheduler, dag-processor and triggerer of `kubexp services up`, stopped afterwards."""
+    from kubexp.local_services import LocalServices
+    from kubexp.orchestration.airflow_api import AirflowClient
+
+    services = LocalServices.from_env()
+    services.up(log=lambda line: None)
+    try:
+        yield AirflowClient.from_env()
+    finally:
+        for proc in services.processes():
+            if proc.name.startswith("airflow-"):
+                proc.stop()

@@ -6,23 +6,33 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import psutil
 
 from kubexp.settings import REPO_ROOT
 
+if TYPE_CHECKING:
+    from kubexp.orchestration.airflow_api import AirflowClient
+
 RUNNER = Path(__file__).with_name("dag_test_runner.py")
 # Short experiments: 6 s of load from 2 workers on one local JMeter server.
-E2E_SUITES = {"e2e-dagtest": 2, "e2e-rest": 3, "e2e-report": 1, "e2e-gate": 3}  # e2e-dagtest: a dry run and a real one
+E2E_SUITES = {"e2e-dagtest": 2, "e2e-rest": 3, "e2e-report": 1, "e2e-gate": 3,  # e2e-dagtest: a dry run and a real one
+              "e2e-until-done": 2, "e2e-abandon": 1}
 # e2e-report varies the workers, so that its report and notebook have scenarios to compare. e2e-gate's
-# candidates: a tenth of the CPU (really slower) and one millicore more (nothing differs).
-E2E_MATRICES = {"e2e-report": {"workers": [2, 4]}, "e2e-gate": {"cpu_limit_millicores": [1000, 1001, 100]}}
+# candidates: a tenth of the CPU (really slower) and one millicore more (nothing differs). In e2e-abandon, a
+# response timeout of 1 ms leaves most requests without an HTTP response: finalize refuses every attempt.
+E2E_MATRICES = {"e2e-report": {"workers": [2, 4]}, "e2e-gate": {"cpu_limit_millicores": [1000, 1001, 100]},
+                "e2e-abandon": {"response_timeout_ms": [10000, 1]}}
 # 3 experiments per level give a 90 % interval of a ratio (the widest pairwise range covers 1 - 2/20).
 E2E_EXTRA = {"e2e-gate": {"analysis": {"confidence": 0.9},
                           "slo": {"throughput": {"figure": "successes_per_s_median", "min": 1},
                                   "no-oom": {"figure": "oom_kills", "max": 0}}},
-             "e2e-rest": {"slo": {"throughput": {"figure": "successes_per_s_median", "min": 1}}}}
+             "e2e-rest": {"slo": {"throughput": {"figure": "successes_per_s_median", "min": 1}}},
+             "e2e-abandon": {"max_attempts": 2}}
 
 
 def suite_document(name: str, repetitions: int, results_dir: Path) -> dict[str, Any]:
@@ -104,3 +114,35 @@ def parse_results(proc: subprocess.Popen[str], out: str) -> list[dict[str, Any]]
     assert proc.returncode == 0, out[-6000:]
     return results
 
+
+KUBEXP = str(Path(sys.executable).parent / "kubexp")
+
+
+def kubexp(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([KUBEXP, *args], capture_output=True, text=True, timeout=timeout, env=os.environ)
+
+
+def load_task_process(e2e: E2E, suite: str, timeout: float = 180) -> psutil.Process:
+    """The task process running `load` of a suite: the parent of the JMeter master writing its JTL into
+    this session's results folder (never another test session's JMeter on the same machine)."""
+    deadline = time.monotonic() + timeout
+    ours = f"{e2e.results_dir}/{suite}/"
+    while time.monotonic() < deadline:
+        for proc in psutil.process_iter(["name", "cmdline"]):
+            cmdline = " ".join(proc.info["cmdline"] or [])
+            if "java" in (proc.info["name"] or "") and "ApacheJMeter" in cmdline and ours in cmdline \
+                    and " -n " in f" {cmdline} " and " -s " not in f" {cmdline} ":
+                time.sleep(2)  # mid-load: the JMeter master has sent requests for a while
+                return proc.parent()
+        time.sleep(0.2)
+    raise AssertionError(f"no JMeter master of suite {suite} appeared within {timeout:.0f} s")
+
+
+def explain(e2e: E2E, airflow: AirflowClient, dag_id: str, run_id: str) -> str:
+    """Task states of a run and the end of each failed task's log, for an assertion message."""
+    states = {ti["task_id"]: ti["state"] for ti in airflow.task_instances(dag_id, run_id)}
+    text = [str(states)]
+    for task_id, state in states.items():
+        if state == "failed":
+            text.append(f"--- {task_id}:\n" + e2e.task_log(dag_id, run_id, task_id))
+    return "\n".join(text)

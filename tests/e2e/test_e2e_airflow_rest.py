@@ -3,66 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 import requests
-from e2e_harness import E2E
+from e2e_harness import E2E, explain, kubexp, load_task_process
 
-from kubexp.local_services import LocalServices
 from kubexp.orchestration.airflow_api import AirflowClient
-
-KUBEXP = str(Path(sys.executable).parent / "kubexp")
-
-
-@pytest.fixture(scope="module")
-def airflow(e2e: E2E) -> Iterator[AirflowClient]:
-    """api-server, scheduler, dag-processor and triggerer of `kubexp services up`, stopped afterwards."""
-    services = LocalServices.from_env()
-    services.up(log=lambda line: None)
-    try:
-        yield AirflowClient.from_env()
-    finally:
-        for proc in services.processes():
-            if proc.name.startswith("airflow-"):
-                proc.stop()
-
-
-def kubexp(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([KUBEXP, *args], capture_output=True, text=True, timeout=timeout, env=os.environ)
-
-
-def _load_task_process(e2e: E2E, suite: str, timeout: float = 180) -> psutil.Process:
-    """The task process running `load` of a suite: the parent of the JMeter master writing its JTL into
-    this session's results folder (never another test session's JMeter on the same machine)."""
-    deadline = time.monotonic() + timeout
-    ours = f"{e2e.results_dir}/{suite}/"
-    while time.monotonic() < deadline:
-        for proc in psutil.process_iter(["name", "cmdline"]):
-            cmdline = " ".join(proc.info["cmdline"] or [])
-            if "java" in (proc.info["name"] or "") and "ApacheJMeter" in cmdline and ours in cmdline \
-                    and " -n " in f" {cmdline} " and " -s " not in f" {cmdline} ":
-                time.sleep(2)  # mid-load: the JMeter master has sent requests for a while
-                return proc.parent()
-        time.sleep(0.2)
-    raise AssertionError(f"no JMeter master of suite {suite} appeared within {timeout:.0f} s")
-
-
-def explain(e2e: E2E, airflow: AirflowClient, dag_id: str, run_id: str) -> str:
-    """Task states of a run and the end of each failed task's log, for an assertion message."""
-    states = {ti["task_id"]: ti["state"] for ti in airflow.task_instances(dag_id, run_id)}
-    text = [str(states)]
-    for task_id, state in states.items():
-        if state == "failed":
-            text.append(f"--- {task_id}:\n" + e2e.task_log(dag_id, run_id, task_id))
-    return "\n".join(text)
 
 
 @pytest.mark.slow
@@ -70,7 +18,7 @@ def test_killed_run_then_rest_trigger_then_backfill_complete_the_suite(e2e: E2E,
     # 1. A run whose load task is killed (SIGKILL to the task process, mid-load).
     airflow.wait_for_dag("e2e-rest")
     airflow.trigger("e2e-rest", "killed")
-    _load_task_process(e2e, "e2e-rest").send_signal(signal.SIGKILL)
+    load_task_process(e2e, "e2e-rest").send_signal(signal.SIGKILL)
     killed = airflow.wait_for_run("e2e-rest", "killed", timeout_s=300)
     states = {ti["task_id"]: ti["state"] for ti in airflow.task_instances("e2e-rest", "killed")}
     assert killed["state"] == "failed" and states["load"] == "failed" and states["cleanup"] == "success", \
@@ -106,7 +54,7 @@ def test_killed_run_then_rest_trigger_then_backfill_complete_the_suite(e2e: E2E,
     started = kubexp("backfill", "e2e-rest", "--to-slot", "1")
     assert started.returncode == 0 and "slots 1..1" in started.stdout, started.stdout + started.stderr
     backfill_id = int(started.stdout.split()[1])
-    _load_task_process(e2e, "e2e-rest").send_signal(signal.SIGKILL)
+    load_task_process(e2e, "e2e-rest").send_signal(signal.SIGKILL)
     airflow.wait_for_backfill(backfill_id, timeout_s=300)
     [slot_1] = airflow.dag_runs("e2e-rest", run_type="backfill")
     assert slot_1["state"] == "failed", explain(e2e, airflow, "e2e-rest", slot_1["dag_run_id"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import click
 from kubexp.cli import main
 from kubexp.orchestration import suite_dag
 from kubexp.orchestration.airflow_api import AirflowApiError, AirflowClient, default_run_id, slot_window
+from kubexp.store import chains
 from kubexp.suite import SuiteError, load_suite
 
 REPROCESS = {"missing": "none", "failed": "failed"}
@@ -72,7 +74,8 @@ def _client() -> AirflowClient:
 @click.option("--conf", help='Run parameters as JSON, e.g. \'{"scenario": "<id>", "dry_run": true}\'.')
 @click.option("--run-id", help="Run id (default: from the CI job id, else a timestamp). Reusing an id "
               "returns the existing run instead of starting another, so retried CI jobs are idempotent.")
-@click.option("--wait/--no-wait", default=False, help="Wait until the run ends; exit 1 if it failed.")
+@click.option("--wait/--no-wait", default=False, help="Wait until the run ends; exit 1 if it failed. With "
+              "--until-done: until the chain stops; exit 1 unless the suite is complete.")
 @click.option("--timeout", default=7200.0, show_default=True, help="Seconds to wait with --wait.")
 @click.option("--until-done", is_flag=True, help="Each run starts the next at its end, one at a time, until the "
               "suite is complete or the chain stops (reason in each run's note and `kubexp suite status`).")
@@ -99,12 +102,37 @@ def trigger(suite: str, conf: str | None, run_id: str | None, wait: bool, timeou
         run, created = client.trigger(dag_id, run_id or default_run_id(), params)
         click.echo(f"{'triggered' if created else 'already exists:'} {dag_id} run {run['dag_run_id']} "
                    f"({run['state']})")
+        if wait and until_done:
+            _wait_for_chain(client, dag_id, run["dag_run_id"], timeout)
+            return
         if wait:
             run = client.wait_for_run(dag_id, run["dag_run_id"], timeout_s=timeout)
             click.echo(f"run {run['dag_run_id']} ended: {run['state']}")
     except AirflowApiError as exc:
         raise click.ClickException(str(exc)) from exc
     if wait and run["state"] != "success":
+        raise SystemExit(1)
+
+
+def _wait_for_chain(client: AirflowClient, dag_id: str, first_run_id: str, timeout: float) -> None:
+    """Follow a chain of runs until done, run by run (each started by the previous one's until_done_next),
+    printing each run's note; exit 1 unless the chain stopped because the suite is complete."""
+    deadline = time.monotonic() + timeout
+    run_id, number, note = first_run_id, 1, ""
+    while True:
+        run = client.wait_for_run(dag_id, run_id, timeout_s=max(1.0, deadline - time.monotonic()))
+        note = run.get("note") or ""
+        click.echo(f"run {run_id} ended: {run['state']}" + (f"; {note}" if note else ""))
+        number += 1
+        following = chains.next_run_id(first_run_id, number)
+        try:
+            client.dag_run(dag_id, following)
+        except AirflowApiError as exc:
+            if exc.status != 404:
+                raise
+            break
+        run_id = following
+    if chains.STOP_REASONS["complete"] not in note:
         raise SystemExit(1)
 
 

@@ -7,6 +7,7 @@ KUBEXP_AIRFLOW_PASSWORD, else from the local services (`kubexp services up`).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -229,26 +230,42 @@ class AirflowClient:
             time.sleep(poll_s)
 
 
-def write_note(dag_id: str, run_id: str, note: str) -> bool:
-    """From inside a task: write the run's note over the REST API (the Task SDK cannot), logging in as
-    AirflowLogin.from_env says, at KUBEXP_AIRFLOW_URL or else this Airflow's own [api] base_url.
-
-    Returns False, with a warning, when the API refuses or cannot be reached: the note is for people, the
-    store keeps the same text (kubexp.store.chains)."""
+def task_client() -> AirflowClient:
+    """From inside a task: a client logged in as AirflowLogin.from_env says, at KUBEXP_AIRFLOW_URL or else this
+    Airflow's own [api] base_url (the Task SDK reaches neither run notes nor the audit log)."""
     from airflow.sdk.configuration import conf
 
+    login = AirflowLogin.from_env()
+    base_url = os.environ.get("KUBEXP_AIRFLOW_URL") or conf.get("api", "base_url", fallback=None)
+    return AirflowClient(AirflowLogin(base_url.rstrip("/"), login.username, login.password) if base_url else login)
+
+
+def write_note(dag_id: str, run_id: str, note: str) -> bool:
+    """From inside a task: write the run's note. Returns False, with a warning, when the API refuses or cannot
+    be reached: the note is for people, the store keeps the same text (kubexp.store.chains)."""
     from kubexp.settings import SettingsError
 
     try:
-        login = AirflowLogin.from_env()
-        base_url = os.environ.get("KUBEXP_AIRFLOW_URL") or conf.get("api", "base_url", fallback=None)
-        if base_url:
-            login = AirflowLogin(base_url.rstrip("/"), login.username, login.password)
-        AirflowClient(login).set_note(dag_id, run_id, note)
+        task_client().set_note(dag_id, run_id, note)
     except (AirflowApiError, SettingsError, OSError, KeyError) as exc:
         log.warning("the note of run %s was not written (%s): %s", run_id, exc, note)
         return False
     return True
+
+
+def paused_since(dag_id: str, since: datetime) -> bool:
+    """From inside a task: whether someone paused the DAG (UI toggle or REST) after `since`, from Airflow's audit
+    log. Raises AirflowApiError when the API cannot say."""
+    events = task_client().request("GET", "/eventLogs", params={
+        "dag_id": dag_id, "event": "patch_dag", "after": since.isoformat(), "limit": 100}).json()["event_logs"]
+    for event in events:
+        try:
+            extra = json.loads(event.get("extra") or "{}")
+        except ValueError:
+            continue
+        if isinstance(extra, dict) and str(extra.get("is_paused")).lower() == "true":
+            return True
+    return False
 
 
 def default_run_id(prefix: str = "kubexp") -> str:

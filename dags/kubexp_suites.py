@@ -224,7 +224,8 @@ def build_dag(suite: Suite) -> DAG:
                                dag_run.dag_id, dag_run.run_id,
                                failed_steps=sorted(task for task, state in states.items() if state == "failed"))
 
-        # Runs until done: after cleanup, whatever happened, a branch records the run in its chain and either
+        # After cleanup, whatever happened: a lease the killed lease sensor left is released (cleanup, its
+        # teardown, did not run). Runs until done: then a branch records the run in its chain and either
         # starts the chain's next run (the DAG's max_active_runs=1 starts it once this run ended) or stops the
         # chain, saying why in the run's note. Both are leaves that never fail the run for the experiment's sake:
         # finalize and suite_complete still decide the run's state.
@@ -232,6 +233,8 @@ def build_dag(suite: Suite) -> DAG:
                      retry_delay=timedelta(seconds=20))
         def until_done(params: dict[str, Any], dag_run=None, ti=None) -> str | None:
             states = ti.get_task_states(dag_id=dag_run.dag_id, run_ids=[dag_run.run_id]).get(dag_run.run_id, {})
+            if states.get("cleanup") not in ("success", "failed"):  # its setup, the lease sensor, did not succeed
+                experiment.release_unused_lease(suite.path, dag_run.dag_id, dag_run.run_id)
             failed = sorted(task_id for task_id, state in states.items()
                             if state in ("failed", "upstream_failed") and task_id not in CHAIN_TASKS)
             needs_fix = next(filter(None, (ti.xcom_pull(task_ids=task_id, key="needs_fix") for task_id in failed)),

@@ -625,6 +625,21 @@ def cleanup(data: Mapping[str, Any] | None, suite_path: str | Path, dag_id: str,
         raise errors[0]
 
 
+def release_unused_lease(suite_path: str | Path, dag_id: str, run_id: str) -> bool:
+    """Release the run's cluster lease when cleanup never ran: the lease sensor (cleanup's setup) was killed
+    after taking it, so no step ran and nothing is deployed; without this the lease blocks every other run
+    until it expires. True if it was released."""
+    suite = load_suite(suite_path)
+    key, holder = platforms.lease_key(suite), lock_holder(dag_id, run_id)
+    with _store() as conn:
+        held = selection.cluster_lock_holder(conn, key)
+        if held is None or held[0] != holder:
+            return False
+        selection.release_cluster(conn, key, holder)
+    log.warning("released the lease on %s that %s took before it was stopped (cleanup did not run)", key, holder)
+    return True
+
+
 def _outcome(conn: psycopg.Connection, attempt_id: int) -> str | None:
     row = conn.execute("SELECT outcome FROM attempt WHERE id = %s", (attempt_id,)).fetchone()
     return None if row is None else str(row[0])

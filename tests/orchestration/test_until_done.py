@@ -187,3 +187,15 @@ def test_claiming_respects_the_bound(suite_file: Path, database_url: str) -> Non
         with pytest.raises(selection.SelectionError, match="abandoned"):
             selection.claim_experiment(conn, suite, "h", scenario_id=None, experiment_id=experiment_id,
                                        stale_after_s=60)
+
+
+def test_a_lease_left_by_a_killed_lease_sensor_is_released_only_for_its_run(suite_file: Path,
+                                                                             database_url: str) -> None:
+    from kubexp.store import migrations
+
+    migrations.upgrade(database_url)
+    assert experiment.lock_cluster(suite_file, "demo", "killed")
+    assert not experiment.release_unused_lease(suite_file, "demo", "other")  # not its lease: kept
+    assert experiment.release_unused_lease(suite_file, "demo", "killed")
+    assert experiment.lock_cluster(suite_file, "demo", "other")
+    assert not experiment.release_unused_lease(suite_file, "demo", "killed")

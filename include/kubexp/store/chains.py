@@ -126,12 +126,14 @@ def record(conn: psycopg.Connection, chain_id: str, run_id: str, failed: bool, d
 
 
 def progress(conn: psycopg.Connection, suite: str) -> Progress:
-    """Counts over the suite's current plan (active scenarios x repetitions)."""
+    """Counts over the suite's current plan (active scenarios x their repetitions, with those added by
+    `--until-decided`)."""
     row = conn.execute(
         "SELECT count(*), count(*) FILTER (WHERE e.status = 'finished'), "
         "count(*) FILTER (WHERE e.status = 'abandoned') FROM experiment e "
         "JOIN suite s ON s.name = e.suite JOIN suite_scenario ss ON ss.suite = e.suite AND ss.scenario_id = "
-        "e.scenario_id WHERE e.suite = %s AND ss.active AND e.repetition <= s.repetitions", (suite,)).fetchone()
+        "e.scenario_id WHERE e.suite = %s AND ss.active AND e.repetition <= s.repetitions + ss.extra_repetitions",
+        (suite,)).fetchone()
     assert row is not None
     return Progress(experiments=int(row[0]), finished=int(row[1]), abandoned=int(row[2]))
 

@@ -2,7 +2,6 @@
 -- suite's max_attempts is abandoned (no run selects it again; raising max_attempts and reloading
 -- the suite makes it unfinished again), and every chain of runs started with until_done is recorded
 -- with each run's decision, so `kubexp suite status` and the suites page can show it.
--- (Numbered 0004: 0003 is taken by the SLO work on another branch.)
 
 ALTER TABLE suite ADD COLUMN max_attempts integer NOT NULL DEFAULT 3 CHECK (max_attempts >= 1);
 

@@ -68,9 +68,10 @@ def _stop_platform_leftovers(home: Path) -> None:
         ManagedProcess(pidfile.stem, [], pidfile.parent.parent).stop(timeout=10)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def airflow(e2e: E2E) -> Iterator[AirflowClient]:
-    """api-server, scheduler, dag-processor and triggerer of `kubexp services up`, stopped afterwards."""
+    """api-server, scheduler, dag-processor and triggerer of `kubexp services up`, stopped after the module
+    (the tests in other modules run without their load on the machine)."""
     from kubexp.local_services import LocalServices
     from kubexp.orchestration.airflow_api import AirflowClient
 

@@ -42,3 +42,21 @@ def test_dag_test_runs_a_real_experiment(e2e: E2E) -> None:
     assert facts["preflight"]["allow_dirty"] is True and facts["preflight"]["results_dir"]["fstype"] == "tmpfs"
     assert e2e.query("SELECT * FROM cluster_lock") == []  # cleanup released the cluster
     assert not (e2e.home / "local-platform").exists()  # and removed the SUT
+
+
+@pytest.mark.slow
+def test_an_error_that_needs_a_fix_stops_a_chain_of_runs(e2e: E2E) -> None:
+    """A forced experiment that does not exist is an ExperimentError in select: the run's until_done branch
+    stops the chain (needs_fix) instead of starting the next run."""
+    missing = "00000000-0000-0000-0000-000000000000"
+    [run] = e2e.dag_test("e2e-dagtest", f'1:{{"until_done": true, "experiment": "{missing}"}}')
+    assert run["state"] == "failed", (run, e2e.failed_tasks_log("e2e-dagtest"))
+    tasks = run["tasks"]
+    assert (tasks["select"], tasks["until_done"], tasks["until_done_next"]) == ("failed", "success", "skipped"), tasks
+    [(number, failed, decision, note)] = e2e.query(
+        "SELECT number, failed, decision, note FROM run_chain_run WHERE run_id = %s", run["run_id"])
+    assert (number, failed, decision) == (1, True, "needs_fix")
+    assert f"Chain stopped: an error that needs a fix, not another run: ExperimentError: experiment {missing} has " \
+           f"no experiment in suite e2e-dagtest." in note
+    assert e2e.query("SELECT stop_reason FROM run_chain WHERE id = %s", run["run_id"]) == [("needs_fix",)]
+    assert e2e.query("SELECT * FROM cluster_lock") == []  # cleanup ran and released the lease

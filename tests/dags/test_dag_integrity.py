@@ -167,6 +167,7 @@ def test_compose_parses_and_references_existing_files(tmp_path: Path) -> None:
     env = compose["services"]["airflow-scheduler"]["environment"]
     for key in ("AIRFLOW_CONN_KUBEXP_RESULTS", "KUBEXP_DATABASE_URL", "KUBEXP_PROMETHEUS_URL", "KUBEXP_HOME"):
         assert key in env and key in local_env
+    assert env["KUBEXP_AIRFLOW_URL"].startswith("http://airflow-apiserver:") and "KUBEXP_AIRFLOW_PASSWORD" in env
     for variables in (env, local_env):  # the connection and the variable name one results database
         assert variables["AIRFLOW_CONN_KUBEXP_RESULTS"] == variables["KUBEXP_DATABASE_URL"]
     cluster_conn = f"AIRFLOW_CONN_{DEFAULT_CONN_ID.upper()}"  # the kubernetes platform's default connection

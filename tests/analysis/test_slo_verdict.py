@@ -148,8 +148,8 @@ def test_report_and_suites_page_show_the_verdict(stored: str, tmp_path: Path) ->
     assert "6 met, 2 missed, 1 undecided" in section and section.count('class="flagged"') == 2
     entry = progress.SuiteProgress(name="slo-suite", dag_id="slo-suite", description="", platform="local",
                                    cluster="local", planned=18, matrix_keys=["workers"], slo_cases=cases,
-                                   status={"finished": 18, "experiments": 18, "unfinished": 0, "running": 0,
-                                           "failed_attempts": 0, "per_scenario": []})
+                                   status={"finished": 18, "experiments": 18, "unfinished": 0, "abandoned": 0,
+                                           "running": 0, "failed_attempts": 0, "per_scenario": []})
     page = progress.render_page([entry])
     assert "SLOs: 6 met, 2 missed, 1 undecided" in page and page.count("style=color:#b00020") == 2
     assert progress.SuiteProgress.to_json(entry)["slo"][0]["outcome"] == "met"

@@ -100,6 +100,10 @@ def test_summary_json_holds_the_reports_numbers_and_no_raw_data(built: Built, re
         assert all(rows[-1][p] == "(pooled)" for p in others)
         assert all("p_experiments" in row and "pairs" not in row for row in rows)
     assert sum(row["count"] for row in summary["events"]) == built.events
+    with db.connect(report_source.url) as conn:
+        names = {str(n) for n in loaders.metric_points(conn, report_source.suite.name)["name"].unique()}
+    assert names and {row["name"] for row in summary["series"]} == names
+    assert all(row["seconds"] > 0 and row["mean"] is not None for row in summary["series"])
     assert (built.out / "summary.json").stat().st_size < 200_000
 
 

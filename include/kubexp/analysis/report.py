@@ -141,8 +141,9 @@ def build_report(conn: psycopg.Connection, suite: str, out_dir: Path, *,
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     path = out_dir / "report.html"
     path.write_text(html.page(f"kubexp report: {suite}", generated, sections))
-    (out_dir / "summary.json").write_text(json.dumps(build_summary(data, tables, repetitions, generated), indent=1)
-                                          + "\n")
+    points = loaders.metric_points(conn, suite)
+    (out_dir / "summary.json").write_text(json.dumps(build_summary(data, tables, repetitions, generated, points),
+                                                     indent=1) + "\n")
     timings["html"] = time.perf_counter() - mark
     timings["total"] = time.perf_counter() - started
     return Report(path, rendered, timings)

@@ -1,9 +1,9 @@
 """`summary.json` beside report.html: the report's numbers in a small machine-readable file (no raw data).
 
-What it holds: the suite, how many experiments finished, per scenario the repetition verdict, per scenario the
-per-second successful responses (the paper's Figure 8 samples: count, mean, quartiles), platform event kinds per
-scenario, and per varying parameter the Table 1-style rows (medians with intervals, Kruskal-Wallis p-values per
-experiment and per second, Cliff's delta).
+What it holds: the suite, how many experiments finished; per scenario the repetition verdict, the per-second
+successful responses (the paper's Figure 8 samples: count, mean, quartiles), platform event kinds and the collected
+metric series (steady-state mean and median); per varying parameter the Table 1-style rows (medians with intervals,
+Kruskal-Wallis p-values per experiment and per second, Cliff's delta).
 """
 
 from __future__ import annotations
@@ -63,13 +63,39 @@ def events_by_scenario(data: SuiteData) -> list[dict[str, Any]]:
     return _records(counts)
 
 
+def series_by_scenario(data: SuiteData, points: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per scenario and metric name: mean and median of the steady-state seconds of every series of that name
+    (pooled over its series, e.g. per pod for pod_cpu_cores; not summed)."""
+    if points.empty or data.windows.empty:
+        return []
+    windows = data.windows.set_index("experiment_id")
+    pooled: dict[tuple[Any, ...], list[np.ndarray]] = {}
+    for row in points.itertuples(index=False):
+        experiment = str(row.experiment_id)
+        if experiment not in windows.index:
+            continue
+        start, end = windows.at[experiment, "window_start_s"], windows.at[experiment, "window_end_s"]
+        t, value = np.asarray(row.t), np.asarray(row.value, dtype=float)
+        key = (*(getattr(row, p) for p in data.parameters), str(row.name))
+        pooled.setdefault(key, []).append(value[(t >= start) & (t <= end)])
+    rows = []
+    for key, parts in sorted(pooled.items(), key=lambda item: tuple(str(k) for k in item[0])):
+        values = np.concatenate(parts)
+        if values.size:
+            rows.append({**{p: _plain(v) for p, v in zip(data.parameters, key[:-1], strict=True)}, "name": key[-1],
+                         "seconds": int(values.size), "mean": float(values.mean()),
+                         "median": float(np.median(values))})
+    return rows
+
+
 def build_summary(data: SuiteData, tables: dict[str, pd.DataFrame], repetitions: pd.DataFrame,
-                  generated: str) -> dict[str, Any]:
+                  generated: str, points: pd.DataFrame | None = None) -> dict[str, Any]:
     return {
         "suite": data.suite["name"], "generated": generated,
         "finished_experiments": len(data.per_experiment), "parameters": list(data.parameters),
         "repetitions": _records(repetitions),
         "seconds": seconds_by_scenario(data),
         "events": events_by_scenario(data),
+        "series": series_by_scenario(data, points if points is not None else pd.DataFrame()),
         "comparisons": {factor: _records(table, drop=("pairs",)) for factor, table in tables.items()},
     }

@@ -7,6 +7,7 @@ import dataclasses
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -376,17 +377,7 @@ def test_prometheus_completeness_gates_finishing_by_default(
 
 def test_a_retried_finalize_after_its_commit_succeeds(
         suite_path: Path, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from kubexp.collect import prometheus
-
-    monkeypatch.setattr(prometheus, "collect_for_suite", lambda *args: prometheus.Collection(series=[]))
-    t0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
-    t0_ms = int(t0.timestamp() * 1000)
-    load_run = _archived({"jtl": str(_samples(tmp_path / "run.jtl", t0_ms, [i * 100 for i in range(200)])),
-                          "t0_ms": t0_ms, "t0": t0.isoformat(), "ended_at": (t0 + timedelta(seconds=20)).isoformat()})
-    assert experiment.lock_cluster(suite_path, "steps", "manual__1")
-    current = experiment.select(suite_path, run(1), {"overrides": {"metrics": {"required": []}}})
-    assert current is not None
-    collected = {**experiment.collect(current.to_xcom(), load_run), "artifacts": 1}
+    current, collected = _selected_and_collected(suite_path, tmp_path, monkeypatch)
     experiment.finalize(current.to_xcom(), collected)
     experiment.finalize(current.to_xcom(), collected)  # the retry of a try whose commit went through
     with db.connect(database_url) as conn:
@@ -394,13 +385,11 @@ def test_a_retried_finalize_after_its_commit_succeeds(
                             (current.experiment_id,)).fetchone() == ("finished", current.attempt_id)
 
 
-def _finalized_with_slo(suite_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> experiment.Current:
-    """One experiment of the steps suite with an SLO, selected, collected and finalized."""
+def _selected_and_collected(suite_path: Path, tmp_path: Path,
+                            monkeypatch: pytest.MonkeyPatch) -> tuple[experiment.Current, dict[str, Any]]:
+    """One experiment of the steps suite selected and collected from 20 s of synthetic JTL rows."""
     from kubexp.collect import prometheus
 
-    document = yaml.safe_load(suite_path.read_text())
-    document["slo"] = {"throughput": {"figure": "successes_per_s_median", "min": 1000}}  # missed: never mind
-    suite_path.write_text(yaml.safe_dump(document))
     monkeypatch.setattr(prometheus, "collect_for_suite", lambda *args: prometheus.Collection(series=[]))
     t0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
     t0_ms = int(t0.timestamp() * 1000)
@@ -409,7 +398,16 @@ def _finalized_with_slo(suite_path: Path, tmp_path: Path, monkeypatch: pytest.Mo
     assert experiment.lock_cluster(suite_path, "steps", "manual__1")
     current = experiment.select(suite_path, run(1), {"overrides": {"metrics": {"required": []}}})
     assert current is not None
-    experiment.finalize(current.to_xcom(), {**experiment.collect(current.to_xcom(), load_run), "artifacts": 1})
+    return current, {**experiment.collect(current.to_xcom(), load_run), "artifacts": 1}
+
+
+def _finalized_with_slo(suite_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> experiment.Current:
+    """One experiment of the steps suite with an SLO, selected, collected and finalized."""
+    document = yaml.safe_load(suite_path.read_text())
+    document["slo"] = {"throughput": {"figure": "successes_per_s_median", "min": 1000}}  # missed: never mind
+    suite_path.write_text(yaml.safe_dump(document))
+    current, collected = _selected_and_collected(suite_path, tmp_path, monkeypatch)
+    experiment.finalize(current.to_xcom(), collected)
     return current
 
 

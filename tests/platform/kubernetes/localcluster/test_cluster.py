@@ -191,10 +191,13 @@ def test_a_64_mib_replica_is_oom_killed_under_load_and_seen_in_the_events(local_
     platform = platform_for(local_cluster, app_server="flask")
     params = scenario(memory_limit_mib=64)
     deploy_and_wait(platform, params)
-    url = f"http://127.0.0.1:{platform.endpoint().port}{DEFAULT_CROP_PATH}"
-    wait_answering(url)
+    port = platform.endpoint().port
+    wait_answering(f"http://127.0.0.1:{port}{DEFAULT_CROP_PATH}")
+    # Crops of the whole 2000x1500 image: each holds tens of MiB at once, so 8 at a time pass 64 MiB at
+    # once (smaller crops can leave the process stalled in reclaim at the limit without a kill).
     start = datetime.now(UTC)
-    outcomes = load(url, threads=8, seconds=40)
+    outcomes = load(f"http://127.0.0.1:{port}/landscape.png?left=0&top=0&right=2000&bottom=1500", threads=8,
+                    seconds=40)
     end = datetime.now(UTC) + timedelta(seconds=5)
     time.sleep(5)
     pods = kubectl(local_cluster, "-n", NAMESPACE, "get", "pods")["items"]

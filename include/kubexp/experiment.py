@@ -388,9 +388,23 @@ def deploy(data: Mapping[str, Any]) -> None:
 
 
 def rollout_ready(data: Mapping[str, Any]) -> bool:
-    """One poke of the rollout sensor: replicas ready and a sanity request answered."""
+    """One poke of the rollout sensor: replicas ready, a sanity request answered, and the SUT's scrape
+    targets scraped since the deploy (else the first seconds of the load would have no metrics)."""
+    from kubexp.collect import prometheus
+
     current = _current(data)
-    return current.platform.rollout_ready(current.params)
+    target = current.platform
+    if not target.rollout_ready(current.params):
+        return False
+    addresses = target.scrape_targets()
+    if not addresses:
+        return True
+    with _store() as conn:
+        deployed = attempts.provenance(conn, _attempt(current))["deploy"]["started_at"]
+    pending = prometheus.unscraped(prometheus.local_instance(), addresses, datetime.fromisoformat(deployed))
+    if pending:
+        log.info("%s: rollout ready; waiting for Prometheus to scrape %s", current.label, ", ".join(pending))
+    return not pending
 
 
 def _attempt(current: Current) -> int:

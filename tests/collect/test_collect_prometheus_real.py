@@ -9,7 +9,7 @@ import math
 import shutil
 import tempfile
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -18,8 +18,15 @@ import yaml
 from metrics_stack import PASSWORD, USER, MetricsStack, running_stack
 
 from kubexp.collect import etcd_log, prometheus, queries
-from kubexp.collect.prometheus import CollectOptions, IncompleteMetricsError, PrometheusError, PrometheusInstance
+from kubexp.collect.prometheus import (
+    CollectOptions,
+    IncompleteMetricsError,
+    PrometheusError,
+    PrometheusInstance,
+    PrometheusUnreachable,
+)
 from kubexp.platform.local.queries import LOCAL_QUERIES
+from kubexp.processes import free_port
 from kubexp.store import attempts, db, ingest, migrations, suites
 from kubexp.suite import load_suite
 
@@ -142,6 +149,19 @@ def test_several_instances_keep_their_own_source(stack: MetricsStack) -> None:
     series = prometheus.collect([stack.instance, second], {"up": "up"}, stack.t0, stack.end, stack.t0)
 
     assert sorted(s.source for s in series) == ["prometheus:second"] * 3 + ["prometheus:test"] * 3
+
+
+def test_unscraped_names_the_targets_without_a_successful_scrape_since_a_time(stack: MetricsStack) -> None:
+    series = prometheus.collect([stack.instance], {"up": "up"}, stack.t0, stack.end, stack.t0)
+    addresses = sorted(s.labels["instance"] for s in series)
+    assert len(addresses) == 3
+
+    assert prometheus.unscraped(stack.instance, addresses, stack.t0) == []
+    assert prometheus.unscraped(stack.instance, [*addresses, "127.0.0.1:1"], stack.t0) == ["127.0.0.1:1"]
+    later = datetime.now(UTC) + timedelta(minutes=1)
+    assert prometheus.unscraped(stack.instance, addresses, later) == addresses
+    with pytest.raises(PrometheusUnreachable, match="did not list its targets"):
+        prometheus.unscraped(PrometheusInstance("gone", f"http://127.0.0.1:{free_port()}"), addresses, stack.t0)
 
 
 def test_credentials_from_an_airflow_connection(stack: MetricsStack, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -35,7 +35,7 @@ __all__ = [
     "MAX_POINTS_PER_SERIES", "CollectOptions", "Collection", "IncompleteMetricsError", "PrometheusError",
     "PrometheusInstance", "PrometheusUnreachable", "SeriesKey", "check_completeness", "check_ready", "collect",
     "collect_for_suite", "completeness", "completeness_problems", "local_instance", "options_from_suite",
-    "queries_for", "query_all", "resolve_instances", "series_key",
+    "queries_for", "query_all", "resolve_instances", "series_key", "unscraped",
 ]
 
 log = logging.getLogger(__name__)
@@ -350,6 +350,27 @@ def _is_series(item: Any) -> bool:
 def _snippet(text: str, limit: int = 300) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+def unscraped(instance: PrometheusInstance, addresses: Iterable[str], since: datetime,
+              timeout_s: float = 5.0) -> list[str]:
+    """The addresses (host:port) among the instance's targets that it has not scraped successfully since `since`.
+
+    A target that Prometheus has not yet discovered counts as not scraped: its series would begin late
+    and leave the first seconds of a window without a point."""
+    try:
+        with instance.session() as session:
+            response = session.get(instance.url + "/api/v1/targets", params={"state": "active"}, timeout=timeout_s)
+    except requests.RequestException as exc:
+        raise PrometheusUnreachable(f"{instance.label} did not list its targets ({type(exc).__name__}: {exc}); "
+                                    f"check that it runs (`kubexp services up` starts the local one)") from None
+    body = _decode(response, instance, "targets")
+    last: dict[str, datetime] = {}
+    for target in (body.get("data") or {}).get("activeTargets") or []:
+        address = (target.get("discoveredLabels") or {}).get("__address__")
+        if address and target.get("health") == "up":
+            last[address] = datetime.fromisoformat(str(target.get("lastScrape")))
+    return [address for address in addresses if address not in last or last[address] < since]
 
 
 def check_ready(instance: PrometheusInstance, timeout_s: float = 5.0) -> None:

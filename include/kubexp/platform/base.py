@@ -120,6 +120,11 @@ class Platform(ABC):
     def rollout_ready(self, params: Mapping[str, Any]) -> bool:
         """True once params['pods'] replicas are ready and a sanity request succeeds (a poke)."""
 
+    def scrape_targets(self) -> list[str]:
+        """The addresses (host:port) that the local Prometheus must have scraped since the deploy before the
+        load starts (none by default: the platform's Prometheus discovers and scrapes on its own)."""
+        return []
+
     @abstractmethod
     def endpoint(self) -> Endpoint:
         """Where the load generator sends requests."""

@@ -93,6 +93,7 @@ def test_replica_killed_under_load_then_nothing_left(make_platform: Callable[...
     assert fingerprint["haproxy_version"].startswith("2.") and fingerprint["etcd_version"] == "3.5.1"
     groups = targets.read(platform.targets_file)
     assert sorted(g["labels"]["component"] for g in groups) == ["app", "app", "etcd", "haproxy"]
+    assert sorted(platform.scrape_targets()) == sorted(g["targets"][0] for g in groups)  # the rollout waits for these
     [haproxy_target] = [g["targets"][0] for g in groups if g["labels"]["component"] == "haproxy"]
     assert "haproxy_backend_active_servers" in requests.get(f"http://{haproxy_target}/metrics", timeout=5).text
 

@@ -10,6 +10,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from kubexp import settings
 
@@ -39,5 +40,10 @@ def write(path: Path, targets: list[ScrapeTarget], platform: str) -> None:
     os.replace(tmp, path)
 
 
-def read(path: Path) -> list[dict[str, object]]:
+def read(path: Path) -> list[dict[str, Any]]:
     return json.loads(path.read_text()) if path.exists() else []
+
+
+def addresses(path: Path) -> list[str]:
+    """Every target address (host:port) in the file."""
+    return [str(address) for group in read(path) for address in group["targets"]]

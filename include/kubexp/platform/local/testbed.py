@@ -361,6 +361,9 @@ class LocalPlatform(Platform):
         if self.state_dir.exists():
             raise PlatformError(f"cannot remove the local platform's state folder {self.state_dir}; remove it by hand")
 
+    def scrape_targets(self) -> list[str]:
+        return targets.addresses(self.targets_file)
+
     def _write_targets(self) -> None:
         found: list[targets.ScrapeTarget] = []
         if self._file("deployment.json").exists():

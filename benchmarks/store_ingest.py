@@ -28,7 +28,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from scratch_postgres import database
 
-from kubexp.records import LOAD_SECOND_COLUMNS, MetricSeries
+from kubexp.records import LOAD_SECOND_COLUMNS, Collected, MetricSeries
 from kubexp.store import attempts, db, experiments, ingest, migrations, suites
 from kubexp.suite import Suite, parse_suite
 
@@ -100,7 +100,8 @@ def main() -> None:
                 series = metric_series(rng, args.seconds, args.series)
                 attempt_id = attempts.open_attempt(conn, experiment_id, "bench", 1, "bench-host")
                 started = time.perf_counter()
-                ingest.store_experiment_data(conn, experiment_id, attempt_id, load=frame, series=series, t0=T0)
+                ingest.store_experiment_data(conn, experiment_id, attempt_id, Collected(load=frame, series=series),
+                                             t0=T0)
                 stored = time.perf_counter()
                 experiments.finish_experiment(conn, experiment_id, attempt_id)
                 store_s += stored - started

@@ -15,7 +15,6 @@ import logging
 import math
 import shutil
 import socket
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -464,63 +463,48 @@ def artifacts_dir(current: Current) -> Path:
 
 
 def collect(data: Mapping[str, Any], load_run: Mapping[str, Any]) -> dict[str, Any]:
-    """Per-second load rows, Prometheus series, platform events and the etcd log, stored in one go.
+    """The experiment's data from every collector (JTL, Prometheus, the platform's), stored in one go.
 
     Everything is normalised to t = 0 (the load start); storing replaces earlier rows of the
     experiment, so a retried collect never duplicates a row. Returns a summary for finalize."""
-    from kubexp.artifacts import archive, archived_bytes
-    from kubexp.collect import prometheus, queries
+    from kubexp.collect import collect_all, prometheus, queries
+    from kubexp.collect.jtl import JtlCollector
     from kubexp.load import jtl
-    from kubexp.records import Artifact
+    from kubexp.records import Artifact, Window
     from kubexp.store import ingest
 
     current = _current(data)
-    suite, target = current.suite, current.platform
-    t0, end = datetime.fromisoformat(load_run["t0"]), datetime.fromisoformat(load_run["ended_at"])
-    max_malformed_share = postconditions.max_malformed_share(suite)
+    suite = current.suite
     kept = [Artifact(**artifact) for artifact in load_run["artifacts"]]
     live = Path(load_run["jtl"])
     archived = next((a for a in kept if a.kind == "jtl" and Path(a.path).name == f"{live.name}.gz"), None)
     if archived is None:
         raise ExperimentError(f"{current.label}: the load step archived no JTL (its live copy was {live}); "
                               f"the experiment stays unfinished and a later run reattempts it")
-    # Exactly the archived bytes: whatever changed the live file after the load (a JMeter server still
-    # writing, a hand edit) is not measured data.
-    with tempfile.TemporaryDirectory(prefix="collect-", dir=ramdisk.private_folder(ramdisk.results_root(suite.load))) \
-            as scratch:
-        source = archived_bytes(live, archived, Path(scratch))
-        if source != live:
-            log.warning("%s: %s differs from its archive %s (or is gone): collecting from the archive",
-                        current.label, live, archived.path)
-        parsed = jtl.aggregate(source, int(load_run["t0_ms"]), max_malformed_share=max_malformed_share)
-    metrics = prometheus.collect_for_suite(suite, t0, end, t0)
-    # Events from the deploy on (rollout, readiness: negative t) to the load's end.
+    t0, end = datetime.fromisoformat(load_run["t0"]), datetime.fromisoformat(load_run["ended_at"])
     with _store() as conn:
         deployed = attempts.provenance(conn, _attempt(current)).get("deploy", {}).get("started_at")
-    window_start = datetime.fromisoformat(deployed) if deployed else t0
-    events = list(target.events(window_start, end, t0))
-    dest = artifacts_dir(current)
-    etcd = target.etcd_logs(suite, window_start, end, t0, dest)
-    events += etcd.events
-    kept += etcd.artifacts
-    kept += [archive(path, dest) for path in target.log_files().values() if path.exists()]
+    # Events from the deploy on (rollout, readiness: negative t) to the load's end.
+    window = Window(t0=t0, start=datetime.fromisoformat(deployed) if deployed else t0, end=end,
+                    dest_dir=artifacts_dir(current))
+    load = JtlCollector(live, archived, kept, int(load_run["t0_ms"]), postconditions.max_malformed_share(suite),
+                        ramdisk.private_folder(ramdisk.results_root(suite.load)))
+    collected = collect_all([load, prometheus.SuitePrometheus(suite), *current.platform.collectors(suite)], window)
     with _store() as conn:
-        ingest.store_experiment_data(conn, current.experiment_id, _attempt(current), load=parsed.frame,
-                                     series=metrics.series, events=events, artifacts=kept, t0=t0)
-        attempts.record_provenance(conn, _attempt(current), {"collect": {
-            "jtl": {"rows": parsed.rows, "malformed": parsed.malformed, "max_malformed_share": max_malformed_share},
-            "empty_queries": metrics.empty, "capped_queries": metrics.capped,
-            "non_finite_points": {str(key): count for key, count in metrics.non_finite.items()}}})
+        ingest.store_experiment_data(conn, current.experiment_id, _attempt(current), collected, t0=t0)
+        attempts.record_provenance(conn, _attempt(current), {"collect": collected.facts})
+    series, frame = collected.series or [], collected.load
+    assert frame is not None  # the JTL collector's
     load_seconds = max(1, math.floor((end - t0).total_seconds()))
-    shares = prometheus.completeness(metrics.series, 0, load_seconds)
+    shares = prometheus.completeness(series, 0, load_seconds)
     metric_problems = prometheus.completeness_problems(shares, queries.required_for(suite),
                                                        float(suite.metrics.get("completeness_min", 0.9)))
-    frame, duration = parsed.frame, int(current.params["duration_s"])
+    duration = int(current.params["duration_s"])
     inside = frame[(frame["t"] >= 0) & (frame["t"] < duration)]
-    return {"rows": parsed.rows, "malformed": parsed.malformed,
+    return {"rows": collected.facts["jtl"]["rows"], "malformed": collected.facts["jtl"]["malformed"],
             "seconds": jtl.loaded_seconds(frame, duration),  # seconds of [0, duration) with a request
             "requests": int(inside["requests"].sum()), "no_response": int(inside["failures_other"].sum()),
-            "series": len(metrics.series), "events": len(events), "artifacts": len(kept),
+            "series": len(series), "events": len(collected.events or []), "artifacts": len(collected.artifacts or []),
             "metric_problems": metric_problems, "generator": load_run.get("generator"),
             "sanity_after": load_run.get("sanity_after")}
 

@@ -1,12 +1,18 @@
-"""The one shape every collector produces, whatever its source (JTL, Prometheus, events).
+"""The one shape every collector produces, whatever its source (JTL, Prometheus, events, logs).
 
-`t` is always whole seconds from the experiment's load start (t = 0).
+`t` is always whole seconds from the experiment's load start (t = 0). A collector reads a `Window`
+and returns `Collected`; the store takes `Collected` (kubexp.store.ingest.store_experiment_data).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # Columns of a per-second load frame (kubexp.load.jtl output, store table load_second).
 LOAD_SECOND_COLUMNS = (
@@ -47,3 +53,43 @@ class Artifact:
     path: str
     sha256: str
     size: int
+
+
+@dataclass(frozen=True)
+class Window:
+    """What collectors read: t = 0 at `t0` (the load's first sample), platform events and logs from `start`
+    (the deploy, so rollout and readiness come with negative t) to `end` (the load's last sample)."""
+
+    t0: datetime
+    start: datetime
+    end: datetime
+    dest_dir: Path  # where collectors archive the raw files they read
+
+
+@dataclass(frozen=True, eq=False)
+class Collected:
+    """What every collector returns and the store takes (cf. PerfKitBenchmarker's sample.Sample).
+
+    A kind left None was not collected: storing it keeps that kind's earlier rows, while an empty
+    list replaces them with none. `facts` go into the attempt's provenance."""
+
+    load: pd.DataFrame | None = None  # per-second load rows, columns LOAD_SECOND_COLUMNS
+    series: list[MetricSeries] | None = None
+    events: list[PlatformEvent] | None = None
+    artifacts: list[Artifact] | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    def __add__(self, other: Collected) -> Collected:
+        """Both collectors' data: lists joined in order; one load frame at most and no fact named twice."""
+        if self.load is not None and other.load is not None:
+            raise ValueError("two collectors returned a load frame; an experiment has one")
+        twice = sorted(set(self.facts) & set(other.facts))
+        if twice:
+            raise ValueError(f"two collectors returned the facts {', '.join(twice)}")
+
+        def joined(mine: list[Any] | None, theirs: list[Any] | None) -> list[Any] | None:
+            return None if mine is None and theirs is None else [*(mine or []), *(theirs or [])]
+
+        return Collected(load=self.load if other.load is None else other.load,
+                         series=joined(self.series, other.series), events=joined(self.events, other.events),
+                         artifacts=joined(self.artifacts, other.artifacts), facts={**self.facts, **other.facts})

@@ -16,7 +16,7 @@ import yaml
 from kubexp.analysis import steady, synthetic
 from kubexp.analysis.figures import GROUPING_PARAMETERS
 from kubexp.local_services import Postgres
-from kubexp.records import LOAD_SECOND_COLUMNS, MetricSeries, PlatformEvent
+from kubexp.records import LOAD_SECOND_COLUMNS, Collected, MetricSeries, PlatformEvent
 from kubexp.store import attempts, db, experiments, ingest, migrations, suites
 from kubexp.suite import PARAMETER_DEFAULTS, Suite, load_suite
 
@@ -119,6 +119,7 @@ def store_values(conn: psycopg.Connection, suite: Suite, values: dict[int, list[
             level = (memory or {}).get(scenario.index, [])
             series = [MetricSeries("prometheus:test", "memory", {"replica": "0"},
                                    [(t, level[repetition - 1]) for t in range(duration)])] if level else []
-            ingest.store_experiment_data(conn, experiment_id, attempt_id, load=constant_load(duration, value),
-                                         events=events, series=series, t0=at)
+            ingest.store_experiment_data(conn, experiment_id, attempt_id,
+                                         Collected(load=constant_load(duration, value), events=events, series=series),
+                                         t0=at)
             experiments.finish_experiment(conn, experiment_id, attempt_id)

@@ -15,6 +15,7 @@ from analysis_data import constant_load
 
 from kubexp.analysis import gate
 from kubexp.orchestration.until_decided import until_decided
+from kubexp.records import Collected
 from kubexp.store import attempts, db, experiments, ingest, migrations, selection, status, suites
 from kubexp.suite import Suite, load_suite
 
@@ -58,7 +59,7 @@ class Runner:
                 self.picked.append((chosen.params["workers"], chosen.params["cpu_limit_millicores"]))
                 attempt = attempts.open_attempt(conn, chosen.experiment_id, f"run-{self.runs}", 1, "host")
                 ingest.store_experiment_data(conn, chosen.experiment_id, attempt,
-                                             load=constant_load(10, self.value(chosen.params)),
+                                             Collected(load=constant_load(10, self.value(chosen.params))),
                                              t0=datetime(2026, 1, 1, tzinfo=UTC))
                 experiments.finish_experiment(conn, chosen.experiment_id, attempt)
                 result.append({"state": "success"})

@@ -18,6 +18,7 @@ import pytest
 from metrics_stack import ETCD, etcd_process
 
 from kubexp.collect import etcd_log
+from kubexp.records import Window
 
 DATA = Path(__file__).parent / "data" / "etcd"
 ETCDCTL = ETCD.parent / "etcdctl"
@@ -107,7 +108,7 @@ def slow_etcd_log() -> Iterator[tuple[Path, datetime, datetime]]:
 @pytest.mark.slow
 def test_live_etcd_with_slow_fsync(slow_etcd_log: tuple[Path, datetime, datetime], tmp_path: Path) -> None:
     log_path, started, stopped = slow_etcd_log
-    collected = etcd_log.collect_local(log_path, started, stopped, started, "slow", tmp_path)
+    collected = etcd_log.LocalEtcdLog(log_path, "slow").collect(Window(started, started, stopped, tmp_path))
 
     kinds = Counter(e.kind for e in collected.events)
     assert kinds["EtcdLeaderElected"] == 1 and kinds["EtcdSlowRequest"] >= 1

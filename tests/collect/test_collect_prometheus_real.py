@@ -27,6 +27,7 @@ from kubexp.collect.prometheus import (
 )
 from kubexp.platform.local.queries import LOCAL_QUERIES
 from kubexp.processes import free_port
+from kubexp.records import Collected, Window
 from kubexp.store import attempts, db, ingest, migrations, suites
 from kubexp.suite import load_suite
 
@@ -199,10 +200,11 @@ def test_collecting_twice_replaces_rows_in_the_store(stack: MetricsStack, databa
         counts = []
         for _ in range(2):
             series = prometheus.collect([stack.instance], LOCAL, stack.t0, stack.end, stack.t0)
-            logs = etcd_log.collect_local(stack.state_dir / "logs" / "etcd.log", stack.t0 - timedelta(minutes=2),
-                                          stack.end, stack.t0, "etcd", tmp_path / "artifacts")
-            ingest.store_experiment_data(conn, experiment_id, attempt_id, series=series, events=logs.events,
-                                         artifacts=logs.artifacts, t0=stack.t0)
+            logs = etcd_log.LocalEtcdLog(stack.state_dir / "logs" / "etcd.log", "etcd").collect(
+                Window(stack.t0, stack.t0 - timedelta(minutes=2), stack.end, tmp_path / "artifacts"))
+            ingest.store_experiment_data(conn, experiment_id, attempt_id,
+                                         Collected(series=series, events=logs.events, artifacts=logs.artifacts),
+                                         t0=stack.t0)
             counts.append(stored_counts(conn, experiment_id))
         assert counts[0] == counts[1]
         assert counts[0]["metric_series"] == len(series) and counts[0]["platform_event"] >= 1

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from store_fixtures import T0, load_frame, make_suite
 
-from kubexp.records import LOAD_SECOND_COLUMNS, Artifact, MetricSeries, PlatformEvent
+from kubexp.records import LOAD_SECOND_COLUMNS, Artifact, Collected, MetricSeries, PlatformEvent
 from kubexp.store import attempts, experiments, ingest, status, suites
 from kubexp.store.db import StoreError
 from kubexp.suite import Suite
@@ -56,7 +56,7 @@ def test_load_rows_round_trip_with_nulls(conn: psycopg.Connection, suite: Suite)
     frame.loc[5, "elapsed_p99_ms"] = 123.25
     frame["threads"] = frame["threads"].astype(float)
     frame.loc[7, "threads"] = np.nan  # unknown, not zero
-    ingest.store_experiment_data(conn, experiment_id, attempt_id, load=frame, t0=T0)
+    ingest.store_experiment_data(conn, experiment_id, attempt_id, Collected(load=frame), t0=T0)
     columns = ", ".join(LOAD_SECOND_COLUMNS)
     rows = conn.execute(f"SELECT {columns} FROM load_second WHERE experiment_id = %s ORDER BY t",
                         (experiment_id,)).fetchall()
@@ -76,11 +76,12 @@ def test_storing_again_replaces_each_kind_given_and_keeps_the_others(conn: psyco
     series = [MetricSeries("prometheus:local", "cpu", {"pod": "a"}, [(t, 0.5) for t in range(10)])]
     everything = dict(load=load_frame(), series=series, events=[event(2)],
                       artifacts=[Artifact("jtl", "/x/load.jtl.gz", SHA, 10)])
-    ingest.store_experiment_data(conn, experiment_id, attempt_id, t0=T0, **everything)
-    ingest.store_experiment_data(conn, experiment_id, attempt_id, t0=T0, **everything)
+    ingest.store_experiment_data(conn, experiment_id, attempt_id, Collected(**everything), t0=T0)
+    ingest.store_experiment_data(conn, experiment_id, attempt_id, Collected(**everything), t0=T0)
     assert table_counts(conn, experiment_id) == {
         "load_second": 10, "metric_series": 1, "platform_event": 1, "artifact": 1, "metric_point": 10}
-    ingest.store_experiment_data(conn, experiment_id, attempt_id, t0=T0, load=load_frame(seconds=4), events=[])
+    ingest.store_experiment_data(conn, experiment_id, attempt_id, Collected(load=load_frame(seconds=4), events=[]),
+                                 t0=T0)
     assert table_counts(conn, experiment_id) == {
         "load_second": 4, "metric_series": 1, "platform_event": 0, "artifact": 1, "metric_point": 10}
 
@@ -88,16 +89,16 @@ def test_storing_again_replaces_each_kind_given_and_keeps_the_others(conn: psyco
 def test_a_failing_store_changes_nothing(conn: psycopg.Connection, suite: Suite) -> None:
     experiment_id = first_experiment(conn, suite)
     attempt_id = attempts.open_attempt(conn, experiment_id, "run", 1, "host")
-    ingest.store_experiment_data(conn, experiment_id, attempt_id, load=load_frame(seconds=10), t0=T0)
+    ingest.store_experiment_data(conn, experiment_id, attempt_id, Collected(load=load_frame(seconds=10)), t0=T0)
     twice = MetricSeries("prometheus:local", "cpu", {}, [(1, 1.0), (1, 2.0)])
     with pytest.raises(StoreError, match="several points for the same second"):
-        ingest.store_experiment_data(conn, experiment_id, attempt_id, load=load_frame(seconds=3), series=[twice],
-                                     t0=T0)
+        ingest.store_experiment_data(conn, experiment_id, attempt_id,
+                                     Collected(load=load_frame(seconds=3), series=[twice]), t0=T0)
     assert table_counts(conn, experiment_id)["load_second"] == 10  # the new load rows were rolled back
     bad = load_frame(seconds=3)
     bad.loc[1, "failures"] = 7  # successes + failures no longer equals requests
     with pytest.raises(Exception, match="check constraint"):
-        ingest.store_experiment_data(conn, experiment_id, attempt_id, load=bad, t0=T0)
+        ingest.store_experiment_data(conn, experiment_id, attempt_id, Collected(load=bad), t0=T0)
     assert table_counts(conn, experiment_id)["load_second"] == 10
 
 
@@ -113,15 +114,16 @@ def test_malformed_load_frames_are_refused(conn: psycopg.Connection, suite: Suit
     experiment_id = first_experiment(conn, suite)
     attempt_id = attempts.open_attempt(conn, experiment_id, "run", 1, "host")
     with pytest.raises(StoreError, match=message):
-        ingest.store_experiment_data(conn, experiment_id, attempt_id, load=change(load_frame()), t0=T0)
+        ingest.store_experiment_data(conn, experiment_id, attempt_id, Collected(load=change(load_frame())), t0=T0)
 
 
 def test_metric_completeness_counts_seconds_of_the_load_and_drops_nan(conn: psycopg.Connection, suite: Suite) -> None:
     experiment_id = first_experiment(conn, suite)  # duration_s = 10
     attempt_id = attempts.open_attempt(conn, experiment_id, "run", 1, "host")
     points = [(t, float("nan") if t == 4 else 1.0) for t in range(-2, 8)]  # 0..7 minus NaN at 4 = 7 of 10
-    ingest.store_experiment_data(conn, experiment_id, attempt_id, t0=T0,
-                                 series=[MetricSeries("prometheus:local", "rps", {"job": "app"}, points)])
+    ingest.store_experiment_data(conn, experiment_id, attempt_id,
+                                 Collected(series=[MetricSeries("prometheus:local", "rps", {"job": "app"}, points)]),
+                                 t0=T0)
     row = conn.execute("SELECT points, completeness, labels FROM metric_series").fetchone()
     assert row == (9, pytest.approx(0.7), {"job": "app"})
 
@@ -131,16 +133,17 @@ def test_refusals_protect_the_ledger(conn: psycopg.Connection, suite: Suite) -> 
     other_experiment = first_experiment(conn, suite, scenario=1)
     attempt_id = attempts.open_attempt(conn, experiment_id, "run", 1, "host")
     with pytest.raises(StoreError, match="timezone-aware"):
-        ingest.store_experiment_data(conn, experiment_id, attempt_id, load=load_frame(), t0=T0.replace(tzinfo=None))
+        ingest.store_experiment_data(conn, experiment_id, attempt_id, Collected(load=load_frame()),
+                                     t0=T0.replace(tzinfo=None))
     with pytest.raises(StoreError, match="not an attempt of experiment"):
-        ingest.store_experiment_data(conn, other_experiment, attempt_id, load=load_frame(), t0=T0)
+        ingest.store_experiment_data(conn, other_experiment, attempt_id, Collected(load=load_frame()), t0=T0)
     with pytest.raises(StoreError, match="stored no load rows"):
         experiments.finish_experiment(conn, experiment_id, attempt_id)
-    ingest.store_experiment_data(conn, experiment_id, attempt_id, load=load_frame(), t0=T0)
+    ingest.store_experiment_data(conn, experiment_id, attempt_id, Collected(load=load_frame()), t0=T0)
     experiments.finish_experiment(conn, experiment_id, attempt_id)
     experiments.finish_experiment(conn, experiment_id, attempt_id)  # again: nothing happens
     with pytest.raises(StoreError, match="is finished; its data is final"):
-        ingest.store_experiment_data(conn, experiment_id, attempt_id, load=load_frame(), t0=T0)
+        ingest.store_experiment_data(conn, experiment_id, attempt_id, Collected(load=load_frame()), t0=T0)
     with pytest.raises(StoreError, match="already finished"):
         attempts.open_attempt(conn, experiment_id, "run-2", 1, "host")
     assert conn.execute("SELECT outcome FROM attempt WHERE id = %s", (attempt_id,)).fetchone() == ("succeeded",)
@@ -151,15 +154,17 @@ def test_refusals_protect_the_ledger(conn: psycopg.Connection, suite: Suite) -> 
 def test_a_later_attempt_replaces_a_failed_one_without_mixing(conn: psycopg.Connection, suite: Suite) -> None:
     experiment_id = first_experiment(conn, suite)
     failed = attempts.open_attempt(conn, experiment_id, "run-1", 1, "host-a")
-    ingest.store_experiment_data(conn, experiment_id, failed, load=load_frame(successes=999), events=[event(1)],
-                                 artifacts=[Artifact("log", "/x/1.log", SHA, 1)], t0=T0)
+    ingest.store_experiment_data(conn, experiment_id, failed,
+                                 Collected(load=load_frame(successes=999), events=[event(1)],
+                                           artifacts=[Artifact("log", "/x/1.log", SHA, 1)]), t0=T0)
     attempts.close_attempt(conn, failed, "failed", "collect: Prometheus unreachable")
     with pytest.raises(StoreError, match="ended as failed"):
         experiments.finish_experiment(conn, experiment_id, failed)
     second = attempts.open_attempt(conn, experiment_id, "run-2", 1, "host-b")
     assert attempts.open_attempt(conn, experiment_id, "run-2", 1, "host-b") == second  # idempotent
-    ingest.store_experiment_data(conn, experiment_id, second, load=load_frame(successes=50),
-                                 artifacts=[Artifact("log", "/x/2.log", SHA, 2)], t0=T0)
+    ingest.store_experiment_data(conn, experiment_id, second,
+                                 Collected(load=load_frame(successes=50),
+                                           artifacts=[Artifact("log", "/x/2.log", SHA, 2)]), t0=T0)
     experiments.finish_experiment(conn, experiment_id, second)
     assert set(conn.execute("SELECT DISTINCT attempt_id FROM load_second").fetchall()) == {(second,)}
     assert conn.execute("SELECT count(*) FROM platform_event").fetchone() == (0,)  # the failed try's event is gone
@@ -182,7 +187,7 @@ def test_provenance_merges_facts(conn: psycopg.Connection, suite: Suite) -> None
 
 def finish_with(conn: psycopg.Connection, experiment_id: str, run: str, frame) -> None:
     attempt_id = attempts.open_attempt(conn, experiment_id, run, 1, "host")
-    ingest.store_experiment_data(conn, experiment_id, attempt_id, load=frame, t0=T0)
+    ingest.store_experiment_data(conn, experiment_id, attempt_id, Collected(load=frame), t0=T0)
     experiments.finish_experiment(conn, experiment_id, attempt_id)
 
 

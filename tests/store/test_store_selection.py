@@ -10,6 +10,7 @@ import psycopg
 import pytest
 from store_fixtures import T0, load_frame
 
+from kubexp.records import Collected
 from kubexp.store import attempts, db, experiments, ingest, selection, suites
 from kubexp.store.db import StoreError
 from kubexp.suite import Suite
@@ -17,7 +18,7 @@ from kubexp.suite import Suite
 
 def run_to_finish(conn: psycopg.Connection, chosen: selection.Selection, run_id: str) -> int:
     attempt_id = attempts.open_attempt(conn, chosen.experiment_id, run_id, 1, "host")
-    ingest.store_experiment_data(conn, chosen.experiment_id, attempt_id, load=load_frame(), t0=T0)
+    ingest.store_experiment_data(conn, chosen.experiment_id, attempt_id, Collected(load=load_frame()), t0=T0)
     experiments.finish_experiment(conn, chosen.experiment_id, attempt_id)
     return attempt_id
 
@@ -159,7 +160,7 @@ def test_stale_attempts_are_reclaimed_and_their_experiment_offered_again(
     with pytest.raises(StoreError, match="not running any more"):
         attempts.heartbeat(conn, dead)
     with pytest.raises(StoreError, match="ended as abandoned"):
-        ingest.store_experiment_data(conn, chosen.experiment_id, dead, load=load_frame(), t0=T0)
+        ingest.store_experiment_data(conn, chosen.experiment_id, dead, Collected(load=load_frame()), t0=T0)
 
 
 def test_heartbeats_keep_an_attempt_alive(conn: psycopg.Connection, suite: Suite) -> None:

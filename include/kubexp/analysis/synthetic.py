@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import psycopg
 
-from kubexp.records import LOAD_SECOND_COLUMNS, MetricSeries, PlatformEvent
+from kubexp.records import LOAD_SECOND_COLUMNS, Collected, MetricSeries, PlatformEvent
 from kubexp.store import attempts, experiments, ingest, suites
 from kubexp.suite import Suite
 
@@ -117,8 +117,9 @@ def populate(conn: psycopg.Connection, suite: Suite, *, seed: int = 0, unfinishe
             continue
         at = start + timedelta(seconds=number * (params["duration_s"] + 60))
         load, events = load_seconds(params, seconds=params["duration_s"], rng=rng, start=at)
-        ingest.store_experiment_data(conn, experiment_id, attempt_id, load=load, events=events, t0=at,
-                                     series=replica_series(params, seconds=params["duration_s"], rng=rng))
+        series = replica_series(params, seconds=params["duration_s"], rng=rng)
+        ingest.store_experiment_data(conn, experiment_id, attempt_id,
+                                     Collected(load=load, events=events, series=series), t0=at)
         experiments.finish_experiment(conn, experiment_id, attempt_id)
         finished += 1
     return finished

@@ -15,8 +15,8 @@ Kinds of PlatformEvent (source "etcd-log", obj = the member's name):
     EtcdLeaderElected / EtcdLeaderLost / EtcdLeaderChanged   raft's view of the leader on this member
 t is floor(seconds from t0), so an event falls into the load second it happened in.
 
-A platform supplies the text: the local platform's own etcd log (`collect_local`), or a cluster's
-members over SSH (kubexp.platform.kubernetes.etcd_log); the raw text is archived.
+A platform supplies the text: the local platform's own etcd log (`LocalEtcdLog`), or a cluster's
+members over SSH (kubexp.platform.kubernetes.etcd_log.RemoteEtcdLog); the raw text is archived.
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
 from kubexp.artifacts import archive
-from kubexp.records import Artifact, PlatformEvent
+from kubexp.records import Collected, PlatformEvent, Window
 
 SOURCE = "etcd-log"
 ARTIFACT_KIND = "etcd-log"
@@ -131,15 +131,18 @@ def _iso(stamp: str) -> datetime | None:
 # -- collection -------------------------------------------------------------------------------------
 
 
-@dataclass
-class EtcdLogs:
-    events: list[PlatformEvent] = field(default_factory=list)
-    artifacts: list[Artifact] = field(default_factory=list)
+@dataclass(frozen=True)
+class LocalEtcdLog:
+    """The local platform's etcd log (one per etcd start): archived whole, the window's events parsed; nothing
+    while etcd has not written one."""
 
+    log_path: Path
+    member: str
+    name: str = "etcd log"
 
-def collect_local(log_path: Path, start: datetime, end: datetime, t0: datetime, member: str,
-                  dest_dir: Path) -> EtcdLogs:
-    """The local platform's etcd log: archived whole (one log per etcd start), events of the window parsed."""
-    text = Path(log_path).read_text(errors="replace")
-    return EtcdLogs(events=parse(text, t0, member, start=start, end=end),
-                    artifacts=[archive(Path(log_path), dest_dir, kind=ARTIFACT_KIND)])
+    def collect(self, window: Window) -> Collected:
+        if not self.log_path.exists():
+            return Collected(events=[], artifacts=[])
+        text = self.log_path.read_text(errors="replace")
+        return Collected(events=parse(text, window.t0, self.member, start=window.start, end=window.end),
+                         artifacts=[archive(self.log_path, window.dest_dir, kind=ARTIFACT_KIND)])

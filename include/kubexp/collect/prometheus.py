@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import requests
 
 from kubexp.collect.queries import queries_for
-from kubexp.records import MetricSeries
+from kubexp.records import Collected, MetricSeries, Window
 from kubexp.settings import Ports
 
 if TYPE_CHECKING:
@@ -33,8 +33,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_POINTS_PER_SERIES", "CollectOptions", "Collection", "IncompleteMetricsError", "PrometheusError",
-    "PrometheusInstance", "PrometheusUnreachable", "SeriesKey", "check_completeness", "check_ready", "collect",
-    "collect_for_suite", "completeness", "completeness_problems", "local_instance", "options_from_suite",
+    "PrometheusInstance", "PrometheusUnreachable", "SeriesKey", "SuitePrometheus", "check_completeness", "check_ready",
+    "collect", "collect_for_suite", "completeness", "completeness_problems", "local_instance", "options_from_suite",
     "queries_for", "query_all", "resolve_instances", "series_key", "unscraped",
 ]
 
@@ -232,6 +232,20 @@ def collect(instances: Sequence[PrometheusInstance], queries: Mapping[str, str],
 def collect_for_suite(suite: Suite, start: datetime, end: datetime, t0: datetime) -> Collection:
     """The suite's queries on the suite's instances, with the suite's options."""
     return query_all(resolve_instances(suite), queries_for(suite), start, end, t0, options_from_suite(suite))
+
+
+@dataclass(frozen=True)
+class SuitePrometheus:
+    """The suite's queries on the suite's instances over the load, [t0, end], as a collector."""
+
+    suite: Suite
+    name: str = "Prometheus"
+
+    def collect(self, window: Window) -> Collected:
+        metrics = collect_for_suite(self.suite, window.t0, window.end, window.t0)
+        return Collected(series=metrics.series, facts={
+            "empty_queries": metrics.empty, "capped_queries": metrics.capped,
+            "non_finite_points": {str(key): count for key, count in metrics.non_finite.items()}})
 
 
 def _fetch_series(session: requests.Session, instance: PrometheusInstance, name: str, promql: str, base: float,

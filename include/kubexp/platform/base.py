@@ -9,14 +9,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from kubexp.records import PlatformEvent
-
 if TYPE_CHECKING:
-    from kubexp.collect.etcd_log import EtcdLogs
+    from kubexp.collect import Collector
     from kubexp.suite import Suite
 
 
@@ -130,16 +127,13 @@ class Platform(ABC):
         """Where the load generator sends requests."""
 
     @abstractmethod
-    def events(self, start: datetime, end: datetime, t0: datetime) -> list[PlatformEvent]:
-        """Platform events in [start, end], with t relative to t0 (the load start)."""
-
-    @abstractmethod
     def fingerprint(self) -> dict[str, Any]:
         """Facts about the platform for provenance (versions, hosts, what is modelled)."""
 
     @abstractmethod
-    def etcd_logs(self, suite: Suite, start: datetime, end: datetime, t0: datetime, dest_dir: Path) -> EtcdLogs:
-        """etcd's log events in [start, end] and the raw logs archived into dest_dir."""
+    def collectors(self, suite: Suite) -> list[Collector]:
+        """What the platform adds to an experiment's data after the load (kubexp.collect): its events from the
+        deploy to the load's end, etcd's log, the SUT's log files."""
 
     def sanity_after_load(self) -> tuple[bool, str] | None:
         """The sanity request of the rollout again, after the load: (answered, detail); None when the platform

@@ -17,7 +17,7 @@ import pandas as pd
 import psycopg
 from psycopg.types.json import Jsonb
 
-from kubexp.records import LOAD_SECOND_COLUMNS, Artifact, MetricSeries, PlatformEvent
+from kubexp.records import LOAD_SECOND_COLUMNS, Collected, MetricSeries
 from kubexp.store.db import StoreError
 
 # PostgreSQL binary COPY: header, and a trailer of field count -1.
@@ -111,15 +111,13 @@ def store_experiment_data(
     conn: psycopg.Connection,
     experiment_id: str,
     attempt_id: int,
+    collected: Collected,
     *,
-    load: pd.DataFrame | None = None,
-    series: list[MetricSeries] | None = None,
-    events: list[PlatformEvent] | None = None,
-    artifacts: list[Artifact] | None = None,
     t0: datetime,
     duration_s: int | None = None,
 ) -> None:
-    """Store what an attempt collected, in one transaction; each kind given replaces the earlier rows.
+    """Store what an attempt collected, in one transaction; each kind collected (not None) replaces the
+    earlier rows of that kind.
 
     `t0` is the wall clock of t = 0 (timezone-aware). `duration_s` (default: the scenario's) is the
     span [0, duration_s) over which each metric series' completeness is computed.
@@ -153,12 +151,13 @@ def store_experiment_data(
         if outcome != "running":
             raise StoreError(f"attempt {attempt_id} ended as {outcome}; it may no longer store data")
         conn.execute("UPDATE attempt SET load_started_at = %s, heartbeat_at = now() WHERE id = %s", (t0, attempt_id))
+        load, events, artifacts = collected.load, collected.events, collected.artifacts
         if load is not None:
             columns = load_frame_columns(load, experiment_id, attempt_id)
             conn.execute("DELETE FROM load_second WHERE experiment_id = %s", (experiment_id,))
             _copy(conn, "load_second", list(columns), binary_copy_data(columns, len(load)))
-        if series is not None:
-            _store_series(conn, experiment_id, attempt_id, series, duration_s or scenario_duration)
+        if collected.series is not None:
+            _store_series(conn, experiment_id, attempt_id, collected.series, duration_s or scenario_duration)
         if events is not None:
             conn.execute("DELETE FROM platform_event WHERE experiment_id = %s", (experiment_id,))
             _copy_rows(conn, "platform_event", ["experiment_id", "attempt_id", "t", "at", "source", "kind", "obj",

@@ -13,6 +13,7 @@ from loopback_sshd import running_sshd
 from kubexp.collect.etcd_log import parse
 from kubexp.platform.kubernetes import etcd_log
 from kubexp.platform.kubernetes.etcd_log import EtcdLogError, EtcdLogSource
+from kubexp.records import Window
 from kubexp.suite import load_suite
 
 DATA = Path(__file__).parents[2] / "collect" / "data" / "etcd"  # logs captured from etcd 3.4 and 3.5
@@ -37,7 +38,7 @@ def test_log_file_over_ssh(ssh_conn_id: str, tmp_path: Path) -> None:
     start, end = datetime(2026, 11, 28, 17, 18, tzinfo=UTC), datetime(2026, 11, 28, 17, 18, 10, tzinfo=UTC)
     sources = [EtcdLogSource("m1", ssh_conn_id, journal_unit=None, log_file=str(path)),
                EtcdLogSource("m1-again", ssh_conn_id, journal_unit=None, log_file=str(path), max_bytes=1 << 30)]
-    collected = etcd_log.collect_remote(sources, start, end, start, tmp_path)
+    collected = etcd_log.RemoteEtcdLog(sources).collect(Window(start, start, end, tmp_path))
 
     expected = parse(path.read_text(), start, "m1", start=start, end=end)
     assert expected and [e for e in collected.events if e.obj == "m1"] == expected
@@ -55,7 +56,7 @@ def test_journal_over_ssh_runs_journalctl_for_the_window(ssh_conn_id: str, tmp_p
         "journalctl", "--unit", "etcd", "--since", "2026-11-28 17:17:59 UTC", "--until", "2026-11-28 17:19:01 UTC",
         "--output", "short-iso-precise", "--utc", "--no-pager", "--quiet"]
     # This machine has journalctl but no systemd journal: the command runs and finds nothing.
-    collected = etcd_log.collect_remote([source], start, start + timedelta(seconds=60), start, tmp_path)
+    collected = etcd_log.RemoteEtcdLog([source]).collect(Window(start, start, start + timedelta(seconds=60), tmp_path))
     assert collected.events == [] and len(collected.artifacts) == 1
 
 
@@ -63,7 +64,7 @@ def test_journal_over_ssh_runs_journalctl_for_the_window(ssh_conn_id: str, tmp_p
 def test_failing_remote_command_names_member_connection_and_output(ssh_conn_id: str, tmp_path: Path) -> None:
     source = EtcdLogSource("m2", ssh_conn_id, journal_unit=None, log_file="/var/log/no such; etcd.log")
     with pytest.raises(EtcdLogError) as failure:
-        etcd_log.collect_remote([source], CAPTURED_AT, CAPTURED_AT, CAPTURED_AT, tmp_path)
+        etcd_log.RemoteEtcdLog([source]).collect(Window(CAPTURED_AT, CAPTURED_AT, CAPTURED_AT, tmp_path))
     message = str(failure.value)
     assert "etcd member 'm2' via SSH connection 'kubexp_etcd_node'" in message
     assert "tail -c 67108864 -- '/var/log/no such; etcd.log'` exited with 1" in message

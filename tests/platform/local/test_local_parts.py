@@ -231,3 +231,30 @@ def test_v1_group_files_written(tmp_path: Path) -> None:
     assert (cpu / "g" / "replica-1" / "cpu.cfs_quota_us").read_text() == "20000\n"
     (memory / "g" / "replica-1" / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 5\n")
     assert group.oom_kills() == 5
+
+
+def test_collectors_gather_the_journal_the_etcd_log_and_the_sut_logs_in_one_envelope(
+        kubexp_home: Path, tmp_path: Path) -> None:
+    from kubexp.collect import collect_all
+    from kubexp.records import Window
+
+    suite = load_suite(SUITES_DIR / "demo.yaml")
+    platform = create(suite)
+    t0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    platform.state_dir.mkdir(parents=True)
+    journal.append(platform.state_dir / "events.jsonl", "local-supervisor", "Restarted", "replica-1",
+                   at=t0 - timedelta(seconds=30))  # before the deploy: not this experiment's
+    journal.append(platform.state_dir / "events.jsonl", "local-supervisor", "OOMKilled", "replica-1",
+                   at=t0 + timedelta(seconds=2.5))
+    platform.etcd_log_path.parent.mkdir(parents=True, exist_ok=True)
+    platform.etcd_log_path.write_text('{"level":"warn","ts":"2026-01-01T12:00:01.2Z","msg":"slow fdatasync"}\n')
+    (platform.state_dir / "logs" / "replica-1.log").write_text("started\n")
+    window = Window(t0=t0, start=t0 - timedelta(seconds=10), end=t0 + timedelta(seconds=20), dest_dir=tmp_path)
+
+    collected = collect_all(platform.collectors(suite), window)
+
+    assert [(e.t, e.source, e.kind) for e in collected.events or []] == [
+        (2, "local-supervisor", "OOMKilled"), (1, "etcd-log", "EtcdSlowFsync")]
+    assert sorted((a.kind, Path(a.path).name) for a in collected.artifacts or []) == [
+        ("etcd-log", "etcd.log.gz"), ("log", "replica-1.log.gz")]
+    assert collected.load is None and collected.series is None and collected.facts == {}

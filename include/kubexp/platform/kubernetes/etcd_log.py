@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kubexp.artifacts import archive
-from kubexp.collect.etcd_log import ARTIFACT_KIND, EtcdLogs, parse
+from kubexp.collect.etcd_log import ARTIFACT_KIND, parse
 from kubexp.platform.kubernetes.remote_exec import exec_to_end
-from kubexp.records import Artifact
+from kubexp.records import Artifact, Collected, PlatformEvent, Window
 
 if TYPE_CHECKING:
     from kubexp.suite import Suite
@@ -72,16 +72,24 @@ def sources_from_suite(suite: Suite) -> list[EtcdLogSource]:
             for i, m in enumerate(members)]
 
 
-def collect_remote(sources: Sequence[EtcdLogSource], start: datetime, end: datetime, t0: datetime,
-                   dest_dir: Path, timeout_s: float = 120.0) -> EtcdLogs:
-    """Fetch each member's log over SSH, archive it as etcd-<member>.log.gz and parse the window's events."""
-    collected = EtcdLogs()
-    for source in sources:
-        text = _fetch(source, start, end, timeout_s)
-        collected.artifacts.append(_archive_text(text, f"etcd-{source.member}.log", dest_dir))
-        collected.events += parse(text, t0, source.member, start=start, end=end, text_tz=source.text_tz)
-    collected.events.sort(key=lambda event: event.at)
-    return collected
+@dataclass(frozen=True)
+class RemoteEtcdLog:
+    """Each member's log fetched over SSH, archived as etcd-<member>.log.gz, the window's events parsed."""
+
+    sources: Sequence[EtcdLogSource]
+    timeout_s: float = 120.0
+    name: str = "etcd logs over SSH"
+
+    def collect(self, window: Window) -> Collected:
+        events: list[PlatformEvent] = []
+        artifacts: list[Artifact] = []
+        for source in self.sources:
+            text = _fetch(source, window.start, window.end, self.timeout_s)
+            artifacts.append(_archive_text(text, f"etcd-{source.member}.log", window.dest_dir))
+            events += parse(text, window.t0, source.member, start=window.start, end=window.end,
+                            text_tz=source.text_tz)
+        events.sort(key=lambda event: event.at)
+        return Collected(events=events, artifacts=artifacts)
 
 
 def _fetch(source: EtcdLogSource, start: datetime, end: datetime, timeout_s: float) -> str:

@@ -13,7 +13,6 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from functools import cached_property
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kubexp.platform.base import Endpoint, NodeStatus, Platform, PlatformError, Unsupported, etcd_fsync_delay_ms
@@ -27,7 +26,7 @@ from kubexp.platform.kubernetes.queries import KUBERNETES_QUERIES, RATE_WINDOW
 from kubexp.records import PlatformEvent
 
 if TYPE_CHECKING:
-    from kubexp.collect.etcd_log import EtcdLogs
+    from kubexp.collect import Collector
     from kubexp.suite import Suite
 
 log = logging.getLogger(__name__)
@@ -210,6 +209,7 @@ class KubernetesPlatform(Platform):
         return Endpoint(host=str(host), port=port)
 
     def events(self, start: datetime, end: datetime, t0: datetime) -> list[PlatformEvent]:
+        """Events of the app's namespace (and Istio's) in [start, end], t relative to t0 (the load start)."""
         from kubexp.platform.kubernetes import events
 
         namespaces = [self.settings.namespace]
@@ -217,11 +217,13 @@ class KubernetesPlatform(Platform):
             namespaces.append(self.settings.istio.namespace)
         return list(events.collect(self.settings.conn_id, namespaces, start, end, t0))
 
-    def etcd_logs(self, suite: Suite, start: datetime, end: datetime, t0: datetime, dest_dir: Path) -> EtcdLogs:
-        """Fetched over SSH from the suite's etcd log sources (kubexp.platform.kubernetes.etcd_log)."""
+    def collectors(self, suite: Suite) -> list[Collector]:
+        """The namespaces' Events, and etcd's log over SSH from the suite's sources (kubexp.platform.kubernetes.
+        etcd_log)."""
+        from kubexp.collect import Events
         from kubexp.platform.kubernetes import etcd_log
 
-        return etcd_log.collect_remote(etcd_log.sources_from_suite(suite), start, end, t0, dest_dir)
+        return [Events("Kubernetes events", self.events), etcd_log.RemoteEtcdLog(etcd_log.sources_from_suite(suite))]
 
     def restart_load_servers(self) -> list[str]:
         """Restart the remote JMeter servers (load.servers + load.ssh_conn_ids); their 'host:port' list."""

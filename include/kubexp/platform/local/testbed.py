@@ -37,7 +37,7 @@ from kubexp.processes import ManagedProcess, ProcessError, free_port, port_is_fr
 from kubexp.records import PlatformEvent
 
 if TYPE_CHECKING:
-    from kubexp.collect.etcd_log import EtcdLogs
+    from kubexp.collect import Collector
     from kubexp.suite import Suite
 
 log = logging.getLogger(__name__)
@@ -109,13 +109,13 @@ class LocalPlatform(Platform):
 
     etcd_member = MEMBER
 
-    def etcd_logs(self, suite: Suite, start: datetime, end: datetime, t0: datetime, dest_dir: Path) -> EtcdLogs:
-        """This platform's own etcd log (one per etcd start), archived whole; the window's events parsed."""
-        from kubexp.collect import etcd_log
+    def collectors(self, suite: Suite) -> list[Collector]:
+        """The supervisor's events, this platform's own etcd log, the SUT's other logs."""
+        from kubexp.collect import Events, LogFiles
+        from kubexp.collect.etcd_log import LocalEtcdLog
 
-        if not self.etcd_log_path.exists():
-            return etcd_log.EtcdLogs()
-        return etcd_log.collect_local(self.etcd_log_path, start, end, t0, self.etcd_member, dest_dir)
+        return [Events("local platform events", self.events), LocalEtcdLog(self.etcd_log_path, self.etcd_member),
+                LogFiles("SUT logs", self.log_files)]
 
     def log_files(self) -> dict[str, Path]:
         """Logs of the SUT that exist now (replicas, HAProxy, supervisor), to archive; etcd's is etcd_log_path."""
@@ -303,6 +303,7 @@ class LocalPlatform(Platform):
         return Endpoint("127.0.0.1", int(facts["frontend_port"]), "/")
 
     def events(self, start: datetime, end: datetime, t0: datetime) -> list[PlatformEvent]:
+        """The supervisor's journal in [start, end], t relative to t0 (the load start)."""
         return journal.window(journal.read(self._file("events.jsonl")), start, end, t0)
 
     def fingerprint(self) -> dict[str, Any]:

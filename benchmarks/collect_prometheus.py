@@ -155,7 +155,7 @@ def main() -> None:
                 print(f"{label}: {len(chosen)} queries, {len(collected.series)} series, {points} points, "
                       f"{sum(collected.non_finite.values())} NaN/Inf dropped; collection "
                       f"min {min(times):.2f} s, median {statistics.median(times):.2f} s, max {max(times):.2f} s")
-            shares = prometheus.completeness(collected.series, 0, seconds)
+            shares = prometheus.completeness(collected.series, seconds)
             print(f"completeness: min {min(shares.values()):.3f}, median {statistics.median(shares.values()):.3f}")
         finally:
             server.stop()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import shutil
 import socket
 import time
@@ -495,11 +494,11 @@ def collect(data: Mapping[str, Any], load_run: Mapping[str, Any]) -> dict[str, A
         attempts.record_provenance(conn, _attempt(current), {"collect": collected.facts})
     series, frame = collected.series or [], collected.load
     assert frame is not None  # the JTL collector's
-    load_seconds = max(1, math.floor((end - t0).total_seconds()))
-    shares = prometheus.completeness(series, 0, load_seconds)
-    metric_problems = prometheus.completeness_problems(shares, queries.required_for(suite),
-                                                       float(suite.metrics.get("completeness_min", 0.9)))
     duration = int(current.params["duration_s"])
+    # The stored completeness (ingest) by the same rule over the same seconds: the two cannot disagree.
+    metric_problems = prometheus.completeness_problems(prometheus.completeness(series, duration),
+                                                       queries.required_for(suite),
+                                                       float(suite.metrics.get("completeness_min", 0.9)))
     inside = frame[(frame["t"] >= 0) & (frame["t"] < duration)]
     return {"rows": collected.facts["jtl"]["rows"], "malformed": collected.facts["jtl"]["malformed"],
             "seconds": jtl.loaded_seconds(frame, duration),  # seconds of [0, duration) with a request

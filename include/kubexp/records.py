@@ -6,6 +6,7 @@ and returns `Collected`; the store takes `Collected` (kubexp.store.ingest.store_
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -31,6 +32,16 @@ class MetricSeries:
     name: str  # the query's name in the suite
     labels: dict[str, str]
     points: list[tuple[int, float]] = field(default_factory=list)  # (t, value), t unique
+
+
+def completeness(series: MetricSeries, duration_s: int) -> float:
+    """A metric series' completeness, the one rule: stored with the series (kubexp.store.ingest), required
+    of `metrics.required` series before an experiment finishes (kubexp.collect.prometheus.completeness_problems)
+    and shown by the report. It is the share of the scenario's load seconds, 0 <= t < duration_s, that
+    have a finite value."""
+    if duration_s <= 0:
+        raise ValueError(f"completeness window t=0..{duration_s} is empty")
+    return len({t for t, value in series.points if 0 <= t < duration_s and math.isfinite(value)}) / duration_s
 
 
 @dataclass(frozen=True)

@@ -240,10 +240,10 @@ def test_naive_datetimes_are_refused() -> None:
 def test_completeness_counts_seconds_in_the_half_open_window() -> None:
     series = [MetricSeries("prometheus:a", "q", {"pod": "p"}, [(-1, 1.0), (0, 1.0), (1, 0.0), (3, 2.0), (10, 1.0)]),
               MetricSeries("prometheus:a", "q", {"pod": "r"}, [])]
-    shares = prometheus.completeness(series, 0, 10)
+    shares = prometheus.completeness(series, 10)
     assert list(shares.values()) == [0.3, 0.0]
     assert str(next(iter(shares))) == 'q{pod="p"} from prometheus:a'
     assert prometheus.completeness_problems(shares, ["q"], 0.25) == [
         'required series q{pod="r"} from prometheus:a covers 0% of the seconds (< 25%)']
     with pytest.raises(ValueError, match="empty"):
-        prometheus.completeness(series, 5, 5)
+        prometheus.completeness(series, 0)

@@ -75,7 +75,7 @@ def test_every_default_local_query_answers_from_the_real_exporters(stack: Metric
 
 def test_exporter_gap_is_missing_seconds_and_lowers_completeness(stack: MetricsStack) -> None:
     series = prometheus.collect([stack.instance], LOCAL, stack.t0, stack.end, stack.t0)
-    shares = prometheus.completeness(series, 0, span(stack))
+    shares = prometheus.completeness(series, span(stack))
 
     memory = only(series, "app_resident_memory_bytes", replica=stack.app_replica)
     stopped = (stack.stopped_at - stack.t0).total_seconds()
@@ -97,13 +97,13 @@ def test_postcondition_names_the_incomplete_required_series(stack: MetricsStack)
 
     with pytest.raises(IncompleteMetricsError) as failure:
         prometheus.check_completeness(series, ["app_resident_memory_bytes", "etcd_has_leader", "no_such_query"],
-                                      0, span(stack), minimum=0.9)
+                                      span(stack), minimum=0.9)
     message = str(failure.value)
     assert 'app_resident_memory_bytes{replica="replica-1"} from prometheus:test covers' in message
     assert "'no_such_query' returned no series" in message
     assert "etcd_has_leader" not in message
     assert len(failure.value.problems) == 2
-    shares = prometheus.check_completeness(series, ["etcd_has_leader"], 0, span(stack), minimum=0.5)
+    shares = prometheus.check_completeness(series, ["etcd_has_leader"], span(stack), minimum=0.5)
     assert shares
 
 

@@ -498,3 +498,31 @@ def test_cleanup_starts_stopped_etcd_members_before_the_teardown(
     experiment.cleanup(current.to_xcom(), suite_path, "steps", "manual__1")
     assert done == ["etcd", "teardown"]
     assert "etcd members master-1 were stopped" in caplog.text
+
+
+def test_collect_and_the_store_judge_metric_completeness_by_one_rule(
+        suite_path: Path, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The load ended 3 s before its 20 s: collect used to judge the required series over the load's 17 s
+    (complete, no problem) while the store recorded 85 % for the same series; both use [0, duration_s) now."""
+    from kubexp.collect import prometheus
+    from kubexp.records import MetricSeries
+
+    series = [MetricSeries("prometheus:local", "scrape_up", {"component": "app"}, [(t, 1.0) for t in range(17)]),
+              MetricSeries("prometheus:local", "haproxy_active_servers", {}, [(t, 1.0) for t in range(-3, 21)])]
+    monkeypatch.setattr(prometheus, "collect_for_suite", lambda *args: prometheus.Collection(series=series))
+    t0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    t0_ms = int(t0.timestamp() * 1000)
+    load_run = _archived({"jtl": str(_samples(tmp_path / "run.jtl", t0_ms, [i * 100 for i in range(170)])),
+                          "t0_ms": t0_ms, "t0": t0.isoformat(), "ended_at": (t0 + timedelta(seconds=17)).isoformat()})
+    assert experiment.lock_cluster(suite_path, "steps", "manual__1")
+    current = experiment.select(suite_path, run(1), {})
+    assert current is not None and current.params["duration_s"] == 20
+
+    problems = experiment.collect(current.to_xcom(), load_run)["metric_problems"]
+
+    with db.connect(database_url) as conn:
+        stored = dict(conn.execute("SELECT name, completeness FROM metric_series WHERE experiment_id = %s",
+                                   (current.experiment_id,)).fetchall())
+    assert stored == {"scrape_up": 0.85, "haproxy_active_servers": 1.0}
+    assert problems == ['required series scrape_up{component="app"} from prometheus:local covers 85% of the seconds '
+                        '(< 90%)']

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from kubexp import records
 from kubexp.collect.queries import queries_for
 from kubexp.records import Collected, MetricSeries, Window
 from kubexp.settings import Ports
@@ -397,12 +398,10 @@ def check_ready(instance: PrometheusInstance, timeout_s: float = 5.0) -> None:
 # -- completeness ---------------------------------------------------------------------------------
 
 
-def completeness(series: Iterable[MetricSeries], t_start: int, t_end: int) -> dict[SeriesKey, float]:
-    """Per series, the share of the seconds t_start <= t < t_end that have a point (the store's rule)."""
-    span = t_end - t_start
-    if span <= 0:
-        raise ValueError(f"completeness window t={t_start}..{t_end} is empty")
-    return {series_key(one): sum(1 for t, _ in one.points if t_start <= t < t_end) / span for one in series}
+def completeness(series: Iterable[MetricSeries], duration_s: int) -> dict[SeriesKey, float]:
+    """Per series, its completeness over the load's seconds [0, duration_s) (kubexp.records.completeness, the
+    rule the store applies too)."""
+    return {series_key(one): records.completeness(one, duration_s) for one in series}
 
 
 def completeness_problems(shares: Mapping[SeriesKey, float], required: Iterable[str], minimum: float) -> list[str]:
@@ -417,10 +416,10 @@ def completeness_problems(shares: Mapping[SeriesKey, float], required: Iterable[
     return problems
 
 
-def check_completeness(series: Iterable[MetricSeries], required: Iterable[str], t_start: int, t_end: int,
+def check_completeness(series: Iterable[MetricSeries], required: Iterable[str], duration_s: int,
                        minimum: float = 0.9) -> dict[SeriesKey, float]:
     """The postcondition: raise IncompleteMetricsError naming every required series below `minimum`."""
-    shares = completeness(series, t_start, t_end)
+    shares = completeness(series, duration_s)
     problems = completeness_problems(shares, required, minimum)
     if problems:
         raise IncompleteMetricsError(problems)

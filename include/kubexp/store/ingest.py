@@ -17,7 +17,7 @@ import pandas as pd
 import psycopg
 from psycopg.types.json import Jsonb
 
-from kubexp.records import LOAD_SECOND_COLUMNS, Collected, MetricSeries
+from kubexp.records import LOAD_SECOND_COLUMNS, Collected, MetricSeries, completeness
 from kubexp.store.db import StoreError
 
 # PostgreSQL binary COPY: header, and a trailer of field count -1.
@@ -114,13 +114,12 @@ def store_experiment_data(
     collected: Collected,
     *,
     t0: datetime,
-    duration_s: int | None = None,
 ) -> None:
     """Store what an attempt collected, in one transaction; each kind collected (not None) replaces the
     earlier rows of that kind.
 
-    `t0` is the wall clock of t = 0 (timezone-aware). `duration_s` (default: the scenario's) is the
-    span [0, duration_s) over which each metric series' completeness is computed.
+    `t0` is the wall clock of t = 0 (timezone-aware). Each metric series is stored with its completeness
+    over the scenario's duration_s (kubexp.records.completeness, the rule finalize applies).
     """
     if t0.tzinfo is None:
         raise StoreError("t0 must be timezone-aware (UTC); got a naive datetime")
@@ -157,7 +156,7 @@ def store_experiment_data(
             conn.execute("DELETE FROM load_second WHERE experiment_id = %s", (experiment_id,))
             _copy(conn, "load_second", list(columns), binary_copy_data(columns, len(load)))
         if collected.series is not None:
-            _store_series(conn, experiment_id, attempt_id, collected.series, duration_s or scenario_duration)
+            _store_series(conn, experiment_id, attempt_id, collected.series, scenario_duration)
         if events is not None:
             conn.execute("DELETE FROM platform_event WHERE experiment_id = %s", (experiment_id,))
             _copy_rows(conn, "platform_event", ["experiment_id", "attempt_id", "t", "at", "source", "kind", "obj",
@@ -179,7 +178,7 @@ def _copy_rows(conn: psycopg.Connection, table: str, columns: list[str], rows: l
 
 
 def _store_series(
-    conn: psycopg.Connection, experiment_id: str, attempt_id: int, series: list[MetricSeries], span_s: int | None
+    conn: psycopg.Connection, experiment_id: str, attempt_id: int, series: list[MetricSeries], duration_s: int
 ) -> None:
     """One row per series, its points as arrays t (ascending) and value (sql/0002_metric_points_as_arrays.sql)."""
     conn.execute("DELETE FROM metric_series WHERE experiment_id = %s", (experiment_id,))
@@ -197,8 +196,5 @@ def _store_series(
             t = points[:, 0].astype(np.int64)
             if np.any(t[1:] == t[:-1]):
                 raise StoreError(f"metric series {one.name} {one.labels} has several points for the same second")
-            completeness = None
-            if span_s:
-                completeness = min(1.0, float(np.count_nonzero((t >= 0) & (t < span_s))) / span_s)
-            copy.write_row((experiment_uuid, attempt_id, one.source, one.name, Jsonb(one.labels), len(t), completeness,
-                            t.tolist(), points[:, 1].tolist()))
+            copy.write_row((experiment_uuid, attempt_id, one.source, one.name, Jsonb(one.labels), len(t),
+                            completeness(one, duration_s), t.tolist(), points[:, 1].tolist()))

@@ -21,6 +21,18 @@ LOAD_SECOND_COLUMNS = (
     "failures_4xx", "failures_5xx", "failures_other",
     "elapsed_mean_ms", "elapsed_p50_ms", "elapsed_p90_ms", "elapsed_p95_ms", "elapsed_p99_ms",
     "elapsed_max_ms", "latency_mean_ms", "connect_mean_ms", "bytes", "threads",
+    # successful requests only (a fast 503 or refused connection would pull the all-requests figures down);
+    # processing = Latency - Connect (time to the first byte after the connection was open)
+    "success_elapsed_mean_ms", "success_elapsed_p50_ms", "success_elapsed_p90_ms", "success_elapsed_p95_ms",
+    "success_elapsed_p99_ms", "success_elapsed_max_ms", "success_processing_mean_ms",
+)
+# Exact statistics over every sample of an experiment's JTL (not over per-second values; store table
+# load_experiment): percentiles are nearest rank over all samples, resp. all successful ones.
+EXPERIMENT_LOAD_COLUMNS = (
+    "requests", "successes",
+    "elapsed_mean_ms", "elapsed_p50_ms", "elapsed_p90_ms", "elapsed_p95_ms", "elapsed_p99_ms", "elapsed_max_ms",
+    "success_elapsed_mean_ms", "success_elapsed_p50_ms", "success_elapsed_p90_ms", "success_elapsed_p95_ms",
+    "success_elapsed_p99_ms", "success_elapsed_max_ms", "success_processing_mean_ms",
 )
 
 
@@ -85,6 +97,7 @@ class Collected:
     list replaces them with none. `facts` go into the attempt's provenance."""
 
     load: pd.DataFrame | None = None  # per-second load rows, columns LOAD_SECOND_COLUMNS
+    load_whole: dict[str, float | None] | None = None  # EXPERIMENT_LOAD_COLUMNS of the same samples, with load
     series: list[MetricSeries] | None = None
     events: list[PlatformEvent] | None = None
     artifacts: list[Artifact] | None = None
@@ -101,6 +114,7 @@ class Collected:
         def joined(mine: list[Any] | None, theirs: list[Any] | None) -> list[Any] | None:
             return None if mine is None and theirs is None else [*(mine or []), *(theirs or [])]
 
-        return Collected(load=self.load if other.load is None else other.load,
+        load = self if self.load is not None else other  # the whole-load figures go with their frame
+        return Collected(load=load.load, load_whole=load.load_whole,
                          series=joined(self.series, other.series), events=joined(self.events, other.events),
                          artifacts=joined(self.artifacts, other.artifacts), facts={**self.facts, **other.facts})

@@ -38,7 +38,8 @@ BEGIN
         SELECT w.experiment_id, w.attempt_id, w.start_s, w.end_s, l.t, l.requests, l.failures,
                l.failures_4xx, l.failures_5xx, l.failures_other, l.elapsed_mean_ms, l.elapsed_p50_ms,
                l.elapsed_p90_ms, l.elapsed_p95_ms, l.elapsed_p99_ms, l.elapsed_max_ms,
-               coalesce(l.successes, 0) AS ok
+               l.success_elapsed_mean_ms, l.success_elapsed_p50_ms, l.success_elapsed_p99_ms,
+               l.success_processing_mean_ms, coalesce(l.successes, 0) AS ok
         FROM window_of w
         CROSS JOIN LATERAL generate_series(w.start_s, w.end_s - 1) AS g (second_t)
         LEFT JOIN LATERAL (
@@ -52,7 +53,8 @@ BEGIN
         requests, successes, successes_sq, failures, failures_4xx, failures_5xx, failures_other,
         successes_per_s_mean, successes_per_s_median, successes_per_s_std, elapsed_mean_ms,
         elapsed_p50_median_ms, elapsed_p90_median_ms, elapsed_p95_median_ms, elapsed_p99_median_ms,
-        elapsed_p99_max_ms, elapsed_max_ms)
+        elapsed_p99_max_ms, elapsed_max_ms, success_elapsed_mean_ms, success_elapsed_p50_median_ms,
+        success_elapsed_p99_median_ms, success_processing_mean_ms)
     SELECT experiment_id, min(attempt_id), min(start_s), min(end_s), count(*), count(t),
            coalesce(sum(requests), 0), sum(ok), sum(ok::double precision * ok),
            coalesce(sum(failures), 0), coalesce(sum(failures_4xx), 0), coalesce(sum(failures_5xx), 0),
@@ -64,7 +66,14 @@ BEGIN
            percentile_cont(0.5) WITHIN GROUP (ORDER BY elapsed_p90_ms),
            percentile_cont(0.5) WITHIN GROUP (ORDER BY elapsed_p95_ms),
            percentile_cont(0.5) WITHIN GROUP (ORDER BY elapsed_p99_ms),
-           max(elapsed_p99_ms), max(elapsed_max_ms)
+           max(elapsed_p99_ms), max(elapsed_max_ms),
+           -- successful requests only (NULL for experiments collected before sql/0006)
+           sum(success_elapsed_mean_ms * ok) FILTER (WHERE ok > 0)
+               / nullif(sum(ok) FILTER (WHERE success_elapsed_mean_ms IS NOT NULL AND ok > 0), 0),
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY success_elapsed_p50_ms),
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY success_elapsed_p99_ms),
+           sum(success_processing_mean_ms * ok) FILTER (WHERE ok > 0)
+               / nullif(sum(ok) FILTER (WHERE success_processing_mean_ms IS NOT NULL AND ok > 0), 0)
     FROM second
     GROUP BY experiment_id;
     GET DIAGNOSTICS written = ROW_COUNT;
@@ -82,13 +91,26 @@ SELECT e.id AS experiment_id, e.suite, e.scenario_id, ss.position AS scenario_in
        a.failures::double precision / nullif(a.requests, 0) AS failure_share,
        a.successes_per_s_mean, a.successes_per_s_median, a.successes_per_s_std,
        a.elapsed_mean_ms, a.elapsed_p50_median_ms, a.elapsed_p90_median_ms, a.elapsed_p95_median_ms,
-       a.elapsed_p99_median_ms, a.elapsed_p99_max_ms, a.elapsed_max_ms
+       a.elapsed_p99_median_ms, a.elapsed_p99_max_ms, a.elapsed_max_ms,
+       a.success_elapsed_mean_ms, a.success_elapsed_p50_median_ms, a.success_elapsed_p99_median_ms,
+       a.success_processing_mean_ms,
+       -- exact over every sample of the experiment's JTL (load_experiment; NULL before sql/0006)
+       w.requests AS whole_requests, w.successes AS whole_successes,
+       w.elapsed_p50_ms AS whole_elapsed_p50_ms, w.elapsed_p99_ms AS whole_elapsed_p99_ms,
+       w.success_elapsed_mean_ms AS whole_success_elapsed_mean_ms,
+       w.success_elapsed_p50_ms AS whole_success_elapsed_p50_ms,
+       w.success_elapsed_p90_ms AS whole_success_elapsed_p90_ms,
+       w.success_elapsed_p95_ms AS whole_success_elapsed_p95_ms,
+       w.success_elapsed_p99_ms AS whole_success_elapsed_p99_ms,
+       w.success_elapsed_max_ms AS whole_success_elapsed_max_ms,
+       w.success_processing_mean_ms AS whole_success_processing_mean_ms
 FROM experiment e
 JOIN suite_scenario ss ON ss.suite = e.suite AND ss.scenario_id = e.scenario_id
 JOIN scenario sc ON sc.id = e.scenario_id
 CROSS JOIN LATERAL scenario_columns(sc.params) p
 JOIN attempt at ON at.id = e.finished_attempt_id
 LEFT JOIN experiment_aggregate a ON a.experiment_id = e.id
+LEFT JOIN load_experiment w ON w.experiment_id = e.id AND w.attempt_id = e.finished_attempt_id
 WHERE e.status = 'finished';
 
 -- One row per scenario of a suite (also those without finished experiments yet: experiments = 0;
@@ -117,7 +139,15 @@ CROSS JOIN LATERAL (
            sum(a.elapsed_mean_ms * a.requests) / nullif(sum(a.requests) FILTER (WHERE a.elapsed_mean_ms IS NOT NULL), 0)
                AS elapsed_mean_ms,
            percentile_cont(0.5) WITHIN GROUP (ORDER BY a.elapsed_p95_median_ms) AS elapsed_p95_median_ms,
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY a.elapsed_p99_median_ms) AS elapsed_p99_median_ms
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY a.elapsed_p99_median_ms) AS elapsed_p99_median_ms,
+           sum(a.success_elapsed_mean_ms * a.successes)
+               / nullif(sum(a.successes) FILTER (WHERE a.success_elapsed_mean_ms IS NOT NULL), 0)
+               AS success_elapsed_mean_ms,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY a.success_elapsed_p99_median_ms)
+               AS success_elapsed_p99_median_ms,
+           sum(a.success_processing_mean_ms * a.successes)
+               / nullif(sum(a.successes) FILTER (WHERE a.success_processing_mean_ms IS NOT NULL), 0)
+               AS success_processing_mean_ms
     FROM experiment e
     JOIN experiment_aggregate a ON a.experiment_id = e.id
     WHERE e.suite = ss.suite AND e.scenario_id = ss.scenario_id AND e.status = 'finished'

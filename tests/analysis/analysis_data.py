@@ -96,6 +96,9 @@ def constant_load(seconds: int, successes: float, *, failures: int = 0, p99_ms: 
         "elapsed_p90_ms": p99_ms * 0.8, "elapsed_p95_ms": p99_ms * 0.9, "elapsed_p99_ms": p99_ms,
         "elapsed_max_ms": p99_ms * 1.5, "latency_mean_ms": p99_ms / 2, "connect_mean_ms": 0.4,
         "bytes": (ok + bad) * 100, "threads": 2})
+    for column in [c for c in frame.columns if c.startswith("elapsed_")]:
+        frame[f"success_{column}"] = frame[column]
+    frame["success_processing_mean_ms"] = p99_ms / 2 - 0.4
     return frame[list(LOAD_SECOND_COLUMNS)]
 
 

@@ -21,8 +21,27 @@ def nearest_rank(values: list[int], p: int) -> float:
     return float(ordered[math.ceil(p / 100 * len(ordered)) - 1])
 
 
-def reference_rows(path: Path, t0_ms: int | None = None) -> dict[int, dict[str, float]]:
-    """{t: {column: value}} for every second that has samples; well-formed lines only."""
+def _elapsed_figures(elapsed: list[int], prefix: str = "") -> dict[str, float]:
+    """Mean, nearest-rank percentiles and max of a list of elapsed values (NaN for an empty list)."""
+    if not elapsed:
+        return {f"{prefix}{name}": math.nan for name in
+                ("elapsed_mean_ms", "elapsed_p50_ms", "elapsed_p90_ms", "elapsed_p95_ms", "elapsed_p99_ms",
+                 "elapsed_max_ms")}
+    return {f"{prefix}elapsed_mean_ms": sum(elapsed) / len(elapsed),
+            **{f"{prefix}elapsed_p{p}_ms": nearest_rank(elapsed, p) for p in (50, 90, 95, 99)},
+            f"{prefix}elapsed_max_ms": float(max(elapsed))}
+
+
+def _processing_mean(rows: list[dict[str, str]], names: list[str]) -> float:
+    """Mean Latency - Connect of the successful rows among `rows`."""
+    ok = [row for row in rows if row["success"].lower() == "true"]
+    if not ok or "Latency" not in names or "Connect" not in names:
+        return math.nan
+    return sum(int(row["Latency"]) - int(row["Connect"]) for row in ok) / len(ok)
+
+
+def _samples(path: Path) -> tuple[list[str], list[tuple[int, int, dict[str, str]]]]:
+    """Column names and the well-formed samples (timeStamp, elapsed, row) of a JTL."""
     with open(path, newline="") as handle:
         lines = list(csv.reader(handle))
     if lines and "timeStamp" in lines[0]:
@@ -41,6 +60,21 @@ def reference_rows(path: Path, t0_ms: int | None = None) -> dict[int, dict[str, 
         if row["success"].lower() not in ("true", "false") or elapsed < 0:
             continue
         samples.append((stamp, elapsed, row))
+    return names, samples
+
+
+def reference_whole(path: Path) -> dict[str, float]:
+    """The exact statistics over every well-formed sample (kubexp.records.EXPERIMENT_LOAD_COLUMNS)."""
+    names, samples = _samples(path)
+    ok = [elapsed for _, elapsed, row in samples if row["success"].lower() == "true"]
+    return {"requests": len(samples), "successes": len(ok),
+            **_elapsed_figures([elapsed for _, elapsed, _ in samples]), **_elapsed_figures(ok, "success_"),
+            "success_processing_mean_ms": _processing_mean([row for _, _, row in samples], names)}
+
+
+def reference_rows(path: Path, t0_ms: int | None = None) -> dict[int, dict[str, float]]:
+    """{t: {column: value}} for every second that has samples; well-formed lines only."""
+    names, samples = _samples(path)
     if not samples:
         return {}
     t0 = min(stamp for stamp, _, _ in samples) if t0_ms is None else t0_ms
@@ -62,9 +96,9 @@ def reference_rows(path: Path, t0_ms: int | None = None) -> dict[int, dict[str, 
             "requests": len(members), "successes": len(members) - len(failed), "failures": len(failed),
             "failures_4xx": sum(1 for c in code if len(c) == 3 and c.startswith("4")),
             "failures_5xx": sum(1 for c in code if len(c) == 3 and c.startswith("5")),
-            "elapsed_mean_ms": sum(elapsed) / len(elapsed),
-            **{f"elapsed_p{p}_ms": nearest_rank(elapsed, p) for p in (50, 90, 95, 99)},
-            "elapsed_max_ms": float(max(elapsed)),
+            **_elapsed_figures(elapsed),
+            **_elapsed_figures([e for e, row in members if row["success"].lower() == "true"], "success_"),
+            "success_processing_mean_ms": _processing_mean([row for _, row in members], names),
             "latency_mean_ms": (sum(int(row["Latency"]) for _, row in members) / len(members)
                                 if "Latency" in names else math.nan),
             "connect_mean_ms": (sum(int(row["Connect"]) for _, row in members) / len(members)
@@ -76,8 +110,16 @@ def reference_rows(path: Path, t0_ms: int | None = None) -> dict[int, dict[str, 
     return result
 
 
-def assert_matches_reference(frame: pd.DataFrame, path: Path, t0_ms: int | None = None) -> None:
-    """Every second of the reference appears in the frame with equal values; other seconds are empty."""
+def assert_matches_reference(frame: pd.DataFrame, path: Path, t0_ms: int | None = None,
+                             whole: dict[str, float | None] | None = None) -> None:
+    """Every second of the reference appears in the frame with equal values; other seconds are empty.
+    With `whole` (JtlResult.whole), so do the exact statistics over every sample."""
+    if whole is not None:
+        for column, value in reference_whole(path).items():
+            if math.isnan(value):
+                assert whole[column] is None, f"whole {column}: {whole[column]!r} instead of None"
+            else:
+                assert whole[column] == pytest.approx(value, rel=1e-9, abs=1e-9), f"whole {column}"
     expected = reference_rows(path, t0_ms)
     assert expected, f"{path} has no well-formed sample"
     by_t = frame.set_index("t")

@@ -61,7 +61,7 @@ def test_random_file_matches_an_independent_count_across_many_blocks(tmp_path: P
     assert result.rows == 20_000 and result.malformed == 0 and result.t0_ms == T0
     assert tuple(result.frame.columns) == LOAD_SECOND_COLUMNS
     assert result.frame["t"].min() == -3  # rows before t0 keep their (negative) second
-    assert_matches_reference(result.frame, path, T0)
+    assert_matches_reference(result.frame, path, T0, whole=result.whole)
     assert result.frame["failures_other"].sum() > 0 and result.frame["failures_4xx"].sum() > 0
 
 
@@ -96,7 +96,8 @@ def test_reordered_and_extra_columns(tmp_path: Path) -> None:
     # Columns the file lacks are NA, not zero.
     assert result.frame["latency_mean_ms"].isna().all() and result.frame["threads"].isna().all()
     assert result.frame["bytes"].isna().all()
-    assert_matches_reference(result.frame, path, T0)
+    assert result.frame["success_processing_mean_ms"].isna().all()  # no Latency/Connect: no processing time
+    assert_matches_reference(result.frame, path, T0, whole=result.whole)
 
 
 def test_headerless_file_with_other_columns_needs_their_names(tmp_path: Path) -> None:
@@ -146,7 +147,7 @@ def test_malformed_lines_are_counted_and_fatal_only_above_the_share(tmp_path: Pa
     path = write(tmp_path / "bad.jtl", good[:50] + bad + good[50:])
     result = aggregate(path, T0, max_malformed_share=0.05)
     assert (result.rows, result.malformed) == (100, 4)
-    assert_matches_reference(result.frame, path, T0)
+    assert_matches_reference(result.frame, path, T0, whole=result.whole)
     with pytest.raises(JtlError, match=r"4 of 104 lines are malformed"):
         aggregate(path, T0, max_malformed_share=0.01)
 
@@ -159,6 +160,52 @@ def test_percentiles_are_exact_nearest_rank(tmp_path: Path) -> None:
         assert row[f"elapsed_p{p}_ms"] == nearest_rank(values, p)
     assert row["elapsed_mean_ms"] == pytest.approx(sum(values) / len(values))
     assert row["elapsed_max_ms"] == max(values)
+
+
+def test_fast_failures_are_left_out_of_the_successful_requests_figures(tmp_path: Path) -> None:
+    """503s in 2 ms and refused connections in 1 ms pull the all-requests response time down; the
+    successful-only figures leave them out. Processing time is Latency - Connect of the successful ones."""
+    ok = [line(T0 + i, 100 + 10 * i, latency=90 + 10 * i, connect=30) for i in range(5)]  # 100 .. 140 ms
+    unavailable = [line(T0 + 10 + i, 2, code="503", success="false", latency=2, connect=1) for i in range(4)]
+    refused = [line(T0 + 20 + i, 1, code="Non HTTP response code: java.net.ConnectException", success="false",
+                    latency=0, connect=1) for i in range(3)]
+    result = aggregate(write(tmp_path / "mixed.jtl", ok + unavailable + refused), T0)
+    row = result.frame.iloc[0]
+    # all 12 sorted: 1 1 1 2 2 2 2 100 110 120 130 140; nearest rank 6 of 12 is 2
+    assert (row["elapsed_mean_ms"], row["elapsed_p50_ms"], row["elapsed_p90_ms"]) == (611 / 12, 2.0, 130.0)
+    # the 5 successful: 100 110 120 130 140; nearest rank 3 of 5 is 120
+    assert (row["success_elapsed_mean_ms"], row["success_elapsed_p50_ms"], row["success_elapsed_p90_ms"],
+            row["success_elapsed_p99_ms"], row["success_elapsed_max_ms"]) == (120.0, 120.0, 140.0, 140.0, 140.0)
+    assert row["success_processing_mean_ms"] == 80.0  # Latency 90..130 (mean 110) - Connect 30
+    assert result.whole["elapsed_p50_ms"] == 2.0 and result.whole["success_elapsed_p50_ms"] == 120.0
+    assert (result.whole["requests"], result.whole["successes"]) == (12, 5)
+    assert result.whole["success_processing_mean_ms"] == 80.0
+
+
+def test_a_second_without_a_success_has_no_successful_response_time(tmp_path: Path) -> None:
+    lines = [line(T0, 50), line(T0 + 1000, 3, code="503", success="false")]
+    result = aggregate(write(tmp_path / "outage.jtl", lines), T0)
+    assert list(result.frame["elapsed_mean_ms"]) == [50.0, 3.0]
+    assert result.frame["success_elapsed_mean_ms"].iloc[0] == 50.0
+    assert result.frame[["success_elapsed_mean_ms", "success_elapsed_p99_ms",
+                         "success_processing_mean_ms"]].iloc[1].isna().all()
+    only_failures = aggregate(write(tmp_path / "down.jtl", lines[1:]), T0)
+    assert only_failures.whole["success_elapsed_p99_ms"] is None and only_failures.whole["successes"] == 0
+    assert only_failures.whole["elapsed_p99_ms"] == 3.0
+
+
+def test_whole_file_percentiles_are_exact_not_medians_of_seconds(tmp_path: Path) -> None:
+    """Three seconds of 100 successes at 10 ms, the last with 5 of them at 1,000 ms: each second's p99 is
+    10, 10 and 1,000 (median 10), but the p99 of the 300 requests is 1,000 (rank 297 is past the 295 fast ones)."""
+    elapsed = [10] * 200 + [10] * 95 + [1000] * 5
+    lines = [line(T0 + (i // 100) * 1000 + i % 100, value) for i, value in enumerate(elapsed)]
+    lines += [line(T0 + 500, 1, code="503", success="false")] * 50  # fast failures: not in the successful figures
+    result = aggregate(write(tmp_path / "tail.jtl", lines), T0)
+    assert list(result.frame["success_elapsed_p99_ms"]) == [10.0, 10.0, 1000.0]
+    assert result.whole["success_elapsed_p99_ms"] == 1000.0 == nearest_rank(elapsed, 99)
+    assert result.whole["success_elapsed_p95_ms"] == 10.0
+    assert result.whole["elapsed_p99_ms"] == nearest_rank(elapsed + [1] * 50, 99) == 1000.0
+    assert result.whole["success_elapsed_mean_ms"] == pytest.approx(sum(elapsed) / 300)
 
 
 def test_seconds_without_samples_are_rows_of_zero_requests(tmp_path: Path) -> None:
@@ -243,6 +290,7 @@ def test_collect_reads_back_what_the_load_step_kept_while_the_file_is_unchanged(
         again = aggregate(path, loaded.t0_ms)
     pd.testing.assert_frame_equal(again.frame, fresh.frame)
     assert (again.rows, again.malformed, again.last_end_ms) == (fresh.rows, fresh.malformed, fresh.last_end_ms)
+    assert again.whole == fresh.whole and fresh.whole["successes"] > 0
     with path.open("a") as handle:
         handle.write("broken line\nanother broken line\n")
     assert aggregate(path, loaded.t0_ms).malformed == fresh.malformed + 2  # the file changed: parsed again

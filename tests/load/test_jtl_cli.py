@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -23,6 +24,13 @@ def test_aggregate_writes_per_second_csv(tmp_path: Path) -> None:
     assert [(r["second"], r["requests"], r["failures_5xx"]) for r in rows] == [("0", "8", "1"), ("1", "10", "0"),
                                                                               ("2", "2", "0")]
     assert "20 samples in 3 seconds" in answer.output
+    # second 0: 8 requests at 10..17 ms, the 503 took 13 ms: p50 of all 13, of the 7 successful 14
+    assert (rows[0]["elapsed_p50_ms"], rows[0]["success_elapsed_p50_ms"]) == ("13.0", "14.0")
+    whole = tmp_path / "whole.json"
+    assert CliRunner().invoke(main, ["jtl", "aggregate", str(path), "--whole", str(whole)]).exit_code == 0
+    figures = json.loads(whole.read_text())
+    assert (figures["requests"], figures["successes"], figures["success_elapsed_max_ms"]) == (20, 19, 29.0)
+    assert figures["success_elapsed_p50_ms"] == 20.0  # nearest rank 10 of 10..29 without 13
 
 
 def test_default_t0_is_the_first_sample(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from kubexp.suite import check_section
 # Parameters the figures facet by, kept on the per-second rows even when a suite does not vary them.
 FIGURE_PARAMETERS = ("pods", "workers", "mesh", "etcd_storage")
 # Columns the analysis reads from load_second (the rest stays in the store).
-ANALYSIS_COLUMNS = ("requests", "successes", "failures", "elapsed_mean_ms")
+ANALYSIS_COLUMNS = ("requests", "successes", "failures", "elapsed_mean_ms", "success_elapsed_mean_ms")
 
 
 @dataclass(frozen=True)

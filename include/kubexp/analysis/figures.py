@@ -107,12 +107,15 @@ def _line_colours(count: int) -> list[tuple[float, float, float, float] | str]:
 
 def fig3_data(per_experiment: pd.DataFrame) -> pd.DataFrame:
     """Fig. 3's points as the paper drew them: per varying setting and worker count, the mean over experiments of
-    each experiment's mean successful responses/s and of its mean response time (ms; all requests, weighted by
-    requests), with the number of experiments."""
+    each experiment's mean successful responses/s and of its mean response time of successful requests (ms,
+    weighted by successes), with the number of experiments and of those with a successful-only response time
+    (experiments collected before it was stored have none)."""
     keys = [*varying(per_experiment, exclude=("workers",)), "workers"]
     grouped = per_experiment.groupby(keys, sort=True)
-    return grouped.agg(successes_per_s=("successes_mean", "mean"), response_time_ms=("elapsed_mean_ms", "mean"),
-                       experiments=("experiment_id", "size")).reset_index()
+    return grouped.agg(successes_per_s=("successes_mean", "mean"),
+                       response_time_ms=("success_elapsed_mean_ms", "mean"),
+                       experiments=("experiment_id", "size"),
+                       response_time_experiments=("success_elapsed_mean_ms", "count")).reset_index()
 
 
 def fig4_data(per_experiment: pd.DataFrame) -> pd.DataFrame:
@@ -153,7 +156,7 @@ def throughput_and_response_time(per_experiment: pd.DataFrame, prediction: pd.Da
             top.scatter(group["workers"], group["successes_mean"], s=8, alpha=0.35, color=colour)
             top.plot(means.index, means["successes_per_s"], marker="o", markersize=3, color=colour,
                      label=line if column == 0 else None)
-            bottom.scatter(group["workers"], group["elapsed_mean_ms"], s=8, alpha=0.35, color=colour)
+            bottom.scatter(group["workers"], group["success_elapsed_mean_ms"], s=8, alpha=0.35, color=colour)
             bottom.plot(means.index, means["response_time_ms"], marker="o", markersize=3, color=colour)
             model = pd.DataFrame() if prediction is None or prediction.empty else \
                 prediction[prediction["group"] == group["_group"].iloc[0]].sort_values("workers")
@@ -166,12 +169,12 @@ def throughput_and_response_time(per_experiment: pd.DataFrame, prediction: pd.Da
         for axis in (top, bottom):
             axis.grid(alpha=0.3)
     # The model can predict response times far beyond anything measured; keep the measurements readable.
-    measured_top = per_experiment["elapsed_mean_ms"].max()
+    measured_top = per_experiment["success_elapsed_mean_ms"].max()
     if pd.notna(measured_top) and measured_top > 0:
         axes[1][0].set_ylim(0, measured_top * 1.3)
     _floor_at_zero(axes[0])
     axes[0][0].set_ylabel("successful responses/s\n(mean over experiments of their means)")
-    axes[1][0].set_ylabel("mean response time (ms)")
+    axes[1][0].set_ylabel("mean response time of\nsuccessful requests (ms)")
     handles, labels = axes[0][0].get_legend_handles_labels()
     handles += [Line2D([], [], color="0.3"), Line2D([], [], color="0.3", linestyle="--")]
     labels += ["measured (mean; dots: experiments)", "queueing model (MVA)"]

@@ -1,7 +1,8 @@
 """The queueing model's prediction for Fig. 3, with its service time estimated from the data.
 
 Section 4.1 of the paper: at low load the response time is the service time, so the lowest
-mean response time measured in a group of scenarios (same pods, mesh, ...) estimates it.
+mean response time of successful requests measured in a group of scenarios (same pods, mesh, ...)
+estimates it (a failure's elapsed, e.g. a 503 in 2 ms, is no service time).
 With that, the think time and the pods as servers, kubexp.queueing's closed-network mean
 value analysis predicts throughput and response time for every number of workers.
 """
@@ -22,7 +23,7 @@ def predict(per_experiment: pd.DataFrame) -> pd.DataFrame:
     frame = per_experiment.assign(_group=group_labels(per_experiment, lines))
     rows = []
     for label, group in frame.groupby("_group", sort=False):
-        measured = group["elapsed_mean_ms"].dropna()
+        measured = group["success_elapsed_mean_ms"].dropna()
         if measured.empty or measured.min() <= 0:
             continue
         service_ms = float(measured.min())

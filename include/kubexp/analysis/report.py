@@ -73,8 +73,11 @@ def _render_figures(conn: psycopg.Connection, data: SuiteData, out_dir: Path,
 
     if data.per_experiment.empty:
         return rendered
-    keep("throughput-vs-workers", "How do successful responses/s and response time grow with the workers, "
-         "and where does the queueing model expect the knee?",
+    unmeasured = int(data.per_experiment["success_elapsed_mean_ms"].isna().sum())
+    keep("throughput-vs-workers", "How do successful responses/s and the response time of successful requests grow "
+         "with the workers, and where does the queueing model expect the knee?"
+         + (f" ({unmeasured} experiments collected before successful-only response times were stored have no "
+            "response-time point.)" if unmeasured else ""),
          figures.throughput_and_response_time(data.per_experiment, prediction.predict(data.per_experiment)))
     keep("throughput-vs-pods", "How many successful responses/s per initial pod count, native vs istio?",
          figures.throughput_vs_pods(data.per_experiment))

@@ -1,8 +1,10 @@
 """SLOs (suite key `slo`): named bounds on per-experiment figures, and the verdict over a scenario's experiments.
 
 Each finished experiment gets one value per SLO, computed from the store over the suite's
-steady-state window (experiment_aggregate: analysis.warmup_s <= t < duration_s - analysis.cooldown_s)
-and kept in `slo_value` with the bound it was checked against. An SLO never decides whether an
+steady-state window (experiment_aggregate: analysis.warmup_s <= t < duration_s - analysis.cooldown_s),
+except elapsed_p99_ms: the exact p99 of every successful request of the experiment (load_experiment,
+computed from the raw JTL at collect; None for experiments collected before it was stored). Values are
+kept in `slo_value` with the bound they were checked against. An SLO never decides whether an
 experiment is finished: finalize writes the values after the experiment is finished.
 
 The verdict for a scenario and an SLO uses experiments as the unit: the median of the scenario's
@@ -29,10 +31,10 @@ log = logging.getLogger(__name__)
 Outcome = Literal["met", "missed", "undecided"]
 OOM_KINDS = ("OOMKilled", "OOMKilling", "SystemOOM")
 
-# Figures read from the experiment's steady-state aggregate (alias a).
+# Figures read from the experiment's steady-state aggregate (alias a) or its exact whole-load statistics (w).
 _AGGREGATE_FIGURES = {
     "successes_per_s_median": "a.successes_per_s_median",
-    "elapsed_p99_ms": "a.elapsed_p99_median_ms",
+    "elapsed_p99_ms": "w.success_elapsed_p99_ms",
     "failure_share": "a.failures::double precision / nullif(a.requests, 0)",
 }
 
@@ -44,6 +46,7 @@ def figure_values(conn: psycopg.Connection, experiment_ids: Sequence[str], figur
     if figure in _AGGREGATE_FIGURES:
         sql = (f"SELECT e.id::text, e.finished_attempt_id, {_AGGREGATE_FIGURES[figure]} FROM experiment e "
                "LEFT JOIN experiment_aggregate a ON a.experiment_id = e.id "
+               "LEFT JOIN load_experiment w ON w.experiment_id = e.id AND w.attempt_id = e.finished_attempt_id "
                "WHERE e.id = ANY(%s::uuid[]) AND e.status = 'finished'")
         params: tuple[Any, ...] = (ids,)
     elif figure == "oom_kills":

@@ -149,10 +149,15 @@ def summarize(steady: pd.DataFrame) -> pd.DataFrame:
     """Per-experiment figures over its steady window (one row per experiment_id).
 
     successes_median is the value the statistics use as the experiment's outcome;
-    elapsed_mean_ms is weighted by requests so quiet seconds do not dominate it.
+    elapsed_mean_ms is weighted by requests so quiet seconds do not dominate it, success_elapsed_mean_ms
+    (successful requests only; NaN for experiments collected without it) by successes.
     """
+    success_mean = steady["success_elapsed_mean_ms"] if "success_elapsed_mean_ms" in steady \
+        else pd.Series(np.nan, index=steady.index)
     weighted = steady.assign(_elapsed_weight=steady["elapsed_mean_ms"] * steady["requests"],
                              _weight=steady["requests"].where(steady["elapsed_mean_ms"].notna(), 0),
+                             _success_weight=success_mean * steady["successes"],
+                             _successes=steady["successes"].where(success_mean.notna(), 0),
                              _zero=steady["successes"] == 0)
     grouped = weighted.groupby("experiment_id", sort=False, observed=True)
     summary = grouped.agg(
@@ -165,10 +170,14 @@ def summarize(steady: pd.DataFrame) -> pd.DataFrame:
         requests_mean=("requests", "mean"),
         elapsed_weight=("_elapsed_weight", "sum"),
         weight=("_weight", "sum"),
+        success_weight=("_success_weight", "sum"),
+        weighted_successes=("_successes", "sum"),
         zero_success_seconds=("_zero", "sum"),
     )
     summary["elapsed_mean_ms"] = summary["elapsed_weight"] / summary["weight"].where(summary["weight"] > 0)
+    summary["success_elapsed_mean_ms"] = summary["success_weight"] / summary["weighted_successes"].where(
+        summary["weighted_successes"] > 0)
     summary["failure_share"] = summary["failures_mean"] / summary["requests_mean"].where(summary["requests_mean"] > 0)
-    summary = summary.drop(columns=["elapsed_weight", "weight"]).reset_index()
+    summary = summary.drop(columns=["elapsed_weight", "weight", "success_weight", "weighted_successes"]).reset_index()
     summary["experiment_id"] = summary["experiment_id"].astype(str)
     return summary

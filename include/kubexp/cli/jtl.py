@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -28,9 +29,13 @@ def jtl() -> None:
 @click.option("--columns", default=None,
               help="Comma-separated column names, in file order, for a file without a header row that is not "
                    "in JMeter's default 17-column layout.")
+@click.option("--whole", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the exact statistics over every sample (nearest-rank percentiles of all and of the "
+                   "successful requests) to this JSON file.")
 def aggregate_command(file: Path, start_ms: int | None, output: Path | None, max_malformed_share: float,
-                      columns: str | None) -> None:
-    """Per-second requests, failures by class, elapsed mean/percentiles, latency, bytes and threads.
+                      columns: str | None, whole: Path | None) -> None:
+    """Per-second requests, failures by class, elapsed mean/percentiles of all and of successful requests,
+    processing time, latency, bytes and threads.
 
     The CSV's `second` column is t: whole seconds from t0.
     """
@@ -41,5 +46,7 @@ def aggregate_command(file: Path, start_ms: int | None, output: Path | None, max
         raise click.ClickException(str(exc)) from exc
     frame = result.frame.rename(columns={"t": "second"})
     frame.to_csv(output if output is not None else sys.stdout, index=False, lineterminator="\n")
+    if whole is not None:
+        whole.write_text(json.dumps(result.whole, indent=1) + "\n")
     click.echo(f"{result.rows} samples in {len(frame)} seconds from t0_ms={result.t0_ms}; "
                f"{result.malformed} malformed lines skipped", err=True)

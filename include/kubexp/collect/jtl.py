@@ -37,5 +37,5 @@ class JtlCollector:
                 log.warning("%s differs from its archive %s (or is gone): collecting from the archive", self.live,
                             self.archived.path)
             parsed = jtl.aggregate(source, self.t0_ms, max_malformed_share=self.max_malformed_share)
-        return Collected(load=parsed.frame, artifacts=list(self.kept), facts={"jtl": {
+        return Collected(load=parsed.frame, load_whole=parsed.whole, artifacts=list(self.kept), facts={"jtl": {
             "rows": parsed.rows, "malformed": parsed.malformed, "max_malformed_share": self.max_malformed_share}})

@@ -13,7 +13,7 @@ import json
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -32,7 +32,7 @@ from kubexp.load.jtl_reader import (
     record_ranges,
 )
 from kubexp.load.jtl_seconds import Accumulator, Classifier, merge, response_class
-from kubexp.records import LOAD_SECOND_COLUMNS
+from kubexp.records import EXPERIMENT_LOAD_COLUMNS, LOAD_SECOND_COLUMNS
 
 __all__ = ["JMETER_DEFAULT_COLUMNS", "MAX_MALFORMED_SHARE", "JtlError", "JtlResult", "aggregate", "aggregate_and_keep",
            "kept_path", "response_class", "too_many_malformed"]
@@ -47,6 +47,9 @@ class JtlResult:
     malformed: int  # lines skipped: wrong field count, unparsable or empty values, a truncated last line
     t0_ms: int | None  # the t0 used (None only for a file without samples and no t0 given)
     last_end_ms: int | None = None  # the latest sample's end (timeStamp + elapsed); None without samples
+    # EXPERIMENT_LOAD_COLUMNS: exact statistics over every sample (percentiles nearest rank over all samples,
+    # resp. all successful ones; None where there is no such sample)
+    whole: dict[str, float | None] = field(default_factory=dict)
 
 
 WANTED = ("timeStamp", "elapsed", "success", "responseCode", "bytes", "allThreads", "Latency", "Connect", "threadName")
@@ -150,8 +153,10 @@ def aggregate(path: Path | str, t0_ms: int | None = None, *, max_malformed_share
     _check_malformed(path, malformed, acc.rows + malformed, max_malformed_share)
     if acc.rows == 0:
         frame = pd.DataFrame({name: pd.Series(dtype="float64") for name in LOAD_SECOND_COLUMNS})
-        return JtlResult(frame, 0, malformed, acc.t0_ms)
-    return JtlResult(merge(acc), acc.rows, malformed, acc.t0_ms, acc.max_end)
+        whole: dict[str, float | None] = {name: None for name in EXPERIMENT_LOAD_COLUMNS}
+        return JtlResult(frame, 0, malformed, acc.t0_ms, whole={**whole, "requests": 0, "successes": 0})
+    frame, whole = merge(acc)
+    return JtlResult(frame, acc.rows, malformed, acc.t0_ms, acc.max_end, whole)
 
 
 def _check_malformed(path: Path, malformed: int, total: int, max_malformed_share: float) -> None:
@@ -197,7 +202,7 @@ def aggregate_and_keep(path: Path | str) -> JtlResult:
     result = aggregate(path, max_malformed_share=1.0)
     if result.rows:
         metadata = {"stamp": _stamp(path), "t0_ms": result.t0_ms, "rows": result.rows,
-                    "malformed": result.malformed, "last_end_ms": result.last_end_ms}
+                    "malformed": result.malformed, "last_end_ms": result.last_end_ms, "whole": result.whole}
         table = pa.Table.from_pandas(result.frame, preserve_index=False)
         table = table.replace_schema_metadata({**(table.schema.metadata or {}),
                                                b"kubexp": json.dumps(metadata).encode()})
@@ -217,6 +222,7 @@ def _kept(path: Path, t0_ms: int | None, columns: Sequence[str] | None) -> JtlRe
         metadata = json.loads((table.schema.metadata or {})[b"kubexp"])
     except (OSError, KeyError, ValueError, pa.ArrowInvalid):
         return None
-    if metadata["stamp"] != _stamp(path) or metadata["t0_ms"] != t0_ms:
+    if metadata["stamp"] != _stamp(path) or metadata["t0_ms"] != t0_ms or "whole" not in metadata:
         return None
-    return JtlResult(table.to_pandas(), metadata["rows"], metadata["malformed"], t0_ms, metadata["last_end_ms"])
+    return JtlResult(table.to_pandas(), metadata["rows"], metadata["malformed"], t0_ms, metadata["last_end_ms"],
+                     metadata["whole"])

@@ -2,7 +2,9 @@
 
 Rows may come in any order (batches from several servers, slow requests written late), so nothing is
 final until the end. Elapsed times are whole milliseconds: exact percentiles come from per-second
-counts of each distinct value (usually a few hundred per second), not from the samples themselves.
+counts of each distinct value (usually a few hundred per second), not from the samples themselves;
+the counts are kept apart for successful samples, so the same counts give the statistics of all
+samples and of successful ones, per second and over the whole file.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -17,12 +20,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from kubexp.load.jtl_reader import INTEGER_COLUMNS, JtlError, booleans, integers
-from kubexp.records import LOAD_SECOND_COLUMNS
+from kubexp.records import EXPERIMENT_LOAD_COLUMNS, LOAD_SECOND_COLUMNS
 
 PERCENTILES = (50, 90, 95, 99)
 MAX_SPAN_S = 7 * 86400  # a longer span means broken timestamps, not a load test
 ENGINE_PREFIX = re.compile(r"^(\S+:\d+)-")  # distributed mode: "host:port-<thread group> 1-7"
 _LOW32 = np.int64(0xFFFFFFFF)
+T = TypeVar("T", int, np.ndarray)
 
 
 def dictionary_codes(column: pa.Array, classify: dict[str, int], rule: Callable[[str], int]) -> np.ndarray:
@@ -71,11 +75,12 @@ class Accumulator:
         self.max_end: int | None = None  # latest timeStamp + elapsed (a sample's end)
         self.columns: set[str] = set()
         self.sums: list[tuple[np.ndarray, np.ndarray]] = []  # seconds, (k, 7) sums (see SUM_FIELDS)
-        self.hists: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # second, elapsed, count
+        self.hists: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []  # second, success, elapsed, count
         self.threads: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # second, engine, max allThreads
         self.classifier = classifier
 
-    SUM_FIELDS = ("requests", "successes", "failures_4xx", "failures_5xx", "latency", "connect", "bytes")
+    SUM_FIELDS = ("requests", "successes", "failures_4xx", "failures_5xx", "latency", "connect", "bytes",
+                  "success_processing")  # the last: Latency - Connect summed over successful samples
 
     def absorb(self, other: Accumulator) -> None:
         """Take over another part's partial results (same t0)."""
@@ -124,8 +129,8 @@ class Accumulator:
         rel = second - first
         self._add_sums(rel, size, first, success, values, cols, keep)
         elapsed = np.minimum(values["elapsed"], _LOW32)
-        keys, counts = np.unique((rel << 32) | elapsed, return_counts=True)
-        self.hists.append((first + (keys >> 32), keys & _LOW32, counts))
+        keys, counts = np.unique((rel << 33) | (success.astype(np.int64) << 32) | elapsed, return_counts=True)
+        self.hists.append((first + (keys >> 33), (keys >> 32) & 1, keys & _LOW32, counts))
         if "allThreads" in values:
             self._add_threads(rel, size, first, values["allThreads"], cols.get("threadName"), keep)
 
@@ -145,6 +150,9 @@ class Accumulator:
         for column, name in ((4, "Latency"), (5, "Connect"), (6, "bytes")):
             if name in values:
                 sums[:, column] = np.bincount(rel, weights=values[name], minlength=size)[occupied]
+        if "Latency" in values and "Connect" in values:
+            processing = np.where(success, values["Latency"] - values["Connect"], 0)
+            sums[:, 7] = np.bincount(rel, weights=processing, minlength=size)[occupied]
         self.sums.append((first + occupied, sums))
 
     def _add_threads(self, rel: np.ndarray, size: int, first: int, threads: np.ndarray,
@@ -172,7 +180,9 @@ def _segments(sorted_keys: np.ndarray) -> np.ndarray:
     return np.concatenate(([0], np.flatnonzero(np.diff(sorted_keys)) + 1))
 
 
-def merge(acc: Accumulator) -> pd.DataFrame:
+def merge(acc: Accumulator) -> tuple[pd.DataFrame, dict[str, float | None]]:
+    """The per-second rows (LOAD_SECOND_COLUMNS) and the exact statistics over every sample
+    (EXPERIMENT_LOAD_COLUMNS)."""
     seconds_all = np.concatenate([seconds for seconds, _ in acc.sums])
     seconds, where = np.unique(seconds_all, return_inverse=True)
     sums = np.zeros((len(seconds), len(acc.SUM_FIELDS)), dtype=np.int64)
@@ -190,30 +200,61 @@ def merge(acc: Accumulator) -> pd.DataFrame:
         frame[name] = column
     frame["failures"] = frame["requests"] - frame["successes"]
     frame["failures_other"] = frame["failures"] - frame["failures_4xx"] - frame["failures_5xx"]
-    _elapsed_statistics(acc, frame, first)
-    requests = sums[:, 0].astype(float)
-    for index, name, source in ((4, "latency_mean_ms", "Latency"), (5, "connect_mean_ms", "Connect")):
+    whole = _elapsed_statistics(acc, frame, first)
+    requests, successes = sums[:, 0].astype(float), sums[:, 1].astype(float)
+    processing = {"Latency", "Connect"} <= acc.columns
+    for index, name, present, divisor in ((4, "latency_mean_ms", "Latency" in acc.columns, requests),
+                                          (5, "connect_mean_ms", "Connect" in acc.columns, requests),
+                                          (7, "success_processing_mean_ms", processing, successes)):
         column = np.full(len(t), np.nan)
-        if source in acc.columns:
-            column[at] = sums[:, index] / requests
+        if present:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                column[at] = np.where(divisor > 0, sums[:, index] / np.maximum(divisor, 1), np.nan)
         frame[name] = column
+    total_successes = int(sums[:, 1].sum())
+    whole.update(requests=int(sums[:, 0].sum()), successes=total_successes)
+    whole["success_processing_mean_ms"] = float(sums[:, 7].sum()) / total_successes \
+        if processing and total_successes else None
     frame["bytes"] = pd.array(np.zeros(len(t), dtype=np.int64), dtype="Int64")
     if "bytes" in acc.columns:
         frame.loc[at, "bytes"] = sums[:, 6]
-    else:
-        frame["bytes"] = pd.NA
+    else:  # unknown, typed: a column of bare pd.NA would be object-typed and refused by the store
+        frame["bytes"] = pd.array([pd.NA] * len(t), dtype="Int64")
     frame["threads"] = pd.array([pd.NA] * len(t), dtype="Int64")
     if acc.threads:
         frame["threads"] = _threads(acc, first, len(t))
-    return frame[list(LOAD_SECOND_COLUMNS)]
+    return frame[list(LOAD_SECOND_COLUMNS)], {name: whole[name] for name in EXPERIMENT_LOAD_COLUMNS}
 
 
-def _elapsed_statistics(acc: Accumulator, frame: pd.DataFrame, first: int) -> None:
-    """Mean, exact nearest-rank percentiles and max of elapsed, from per-second value counts."""
-    second = np.concatenate([part[0] for part in acc.hists])
-    elapsed = np.concatenate([part[1] for part in acc.hists])
-    counts = np.concatenate([part[2] for part in acc.hists])
-    keys = ((second - first) << 32) | elapsed
+def _elapsed_statistics(acc: Accumulator, frame: pd.DataFrame, first: int) -> dict[str, float | None]:
+    """Per second, elapsed mean, exact nearest-rank percentiles and max of all samples and of successful ones
+    (columns of `frame`); returns the same over the whole file."""
+    second = np.concatenate([part[0] for part in acc.hists]) - first
+    success = np.concatenate([part[1] for part in acc.hists]).astype(bool)
+    elapsed = np.concatenate([part[2] for part in acc.hists])
+    counts = np.concatenate([part[3] for part in acc.hists])
+    whole: dict[str, float | None] = {}
+    for prefix, picked in (("", slice(None)), ("success_", success)):
+        columns, overall = _distribution(second[picked], elapsed[picked], counts[picked], len(frame))
+        for name, column in columns.items():
+            frame[prefix + name] = column
+        whole.update({prefix + name: value for name, value in overall.items()})
+    return whole
+
+
+def _nearest_rank(p: int, n: T) -> T:
+    """Rank of the p-th percentile among n values: the smallest with at least p % of them at or below it."""
+    return (p * n + 99) // 100
+
+
+def _distribution(second: np.ndarray, elapsed: np.ndarray, counts: np.ndarray,
+                  size: int) -> tuple[dict[str, np.ndarray], dict[str, float | None]]:
+    """Mean, exact nearest-rank percentiles and max of elapsed per second (columns of `size` seconds, NaN
+    without samples) and over all seconds, from counts of (second, elapsed value) pairs (repeats allowed)."""
+    names = ["elapsed_mean_ms", *(f"elapsed_p{p}_ms" for p in PERCENTILES), "elapsed_max_ms"]
+    if len(counts) == 0:
+        return {name: np.full(size, np.nan) for name in names}, {name: None for name in names}
+    keys = (second << 32) | elapsed
     order = np.argsort(keys)
     keys = keys[order]
     starts = _segments(keys)
@@ -226,19 +267,27 @@ def _elapsed_statistics(acc: Accumulator, frame: pd.DataFrame, first: int) -> No
     cumulative = np.cumsum(counts)
     before = cumulative[seg] - counts[seg]
     at = rel_second[seg]
-    size = len(frame)
 
     def per_second(values: np.ndarray) -> np.ndarray:
         column = np.full(size, np.nan)
         column[at] = values
         return column
 
-    frame["elapsed_mean_ms"] = per_second(np.add.reduceat(value * counts, seg) / n)
+    columns = {"elapsed_mean_ms": per_second(np.add.reduceat(value * counts, seg) / n)}
     for p in PERCENTILES:
-        rank = (p * n + 99) // 100  # nearest rank: smallest value with at least p % of samples at or below
-        frame[f"elapsed_p{p}_ms"] = per_second(value[np.searchsorted(cumulative, before + rank)].astype(float))
+        rank = _nearest_rank(p, n)
+        columns[f"elapsed_p{p}_ms"] = per_second(value[np.searchsorted(cumulative, before + rank)].astype(float))
     ends = np.concatenate((seg[1:], [len(value)])) - 1
-    frame["elapsed_max_ms"] = per_second(value[ends].astype(float))
+    columns["elapsed_max_ms"] = per_second(value[ends].astype(float))
+    # The whole file: the same counts ordered by value alone.
+    by_value = np.argsort(value, kind="stable")
+    ordered, running = value[by_value], np.cumsum(counts[by_value])
+    total = int(running[-1])
+    overall: dict[str, float | None] = {"elapsed_mean_ms": float((value * counts).sum()) / total}
+    for p in PERCENTILES:
+        overall[f"elapsed_p{p}_ms"] = float(ordered[np.searchsorted(running, _nearest_rank(p, total))])
+    overall["elapsed_max_ms"] = float(ordered[-1])
+    return columns, overall
 
 
 def _threads(acc: Accumulator, first: int, size: int) -> pd.arrays.IntegerArray:

@@ -40,7 +40,7 @@ def finish_experiment(conn: psycopg.Connection, experiment_id: str, attempt_id: 
                 f"attempt {attempt_id} stored no load rows for experiment {experiment_id}; store the load data "
                 f"(ingest.store_experiment_data) before finishing"
             )
-        for table in ("load_second", "metric_series", "platform_event"):
+        for table in ("load_second", "load_experiment", "metric_series", "platform_event"):
             conn.execute(
                 f"DELETE FROM {table} WHERE experiment_id = %s AND attempt_id <> %s",  # table: our own constants
                 (experiment_id, attempt_id),

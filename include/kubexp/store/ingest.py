@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +18,7 @@ import pandas as pd
 import psycopg
 from psycopg.types.json import Jsonb
 
-from kubexp.records import LOAD_SECOND_COLUMNS, Collected, MetricSeries, completeness
+from kubexp.records import EXPERIMENT_LOAD_COLUMNS, LOAD_SECOND_COLUMNS, Collected, MetricSeries, completeness
 from kubexp.store.db import StoreError
 
 # PostgreSQL binary COPY: header, and a trailer of field count -1.
@@ -119,8 +120,12 @@ def store_experiment_data(
     earlier rows of that kind.
 
     `t0` is the wall clock of t = 0 (timezone-aware). Each metric series is stored with its completeness
-    over the scenario's duration_s (kubexp.records.completeness, the rule finalize applies).
+    over the scenario's duration_s (kubexp.records.completeness, the rule finalize applies). The exact
+    statistics over every load sample (`load_whole`) are stored and replaced with the load rows.
     """
+    if collected.load_whole is not None and collected.load is None:
+        raise StoreError("load_whole is stored with the load rows it was computed with; give load too")
+    whole = _whole_row(collected.load_whole) if collected.load_whole is not None else None
     if t0.tzinfo is None:
         raise StoreError("t0 must be timezone-aware (UTC); got a naive datetime")
     own_transaction = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
@@ -155,6 +160,11 @@ def store_experiment_data(
             columns = load_frame_columns(load, experiment_id, attempt_id)
             conn.execute("DELETE FROM load_second WHERE experiment_id = %s", (experiment_id,))
             _copy(conn, "load_second", list(columns), binary_copy_data(columns, len(load)))
+            conn.execute("DELETE FROM load_experiment WHERE experiment_id = %s", (experiment_id,))
+            if whole is not None:
+                conn.execute(f"INSERT INTO load_experiment (experiment_id, attempt_id, {', '.join(whole)}) "
+                             f"VALUES (%s, %s{', %s' * len(whole)})",  # column names: our own constants
+                             (experiment_id, attempt_id, *whole.values()))
         if collected.series is not None:
             _store_series(conn, experiment_id, attempt_id, collected.series, scenario_duration)
         if events is not None:
@@ -167,6 +177,20 @@ def store_experiment_data(
                          (experiment_id, attempt_id))
             _copy_rows(conn, "artifact", ["experiment_id", "attempt_id", "kind", "path", "sha256", "size"],
                        [(experiment_id, attempt_id, a.kind, a.path, a.sha256, a.size) for a in artifacts])
+
+
+def _whole_row(whole: Mapping[str, float | None]) -> dict[str, float | None]:
+    """Check the exact per-experiment statistics (JtlResult.whole) before anything is stored."""
+    missing = [name for name in EXPERIMENT_LOAD_COLUMNS if name not in whole]
+    if missing:
+        raise StoreError(f"load_whole lacks {', '.join(missing)}; expected kubexp.records.EXPERIMENT_LOAD_COLUMNS")
+    row: dict[str, float | None] = {}
+    for name in EXPERIMENT_LOAD_COLUMNS:
+        value = whole[name]
+        row[name] = None if value is None or np.isnan(float(value)) else float(value)
+    if row["requests"] is None or row["successes"] is None:
+        raise StoreError("load_whole needs the counts requests and successes")
+    return {**row, "requests": int(row["requests"]), "successes": int(row["successes"])}
 
 
 def _copy_rows(conn: psycopg.Connection, table: str, columns: list[str], rows: list[tuple[Any, ...]]) -> None:

@@ -19,6 +19,8 @@ def test_joining_keeps_order_and_what_no_collector_gave_stays_uncollected() -> N
                        facts={"empty_queries": []})
     joined = first + second
     assert joined.load is first.load
+    whole = {"requests": 1}
+    assert (Collected(series=[]) + Collected(load=first.load, load_whole=whole)).load_whole is whole  # with its frame
     assert [e.source for e in joined.events or []] == ["a", "b"]
     assert joined.artifacts == second.artifacts and joined.facts == {"jtl": {"rows": 1}, "empty_queries": []}
     assert joined.series is None  # not collected: storing keeps the kind's earlier rows

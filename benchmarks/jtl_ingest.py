@@ -9,8 +9,10 @@ elapsed, Latency and Connect; about 1 % are copies of the real failed rows.
 Every contender runs as its own process, started from the command line and timed until it exits
 (interpreter start-up, imports, t0 discovery and the output file included), with its CPU time and peak
 RSS from wait4. All compute the same per-second statistics (t0 = the smallest timeStamp; requests,
-successes, 4xx/5xx failures, elapsed mean, exact nearest-rank p50/p90/p95/p99 and max, latency and
-connect means, bytes, threads) and each result is checked equal to kubexp's before a figure is kept.
+successes, 4xx/5xx failures, elapsed mean, exact nearest-rank p50/p90/p95/p99 and max of all requests and
+of the successful ones, mean processing time Latency - Connect of the successful ones, latency and connect
+means, bytes, threads) and the same elapsed figures over the whole file, and each result is checked equal
+to kubexp's before a figure is kept.
 
     .venv/bin/python benchmarks/jtl_ingest.py [--rows 7200000] [--repeat 1] [--jtl FILE] [--json OUT]
 """
@@ -18,6 +20,7 @@ connect means, bytes, threads) and each result is checked equal to kubexp's befo
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -26,6 +29,7 @@ import time
 from pathlib import Path
 
 import figures
+import jtl_peers
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -36,9 +40,13 @@ TEMPLATES = Path(__file__).parent / "data" / "jmeter-5.5-rows.jtl"
 RATE_PER_S = 6000
 FAILURE_SHARE = 0.01
 PERCENTILES = (50, 90, 95, 99)
-STATISTICS = ("t", "requests", "successes", "failures_4xx", "failures_5xx", "elapsed_mean_ms",
-              *(f"elapsed_p{p}_ms" for p in PERCENTILES), "elapsed_max_ms", "latency_mean_ms", "connect_mean_ms",
-              "bytes", "threads")
+DISTRIBUTION = ("elapsed_mean_ms", *(f"elapsed_p{p}_ms" for p in PERCENTILES), "elapsed_max_ms")
+STATISTICS = ("t", "requests", "successes", "failures_4xx", "failures_5xx", *DISTRIBUTION, "latency_mean_ms",
+              "connect_mean_ms", "bytes", "threads", *(f"success_{name}" for name in DISTRIBUTION),
+              "success_processing_mean_ms")
+# over the whole file (kubexp.records.EXPERIMENT_LOAD_COLUMNS)
+WHOLE = ("requests", "successes", *DISTRIBUTION, *(f"success_{name}" for name in DISTRIBUTION),
+         "success_processing_mean_ms")
 
 
 # -- the file ---------------------------------------------------------------------------------------
@@ -118,7 +126,7 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 def _command(name: str, path: Path, out: Path) -> list[str]:
     if name == "kubexp jtl aggregate":  # the installed console script, as a user runs it (t0 from the file)
         return [sys.executable, "-c", RUNNER, str(Path(sys.executable).parent / "kubexp"), "jtl", "aggregate",
-                str(path), "--output", str(out)]
+                str(path), "--output", str(out), "--whole", str(jtl_peers.whole_path(out))]
     return [sys.executable, "-c", RUNNER, str(PEERS_SCRIPT), name, str(path), str(out)]
 
 
@@ -136,22 +144,33 @@ def run(name: str, path: Path, out: Path) -> dict[str, float]:
     return {"seconds": seconds, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mib": int(peaks[-1]) / 1024}
 
 
-def load_result(out: Path) -> pd.DataFrame:
+def load_result(out: Path) -> tuple[pd.DataFrame, dict[str, float | None]]:
+    """A contender's per-second statistics (seconds with requests) and its whole-file ones."""
     frame = pd.read_csv(out) if out.suffix == ".csv" else pd.read_parquet(out)
     frame = frame.rename(columns={"second": "t"})
     frame = frame[frame["requests"] > 0] if "requests" in frame else frame
-    return frame[list(STATISTICS)].astype(float).sort_values("t").reset_index(drop=True)
+    whole = json.loads(jtl_peers.whole_path(out).read_text())
+    return frame[list(STATISTICS)].astype(float).sort_values("t").reset_index(drop=True), whole
 
 
-def check_same(name: str, got: pd.DataFrame, expected: pd.DataFrame) -> None:
-    """Every statistic of every second equal (floats to 1e-9): the contenders computed the same thing."""
-    if got.shape != expected.shape:
-        raise AssertionError(f"{name}: {got.shape} per-second values instead of {expected.shape}")
+def check_same(name: str, got: tuple[pd.DataFrame, dict[str, float | None]],
+               expected: tuple[pd.DataFrame, dict[str, float | None]]) -> None:
+    """Every statistic of every second and of the whole file equal (floats to 1e-9): the contenders computed the
+    same thing."""
+    for figure in WHOLE:
+        mine, theirs = got[1].get(figure), expected[1][figure]
+        same = mine is None and theirs is None or \
+            (mine is not None and theirs is not None and bool(np.isclose(mine, theirs, rtol=1e-9)))
+        if not same:
+            raise AssertionError(f"{name}: whole-file {figure} is {mine}, kubexp has {theirs}")
+    seconds, reference = got[0], expected[0]
+    if seconds.shape != reference.shape:
+        raise AssertionError(f"{name}: {seconds.shape} per-second values instead of {reference.shape}")
     for column in STATISTICS:
-        a, b = got[column].to_numpy(), expected[column].to_numpy()
+        a, b = seconds[column].to_numpy(), reference[column].to_numpy()
         if not np.allclose(a, b, rtol=1e-9, atol=1e-9, equal_nan=True):
             row = int(np.flatnonzero(~np.isclose(a, b, rtol=1e-9, atol=1e-9, equal_nan=True))[0])
-            raise AssertionError(f"{name}: {column} at t={expected['t'][row]:.0f} is {a[row]}, kubexp has {b[row]}")
+            raise AssertionError(f"{name}: {column} at t={reference['t'][row]:.0f} is {a[row]}, kubexp has {b[row]}")
 
 
 def compare(path: Path, contenders: list[str], repeat: int) -> dict[str, dict[str, float]]:
@@ -169,6 +188,7 @@ def compare(path: Path, contenders: list[str], repeat: int) -> dict[str, dict[st
                 elif round_ == 0:
                     check_same(name, got, reference)
                 out.unlink()
+                jtl_peers.whole_path(out).unlink()
     rows = sum(1 for _ in open(path, "rb")) - 1
     summary = {}
     for name, measured in runs.items():

@@ -280,6 +280,9 @@ def test_collect_reads_the_archived_jtl_not_the_live_file(
     assert "differs from its archive" in caplog.text
     (tmp_path / "run.jtl").unlink()  # gone (a RAM disk emptied by a reboot): the archive is all there is
     assert experiment.collect(current.to_xcom(), load_run)["requests"] == 200
+    with db.connect(database_url) as conn:  # collected twice: one row of exact figures, from the archived samples
+        assert conn.execute("SELECT count(*), min(requests), min(successes), min(success_elapsed_p99_ms) "
+                            "FROM load_experiment").fetchone() == (1, 200, 200, 5.0)
     no_archive = {**load_run, "artifacts": []}
     with pytest.raises(experiment.ExperimentError, match=r"the load step archived no JTL"):
         experiment.collect(current.to_xcom(), no_archive)

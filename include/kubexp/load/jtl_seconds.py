@@ -74,7 +74,7 @@ class Accumulator:
         self.min_ts: int | None = None
         self.max_end: int | None = None  # latest timeStamp + elapsed (a sample's end)
         self.columns: set[str] = set()
-        self.sums: list[tuple[np.ndarray, np.ndarray]] = []  # seconds, (k, 7) sums (see SUM_FIELDS)
+        self.sums: list[tuple[np.ndarray, np.ndarray]] = []  # seconds, (k, 8) sums (see SUM_FIELDS)
         self.hists: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []  # second, success, elapsed, count
         self.threads: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # second, engine, max allThreads
         self.classifier = classifier

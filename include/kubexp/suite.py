@@ -75,7 +75,8 @@ _MATRIX_SCHEMA = {
 # Per-experiment figures an SLO (suite key `slo`) may bound; kubexp.analysis.slo computes them from the store.
 SLO_FIGURES: dict[str, str] = {
     "successes_per_s_median": "median successful responses/s over the steady-state window",
-    "elapsed_p99_ms": "p99 response time (ms), the median over the steady-state seconds of each second's p99",
+    "elapsed_p99_ms": "p99 response time (ms) of the successful requests, exact over every one of the experiment's "
+                      "load (from the raw JTL at collect; the steady-state window does not apply)",
     "failure_share": "failed requests / requests in the steady-state window",
     "oom_kills": "OOM kills during the experiment (platform events OOMKilled, OOMKilling, SystemOOM)",
     "series_mean": "mean of a collected PromQL series (metrics query named by `query`) over the steady-state window",

@@ -93,20 +93,37 @@ def test_experiments_stored_before_the_migration_stay_readable_with_null_new_fig
     migrations.upgrade(database_url, sql_dir)  # the schema as it was, without the summaries
     old_columns = [c for c in load_frame().columns if not c.startswith("success_")]
     with db.connect(database_url) as conn:
-        experiment_id = experiment_of(conn, tmp_path)
-        attempt = attempts.open_attempt(conn, experiment_id, "run-1", 1, "host")
-        with conn.cursor() as cursor:
-            cursor.executemany(
-                f"INSERT INTO load_second (experiment_id, attempt_id, {', '.join(old_columns)}) "
-                f"VALUES (%s, %s{', %s' * len(old_columns)})",
-                [(experiment_id, attempt, *(None if value != value else value for value in row))
-                 for row in load_frame()[old_columns].itertuples(index=False)])
+        suites.sync_suite(conn, make_suite(tmp_path, slo={"p99": {"figure": "elapsed_p99_ms", "max": 250}}))
+        done, stored = [str(row[0]) for row in conn.execute(
+            "SELECT id FROM experiment ORDER BY repetition, scenario_id LIMIT 2").fetchall()]
+        attempt = {}
+        for experiment_id in (done, stored):
+            attempt[experiment_id] = attempts.open_attempt(conn, experiment_id, f"run-{experiment_id}", 1, "host")
+            with conn.cursor() as cursor:
+                cursor.executemany(
+                    f"INSERT INTO load_second (experiment_id, attempt_id, {', '.join(old_columns)}) "
+                    f"VALUES (%s, %s{', %s' * len(old_columns)})",
+                    [(experiment_id, attempt[experiment_id], *(None if value != value else value for value in row))
+                     for row in load_frame()[old_columns].itertuples(index=False)])
+        # finished then, with the aggregate the old code wrote
+        conn.execute("UPDATE attempt SET outcome = 'succeeded', ended_at = now() WHERE id = %s", (attempt[done],))
+        conn.execute("UPDATE experiment SET status = 'finished', finished_at = now(), finished_attempt_id = %s "
+                     "WHERE id = %s", (attempt[done], done))
+        conn.execute("INSERT INTO experiment_aggregate (experiment_id, attempt_id, window_start_s, window_end_s, "
+                     "seconds, seconds_with_load, requests, successes, successes_sq, failures, failures_4xx, "
+                     "failures_5xx, failures_other, elapsed_mean_ms, elapsed_p99_median_ms) "
+                     "VALUES (%s, %s, 0, 10, 10, 10, 510, 500, 25000, 10, 0, 10, 0, 14.5, 14.5)",
+                     (done, attempt[done]))
     assert migrations.upgrade(database_url) == ["0006_successful_response_times", "views/summaries"]
     with db.connect(database_url) as conn:
-        experiments.finish_experiment(conn, experiment_id, attempt)  # the aggregate of the old rows
-        row = conn.execute("SELECT requests, successes, elapsed_mean_ms, success_elapsed_mean_ms, "
-                           "success_processing_mean_ms, whole_requests, whole_success_elapsed_p99_ms "
-                           "FROM experiment_summary").fetchone()
-        assert row == (510, 500, pytest.approx(14.5), None, None, None, None)
-        assert conn.execute("SELECT count(*), count(success_elapsed_mean_ms) FROM load_second").fetchone() == (10, 0)
-        assert slo.figure_values(conn, [experiment_id], "elapsed_p99_ms") == {experiment_id: (attempt, None)}
+        experiments.finish_experiment(conn, stored, attempt[stored])  # aggregates the rows stored before
+        rows = conn.execute("SELECT experiment_id::text, requests, successes, elapsed_mean_ms, "
+                            "elapsed_p99_median_ms, success_elapsed_mean_ms, success_processing_mean_ms, "
+                            "whole_requests, whole_success_elapsed_p99_ms FROM experiment_summary").fetchall()
+        assert sorted(rows) == sorted([(done, 510, 500, 14.5, 14.5, None, None, None, None),
+                                       (stored, 510, 500, pytest.approx(14.5), 14.5, None, None, None, None)])
+        assert conn.execute("SELECT count(*), count(success_elapsed_mean_ms) FROM load_second").fetchone() == (20, 0)
+        assert conn.execute("SELECT experiments, success_elapsed_mean_ms FROM scenario_summary "
+                            "WHERE experiments > 0").fetchall() == [(1, None), (1, None)]
+        assert slo.figure_values(conn, [done, stored], "elapsed_p99_ms") == {done: (attempt[done], None),
+                                                                             stored: (attempt[stored], None)}

@@ -31,7 +31,7 @@ from kubexp import postconditions, settings
 from kubexp import preflight as preflight_checks
 from kubexp.load import ramdisk
 from kubexp.store import attempts, chains, db, migrations, selection, suites
-from kubexp.suite import OVERRIDABLE, Suite, SuiteError, check_section, load_suite, overridable
+from kubexp.suite import OVERRIDABLE, Suite, SuiteError, load_suite, overridable, typed_section
 
 log = logging.getLogger(__name__)
 
@@ -120,9 +120,9 @@ def apply_overrides(suite: Suite, overrides: Mapping[str, Any]) -> Suite:
         if key == "allow_dirty":
             changes[key] = bool(value)
             continue
-        changes[key] = {**getattr(suite, key), **value}
         try:
-            check_section(key, changes[key], f"{suite.path} with the run's overrides")
+            changes[key] = typed_section(key, {**getattr(suite, key).given, **value},
+                                         f"{suite.path} with the run's overrides")
         except SuiteError as exc:
             raise ExperimentError(str(exc)) from None
     return dataclasses.replace(suite, **changes)
@@ -425,8 +425,7 @@ def run_load(data: Mapping[str, Any], checked: Mapping[str, Any]) -> dict[str, A
     settle_s = profiles.settle_s_for(suite.load)
     if settle_s:
         # As the paper's authors did: the SUT rests between the sanity request and the load.
-        log.info("load profile %s: waiting %d s (load.settle_s) before the load", suite.load.get("profile",
-                 profiles.DEFAULT_PROFILE), settle_s)
+        log.info("load profile %s: waiting %d s (load.settle_s) before the load", suite.load.profile, settle_s)
         time.sleep(settle_s)
         _current(data)  # renew the lease and the heartbeat after the wait
     try:
@@ -436,7 +435,7 @@ def run_load(data: Mapping[str, Any], checked: Mapping[str, Any]) -> dict[str, A
     loaded = jmeter.run_load(
         current.params, target.endpoint(), Path(current.results_dir), servers=checked.get("load_servers") or None,
         plan=profiles.plan_for(suite.load, current.params), request_path=profiles.request_path_for(suite.load),
-        sample_sender_mode=suite.load.get("sample_sender_mode", jmeter.DEFAULT_SAMPLE_SENDER_MODE),
+        sample_sender_mode=suite.load.sample_sender_mode,
         rmi_ssl=servers.rmi_ssl(suite),
     )
     kept = [archive(path, artifacts_dir(current)) for path in (loaded.jtl, loaded.log, loaded.output) if path.exists()]
@@ -486,7 +485,7 @@ def collect(data: Mapping[str, Any], load_run: Mapping[str, Any]) -> dict[str, A
     # Events from the deploy on (rollout, readiness: negative t) to the load's end.
     window = Window(t0=t0, start=datetime.fromisoformat(deployed) if deployed else t0, end=end,
                     dest_dir=artifacts_dir(current))
-    load = JtlCollector(live, archived, kept, int(load_run["t0_ms"]), postconditions.max_malformed_share(suite),
+    load = JtlCollector(live, archived, kept, int(load_run["t0_ms"]), suite.load.max_malformed_share,
                         ramdisk.private_folder(ramdisk.results_root(suite.load)))
     collected = collect_all([load, prometheus.SuitePrometheus(suite), *current.platform.collectors(suite)], window)
     with _store() as conn:
@@ -498,7 +497,7 @@ def collect(data: Mapping[str, Any], load_run: Mapping[str, Any]) -> dict[str, A
     # The stored completeness (ingest) by the same rule over the same seconds: the two cannot disagree.
     metric_problems = prometheus.completeness_problems(prometheus.completeness(series, duration),
                                                        queries.required_for(suite),
-                                                       float(suite.metrics.get("completeness_min", 0.9)))
+                                                       suite.metrics.completeness_min)
     inside = frame[(frame["t"] >= 0) & (frame["t"] < duration)]
     return {"rows": collected.facts["jtl"]["rows"], "malformed": collected.facts["jtl"]["malformed"],
             "seconds": jtl.loaded_seconds(frame, duration),  # seconds of [0, duration) with a request

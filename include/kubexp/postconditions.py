@@ -7,21 +7,6 @@ from typing import Any
 
 from kubexp.suite import Suite
 
-# Above this share of requests without any HTTP response the SUT was down or unreachable, not slow.
-MAX_CONNECTION_FAILURE_SHARE = 0.1
-
-
-def max_malformed_share(suite: Suite) -> float:
-    """The share of malformed JTL lines the suite tolerates (load.max_malformed_share)."""
-    from kubexp.load.jtl import MAX_MALFORMED_SHARE
-
-    return float(suite.load.get("max_malformed_share", MAX_MALFORMED_SHARE))
-
-
-def max_connection_failure_share(suite: Suite) -> float:
-    """The share of requests without any HTTP response (refused, reset, timed out) the suite tolerates."""
-    return float(suite.load.get("max_connection_failure_share", MAX_CONNECTION_FAILURE_SHARE))
-
 
 def postconditions(suite: Suite, params: Mapping[str, Any], collected: Mapping[str, Any]) -> list[str]:
     """What must hold before an experiment counts as finished: its data are complete and stored.
@@ -39,11 +24,12 @@ def postconditions(suite: Suite, params: Mapping[str, Any], collected: Mapping[s
     # start, t = 0 is the first sample's start, so the last second may stay empty.
     if collected.get("seconds", 0) < min(0.9 * duration, duration - 1):
         problems.append(f"load rows cover {collected.get('seconds', 0)} s of {duration} s")
-    limit_share = max_connection_failure_share(suite)
+    # Above this share of requests without any HTTP response the SUT was down or unreachable, not slow.
+    limit_share = suite.load.max_connection_failure_share
     if requests > 0 and no_response / requests > limit_share:
         problems.append(f"{no_response} of {requests} requests ({no_response / requests:.1%}) got no HTTP response "
                         f"(load.max_connection_failure_share in {suite.path}: {limit_share:.1%})")
-    malformed, rows, limit = collected.get("malformed", 0), collected.get("rows", 0), max_malformed_share(suite)
+    malformed, rows, limit = collected.get("malformed", 0), collected.get("rows", 0), suite.load.max_malformed_share
     if too_many_malformed(malformed, rows + malformed, limit):
         problems.append(f"{malformed} malformed JTL lines of {rows + malformed}, more than the allowed {limit:.1%} "
                         f"(load.max_malformed_share in {suite.path})")
@@ -53,7 +39,7 @@ def postconditions(suite: Suite, params: Mapping[str, Any], collected: Mapping[s
         problems.append(f"the sanity request after the load got no HTTP 200 ({sanity['detail']}): the SUT did not "
                         f"come through the load")
     generator = collected.get("generator") or {}
-    if generator.get("saturated") and suite.load.get("refuse_saturated_generator", False):
+    if generator.get("saturated") and suite.load.refuse_saturated_generator:
         problems.append("the load generator was the bottleneck (" + "; ".join(generator["reasons"])
                         + f"); load.refuse_saturated_generator is set in {suite.path}")
     if not collected.get("artifacts"):

@@ -151,10 +151,10 @@ def restart_load_servers(suite: Suite, problems: list[str], unavailable: list[st
     try:
         return servers.restart(suite)
     except platform.Unsupported as exc:
-        problems.append(f"load.servers {suite.load.get('servers', 1)!r} in {suite.path}: {exc}")
+        problems.append(f"load.servers {suite.load.given.get('servers', 1)!r} in {suite.path}: {exc}")
         return []
     except Exception as exc:  # noqa: BLE001 - reported with the other problems
-        unavailable.append(f"load servers {suite.load.get('servers', 1)!r} could not be restarted: {exc}")
+        unavailable.append(f"load servers {suite.load.given.get('servers', 1)!r} could not be restarted: {exc}")
         return []
 
 
@@ -178,8 +178,6 @@ def scenario_problems(suite: Suite) -> list[str]:
     from kubexp.platform.base import Endpoint
 
     scenario_refusal = platform.kind(suite.platform).scenario_refusal
-    servers = suite.load.get("servers", 1)
-    engines = servers if isinstance(servers, int) else len(servers)
     problems = []
     for scenario in suite.scenarios():
         where = f"{suite.path}: scenario {scenario.index} ({scenario.id})"
@@ -187,8 +185,8 @@ def scenario_problems(suite: Suite) -> list[str]:
         if refusal:
             problems.append(f"{where}: platform {suite.platform}: {refusal}")
         try:
-            load_properties(scenario.params, Endpoint("127.0.0.1", 80), servers=max(1, engines),
-                            request_path=suite.load.get("request_path") or "/")
+            load_properties(scenario.params, Endpoint("127.0.0.1", 80), servers=suite.load.engines,
+                            request_path=suite.load.request_path or "/")
         except LoadParameterError as exc:
             problems.append(f"{where}: {exc}")
     return problems

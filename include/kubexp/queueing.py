@@ -19,7 +19,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kubexp.suite import LoadSection
 
 import numpy as np
 
@@ -166,7 +169,7 @@ def dimension(workers: int, think_time_ms: float, response_time_ms: float, *, po
 LOAD_REGIONS = ("overload", "underload")
 
 
-def load_region_warnings(params: Mapping[str, Any], settings: Mapping[str, Any] | None = None) -> list[str]:
+def load_region_warnings(params: Mapping[str, Any], settings: LoadSection) -> list[str]:
     """Warnings when a scenario cannot reach the load region its suite claims (pure; preflight records them).
 
     Rule, with the suite's `load` settings:
@@ -180,11 +183,10 @@ def load_region_warnings(params: Mapping[str, Any], settings: Mapping[str, Any] 
     both warn when the response timeout is below the expected response time (every request times out; 0 is none)
     and when lambda exceeds generator_rate_per_s (the generator, not the pods, would be the bottleneck).
     """
-    settings = settings or {}
-    region = settings.get("region")
+    region = settings.region
     if region is not None and region not in LOAD_REGIONS:
         raise ModelError(f"load.region={region!r} must be one of {', '.join(LOAD_REGIONS)}")
-    response = settings.get("expected_response_time_ms")
+    response = settings.expected_response_time_ms
     if response is None:
         return []
     workers = int(params.get("workers", 10))
@@ -193,7 +195,7 @@ def load_region_warnings(params: Mapping[str, Any], settings: Mapping[str, Any] 
     pods = int(params.get("pods", 1))
     rate = params.get("arrival_rate_per_s")
     offered = float(rate) if rate is not None else offered_rate(workers, think, float(response), timeout)
-    per_pod = float(settings.get("pod_rate_per_s") or service_rate(1, float(response)))
+    per_pod = float(settings.pod_rate_per_s or service_rate(1, float(response)))
     capacity = pods * per_pod
     rho = offered / capacity
     how = f"offers {offered:.1f} req/s against a capacity of {capacity:.1f} req/s ({pods} pods), rho = {rho:.2f}"
@@ -207,7 +209,7 @@ def load_region_warnings(params: Mapping[str, Any], settings: Mapping[str, Any] 
         warnings.append(f"suite claims overload (rho >= 1) but the scenario {how}; it needs {need}")
     if region == "underload" and rho >= 1:
         warnings.append(f"suite claims underload (rho < 1) but the scenario {how}")
-    generator = settings.get("generator_rate_per_s")
+    generator = settings.generator_rate_per_s
     if generator is not None and offered > float(generator):
         warnings.append(f"the scenario offers {offered:.1f} req/s but the load generator sends at most "
                         f"{float(generator):.1f} req/s: it, not the pods, would limit the load")

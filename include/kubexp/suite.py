@@ -13,6 +13,7 @@ import hashlib
 import itertools
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,7 +87,9 @@ _HOST_PORT = {"type": "string", "pattern": rf"^[^\s:]+:{_PORT}$"}
 
 # Sections load, metrics and analysis are closed: a misspelt key is an error. The platform sections
 # (local, kubernetes) are checked key by key by their platform's settings (kubexp suite validate runs
-# those checks too); their best-known keys are typed here.
+# those checks too); their best-known keys are typed here. A "default" of a load or metrics key is what
+# its typed section (LoadSection, MetricsSection) holds when the file leaves the key out; a key without
+# one is None then, and decided where it is read (the load profile's, the platform's).
 SUITE_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "kubexp suite",
@@ -107,22 +110,23 @@ SUITE_SCHEMA: dict[str, Any] = {
         "load": {
             "type": "object",
             "properties": {
-                "profile": {"enum": ["kubexp", "paper"]},
+                "profile": {"enum": ["kubexp", "paper"], "default": "kubexp"},
                 "settle_s": {"type": "integer", "minimum": 0},
                 "servers": {"oneOf": [{"type": "integer", "minimum": 1},
-                                      {"type": "array", "minItems": 1, "items": _HOST_PORT}]},
+                                      {"type": "array", "minItems": 1, "items": _HOST_PORT}], "default": 1},
                 "plan": {"type": "string"},
-                "sample_sender_mode": {"type": "string"},
+                "sample_sender_mode": {"type": "string", "default": "StrippedBatch"},
                 "results_dir": {"type": "string"},
                 "request_path": {"type": "string", "pattern": "^/"},
-                "ssh_conn_ids": {"type": "array", "items": {"type": "string"}},
+                "ssh_conn_ids": {"type": "array", "items": {"type": "string"}, "default": []},
                 "region": {"enum": ["overload", "underload"]},
                 "expected_response_time_ms": {"type": "number", "exclusiveMinimum": 0},
                 "pod_rate_per_s": {"type": "number", "exclusiveMinimum": 0},
                 "generator_rate_per_s": {"type": "number", "exclusiveMinimum": 0},
-                "max_malformed_share": {"type": "number", "minimum": 0, "maximum": 1},
-                "refuse_saturated_generator": {"type": "boolean"},
-                "max_connection_failure_share": {"type": "number", "minimum": 0, "maximum": 1},
+                "max_malformed_share": {"type": "number", "minimum": 0, "maximum": 1,
+                                        "default": 0.01},
+                "refuse_saturated_generator": {"type": "boolean", "default": False},
+                "max_connection_failure_share": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.1},
             },
             "additionalProperties": False,
         },
@@ -139,16 +143,18 @@ SUITE_SCHEMA: dict[str, Any] = {
                         "oneOf": [{"required": ["url"]}, {"required": ["conn_id"]}],
                         "additionalProperties": False,
                     },
+                    "default": [],
                 },
-                "queries": {"type": "object", "additionalProperties": {"type": "string", "minLength": 1}},
+                "queries": {"type": "object", "additionalProperties": {"type": "string", "minLength": 1},
+                            "default": {}},
                 "required": {"type": "array", "items": {"type": "string"}},
-                "completeness_min": {"type": "number", "minimum": 0, "maximum": 1},
-                "default_queries": {"type": "boolean"},
+                "completeness_min": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.9},
+                "default_queries": {"type": "boolean", "default": True},
                 "rate_window": {"type": "string", "minLength": 1},
-                "retries": {"type": "integer", "minimum": 1},
-                "backoff_s": {"type": "number", "minimum": 0},
-                "timeout_s": {"type": "number", "exclusiveMinimum": 0},
-                "max_series": {"type": "integer", "minimum": 1},
+                "retries": {"type": "integer", "minimum": 1, "default": 3},
+                "backoff_s": {"type": "number", "minimum": 0, "default": 1.0},
+                "timeout_s": {"type": "number", "exclusiveMinimum": 0, "default": 30.0},
+                "max_series": {"type": "integer", "minimum": 1, "default": 1000},
                 "etcd_logs": {"type": "array", "items": {"type": "object"}},
             },
             "additionalProperties": False,
@@ -200,6 +206,70 @@ SUITE_SCHEMA: dict[str, Any] = {
 }
 
 
+def _default(section: str, key: str) -> Any:
+    """The schema's default of one key of a section (None when it has none)."""
+    return copy.deepcopy(SUITE_SCHEMA["properties"][section]["properties"][key].get("default"))
+
+
+def _frozen(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+@dataclass(frozen=True)
+class LoadSection:
+    """The suite's `load:` section, typed; validated by `check_section("load", ...)`, defaults from SUITE_SCHEMA."""
+
+    profile: str = _default("load", "profile")
+    settle_s: int | None = None  # None: the profile's
+    servers: int | tuple[str, ...] = _default("load", "servers")  # local JMeter servers, or remote host:port
+    plan: str | None = None  # None: the profile's (open-loop.jmx for an arrival rate)
+    sample_sender_mode: str = _default("load", "sample_sender_mode")
+    results_dir: str | None = None  # None: kubexp.load.ramdisk.results_root's folder in /dev/shm
+    request_path: str | None = None  # None: the profile's
+    ssh_conn_ids: tuple[str, ...] = ()
+    region: str | None = None
+    expected_response_time_ms: float | None = None
+    pod_rate_per_s: float | None = None
+    generator_rate_per_s: float | None = None
+    max_malformed_share: float = _default("load", "max_malformed_share")
+    refuse_saturated_generator: bool = _default("load", "refuse_saturated_generator")
+    max_connection_failure_share: float = _default("load", "max_connection_failure_share")
+    given: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # the keys as the file sets them
+
+    @property
+    def engines(self) -> int:
+        """How many JMeter servers send the load."""
+        return self.servers if isinstance(self.servers, int) else len(self.servers)
+
+
+@dataclass(frozen=True)
+class MetricsSection:
+    """The suite's `metrics:` section, typed; validated by `check_section("metrics", ...)`, defaults from
+    SUITE_SCHEMA."""
+
+    prometheus: tuple[Mapping[str, Any], ...] = ()  # none: the local Prometheus
+    queries: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    required: tuple[str, ...] | None = None  # None: the platform's required_queries
+    completeness_min: float = _default("metrics", "completeness_min")
+    default_queries: bool = _default("metrics", "default_queries")
+    rate_window: str | None = None  # None: the platform's
+    retries: int = _default("metrics", "retries")
+    backoff_s: float = _default("metrics", "backoff_s")
+    timeout_s: float = _default("metrics", "timeout_s")
+    max_series: int = _default("metrics", "max_series")
+    etcd_logs: tuple[Mapping[str, Any], ...] | None = None  # None: one per kubernetes.etcd.members entry
+    given: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # the keys as the file sets them
+
+
+SECTIONS: dict[str, type[LoadSection] | type[MetricsSection]] = {"load": LoadSection, "metrics": MetricsSection}
+
+
+def typed_section(name: str, data: Mapping[str, Any], origin: str) -> Any:
+    """A typed section (SECTIONS) from its mapping, after its validator (check_section) accepted it."""
+    check_section(name, data, origin)
+    return SECTIONS[name](**{key: _frozen(value) for key, value in data.items()}, given=dict(data))
+
+
 # What a run may override from the trigger form (recorded in its attempt's provenance): how strictly
 # its data are checked and how hard collection retries. What runs (plan), where the load comes from
 # and goes (servers, hosts) and where data are read or written (Prometheus, results_dir) come from
@@ -221,7 +291,8 @@ def overrides_schema() -> dict[str, Any]:
     for section, keys in OVERRIDABLE.items():
         allowed = SUITE_SCHEMA["properties"][section]["properties"]
         properties[section] = {"type": "object", "additionalProperties": False,
-                               "properties": {key: copy.deepcopy(allowed[key]) for key in keys}}
+                               "properties": {key: {name: value for name, value in copy.deepcopy(allowed[key]).items()
+                                                    if name != "default"} for key in keys}}
     return {"type": "object", "properties": properties, "additionalProperties": False}
 
 
@@ -253,8 +324,8 @@ class Suite:
     path: Path
     defaults: dict[str, Any]
     matrix: dict[str, list[Any]]
-    load: dict[str, Any]
-    metrics: dict[str, Any]
+    load: LoadSection
+    metrics: MetricsSection
     local: dict[str, Any]
     kubernetes: dict[str, Any]
     analysis: dict[str, Any]
@@ -353,7 +424,8 @@ def parse_suite(data: Any, path: Path | str) -> Suite:
         name=data["suite"], platform=platform, cluster=data.get("cluster", platform),
         repetitions=data["repetitions"], seed=data.get("seed", 0), description=data.get("description", ""),
         allow_dirty=data.get("allow_dirty", False), path=path, defaults=defaults, matrix=matrix,
-        load=dict(data.get("load") or {}), metrics=dict(data.get("metrics") or {}),
+        load=typed_section("load", data.get("load") or {}, str(path)),
+        metrics=typed_section("metrics", data.get("metrics") or {}, str(path)),
         local=dict(data.get("local") or {}), kubernetes=dict(data.get("kubernetes") or {}),
         analysis=dict(data.get("analysis") or {}),
         slo={name: dict(spec) for name, spec in (data.get("slo") or {}).items()},

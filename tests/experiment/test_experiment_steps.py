@@ -203,7 +203,7 @@ def test_cleanup_of_a_run_that_lost_its_lease_touches_nothing_of_the_new_holder(
 def test_overrides_change_settings_never_scenarios(suite_path: Path) -> None:
     suite = load_suite(suite_path)
     changed = experiment.apply_overrides(suite, {"allow_dirty": True, "load": {"max_malformed_share": 0.2}})
-    assert changed.allow_dirty and changed.load["max_malformed_share"] == 0.2
+    assert changed.allow_dirty and changed.load.max_malformed_share == 0.2
     assert changed.scenarios() == suite.scenarios()
     with pytest.raises(experiment.ExperimentError, match="not allowed"):
         experiment.apply_overrides(suite, {"matrix": {"workers": [1]}})
@@ -368,7 +368,7 @@ def test_prometheus_completeness_gates_finishing_by_default(
     t0_ms = int(t0.timestamp() * 1000)
     load_run = _archived({"jtl": str(_samples(tmp_path / "run.jtl", t0_ms, [i * 100 for i in range(200)])),
                           "t0_ms": t0_ms, "t0": t0.isoformat(), "ended_at": (t0 + timedelta(seconds=20)).isoformat()})
-    assert "required" not in load_suite(suite_path).metrics
+    assert load_suite(suite_path).metrics.required is None
     assert experiment.lock_cluster(suite_path, "steps", "manual__1")
     current = experiment.select(suite_path, run(1), {})
     assert current is not None

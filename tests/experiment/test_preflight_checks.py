@@ -11,7 +11,7 @@ import pytest
 
 from kubexp import local_services, postconditions, preflight, settings
 from kubexp.processes import free_port
-from kubexp.suite import load_suite
+from kubexp.suite import LoadSection, MetricsSection, load_suite, typed_section
 
 SUITE = settings.SUITES_DIR / "demo.yaml"
 
@@ -48,9 +48,10 @@ def test_every_problem_is_reported_in_one_error(checkout: Path, database_url: st
     monkeypatch.setenv("KUBEXP_DATABASE_URL", database_url)
     (checkout / "include.py").write_text("changed\n")
     dead = f"http://127.0.0.1:{free_port()}"
-    suite = dataclasses.replace(load_suite(SUITE), load={"servers": 1, "region": "sideways",
-                                                         "results_dir": str(tmp_path / "results")},
-                                metrics={"prometheus": [{"name": "gone", "url": dead}], "retries": 1})
+    # A region the schema would refuse: preflight names it too (the model's own check).
+    suite = dataclasses.replace(load_suite(SUITE), load=LoadSection(region="sideways",
+                                                                    results_dir=str(tmp_path / "results")),
+                                metrics=MetricsSection(prometheus=({"name": "gone", "url": dead},), retries=1))
     with pytest.raises(preflight.PreflightError) as raised:
         preflight.run_all(suite, tmp_path / "results" / "x", suite.scenarios()[0].params, restart_load=True)
     message = str(raised.value)
@@ -66,8 +67,9 @@ def test_only_services_that_did_not_answer_are_worth_a_retry(checkout: Path, dat
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KUBEXP_DATABASE_URL", database_url)
     root = Path("/dev/shm") / tmp_path.name  # the suite's private results root
-    suite = dataclasses.replace(load_suite(SUITE), load={"results_dir": str(root)}, metrics={
-        "prometheus": [{"name": "down", "url": f"http://127.0.0.1:{free_port()}"}], "retries": 1})
+    suite = dataclasses.replace(load_suite(SUITE), load=typed_section("load", {"results_dir": str(root)}, "test"),
+                                metrics=typed_section("metrics", {"prometheus": [
+                                    {"name": "down", "url": f"http://127.0.0.1:{free_port()}"}], "retries": 1}, "test"))
     try:
         with pytest.raises(preflight.ServiceUnavailable, match="Prometheus 'down'"):
             preflight.run_all(suite, root / "x", suite.scenarios()[0].params, restart_load=True)
@@ -82,9 +84,11 @@ def test_facts_when_all_is_well(checkout: Path, database_url: str, monkeypatch: 
     prometheus = local_services.prometheus_process(tmp_path / "prometheus", port)
     prometheus.start(timeout=30)
     root = Path("/dev/shm") / tmp_path.name  # the suite's private results root
-    suite = dataclasses.replace(load_suite(SUITE), metrics={"prometheus": [{"name": "p", "url": f"http://127.0.0.1:{port}"}]},
-                                load={"servers": 1, "region": "underload", "expected_response_time_ms": 50,
-                                      "results_dir": str(root)})
+    prometheus_entry = {"name": "p", "url": f"http://127.0.0.1:{port}"}
+    suite = dataclasses.replace(
+        load_suite(SUITE), metrics=typed_section("metrics", {"prometheus": [prometheus_entry]}, "test"),
+        load=typed_section("load", {"servers": 1, "region": "underload", "expected_response_time_ms": 50,
+                                    "results_dir": str(root)}, "test"))
     try:
         facts = preflight.run_all(suite, root / "x", suite.scenarios()[0].params, restart_load=False)
     finally:
@@ -116,10 +120,10 @@ def test_postconditions_use_the_suites_malformed_limit() -> None:
     params = suite.scenarios()[0].params
     collected = {"requests": 100, "seconds": params["duration_s"], "rows": 100, "malformed": 10, "artifacts": 3,
                  "metric_problems": []}
-    tolerant = dataclasses.replace(suite, load={**suite.load, "max_malformed_share": 0.1})
-    assert postconditions.max_malformed_share(suite) == 0.01 and postconditions.max_malformed_share(tolerant) == 0.1
+    tolerant = dataclasses.replace(suite, load=dataclasses.replace(suite.load, max_malformed_share=0.1))
+    assert suite.load.max_malformed_share == 0.01  # the schema's default
     assert postconditions.postconditions(tolerant, params, collected) == []  # 10 of 110 = 9.1 %
-    strict = dataclasses.replace(suite, load={**suite.load, "max_malformed_share": 0.05})
+    strict = dataclasses.replace(suite, load=dataclasses.replace(suite.load, max_malformed_share=0.05))
     assert postconditions.postconditions(strict, params, collected) == [
         f"10 malformed JTL lines of 110, more than the allowed 5.0% (load.max_malformed_share in {suite.path})"]
 
@@ -169,7 +173,7 @@ def test_a_missing_results_connection_inside_airflow_is_a_problem_not_a_retry(mo
 
 
 def test_remote_load_servers_on_a_platform_that_cannot_restart_them_are_a_problem() -> None:
-    suite = dataclasses.replace(load_suite(SUITE), load={"servers": ["10.0.0.7:1099"]})
+    suite = dataclasses.replace(load_suite(SUITE), load=typed_section("load", {"servers": ["10.0.0.7:1099"]}, "test"))
     problems: list[str] = []
     unavailable: list[str] = []
     assert preflight.restart_load_servers(suite, problems, unavailable) == []
@@ -187,7 +191,7 @@ def test_a_saturated_generator_is_refused_only_when_the_suite_asks() -> None:
     collected = {"requests": 100, "seconds": params["duration_s"], "rows": 100, "malformed": 0, "artifacts": 3,
                  "metric_problems": [], "generator": busy}
     assert postconditions.postconditions(suite, params, collected) == []  # default: flagged in the report only
-    strict = dataclasses.replace(suite, load={**suite.load, "refuse_saturated_generator": True})
+    strict = dataclasses.replace(suite, load=dataclasses.replace(suite.load, refuse_saturated_generator=True))
     assert postconditions.postconditions(strict, params, collected) == [
         "the load generator was the bottleneck (JMeter engine master used 95% of 2 cores (cap 90%)); "
         f"load.refuse_saturated_generator is set in {suite.path}"]

@@ -16,6 +16,7 @@ import pytest
 from kubexp.load import jtl, profiles
 from kubexp.load.jmeter import run_load
 from kubexp.platform.local import LocalPlatform
+from kubexp.suite import LoadSection
 
 ACCESS_LINE = re.compile(r' (?P<addr>[0-9.]+):(?P<port>\d+) "GET (?P<path>\S+)" (?P<status>\d{3}) ')
 PARAMS = {"pods": 2, "pods_max": 2, "workers": 4, "think_time_ms": 20, "duration_s": 6, "memory_limit_mib": 256,
@@ -23,10 +24,10 @@ PARAMS = {"pods": 2, "pods_max": 2, "workers": 4, "think_time_ms": 20, "duration
 
 
 @pytest.fixture
-def deployed(request: pytest.FixtureRequest, kubexp_home: Path) -> Iterator[tuple[LocalPlatform, dict[str, str]]]:
+def deployed(request: pytest.FixtureRequest, kubexp_home: Path) -> Iterator[tuple[LocalPlatform, LoadSection]]:
     """The local platform for (load profile, app server); None = the profile's app server."""
     profile, server = request.param
-    load = {"profile": profile}
+    load = LoadSection(profile=profile)
     local = {"health_check_interval_s": 2, **({"app_server": server} if server else {})}
     platform = LocalPlatform(profiles.app_settings(local, load), kubexp_home / "local")
     try:

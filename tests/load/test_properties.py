@@ -20,7 +20,7 @@ from kubexp.load.properties import (
 )
 from kubexp.platform.base import Endpoint
 from kubexp.settings import REPO_ROOT
-from kubexp.suite import load_suite, suite_files
+from kubexp.suite import LoadSection, load_suite, suite_files
 
 PARAMS = {"pods": 2, "workers": 12, "think_time_ms": 20.0, "duration_s": 60, "mesh": "native",
           "connect_timeout_ms": 2000, "response_timeout_ms": 10000, "arrival_rate_per_s": None, "tags": ["x"]}
@@ -113,9 +113,8 @@ def test_a_failed_distributed_run_names_its_servers() -> None:
 @pytest.mark.parametrize("path", suite_files(), ids=lambda path: Path(path).stem)
 def test_every_shipped_scenario_runs_through_properties_and_the_model(path: Path) -> None:
     suite = load_suite(path)
-    servers = suite.load.get("servers", 1)
-    engines = servers if isinstance(servers, int) else len(servers)
-    settings = {"region": "overload", "expected_response_time_ms": 63}
+    engines = suite.load.engines
+    settings = LoadSection(region="overload", expected_response_time_ms=63)
     for scenario in suite.scenarios():
         props = load_properties(scenario.params, TARGET, servers=engines, request_path="/")
         assert int(props["server_threads"]) * engines == scenario.params["workers"]

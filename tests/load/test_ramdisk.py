@@ -47,13 +47,14 @@ def test_results_go_to_a_private_folder_of_this_user_and_run_folder(
     import os
 
     from kubexp.load.ramdisk import PrivateFolderError, private_folder, results_root
+    from kubexp.suite import LoadSection
 
     monkeypatch.setenv("KUBEXP_HOME", str(tmp_path / "home-a"))
-    root_a = results_root({})
+    root_a = results_root(LoadSection())
     monkeypatch.setenv("KUBEXP_HOME", str(tmp_path / "home-b"))
     assert root_a.parent == Path("/dev/shm") and root_a.name.startswith(f"kubexp-{os.geteuid()}-")
-    assert results_root({}) != root_a  # one per run folder
-    assert results_root({"results_dir": "/dev/shm/mine"}) == Path("/dev/shm/mine")
+    assert results_root(LoadSection()) != root_a  # one per run folder
+    assert results_root(LoadSection(results_dir="/dev/shm/mine")) == Path("/dev/shm/mine")
 
     created = private_folder(tmp_path / "results" / "root")
     assert (created.stat().st_mode & 0o777, created.stat().st_uid) == (0o700, os.geteuid())

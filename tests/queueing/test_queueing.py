@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 from click.testing import CliRunner
@@ -20,6 +21,7 @@ from kubexp.queueing import (
     utilisation,
     worker_rate,
 )
+from kubexp.suite import LoadSection
 
 
 def test_eq5_reproduces_the_paper() -> None:
@@ -150,25 +152,25 @@ SCENARIO = {"workers": 10, "think_time_ms": 20, "pods": 20, "response_timeout_ms
 
 
 def test_region_rule() -> None:
-    overload = {"region": "overload", "expected_response_time_ms": 63}
+    overload = LoadSection(region="overload", expected_response_time_ms=63)
     # 10 workers offer 120.5 req/s against 317.5: rho 0.38 < 1, needs 27 workers.
     (warning,) = load_region_warnings(SCENARIO, overload)
     assert "rho = 0.38" in warning and "at least 27 workers" in warning
     assert load_region_warnings({**SCENARIO, "workers": 27}, overload) == []
-    assert load_region_warnings({**SCENARIO, "workers": 40}, {**overload, "region": "underload"})[0].startswith(
+    assert load_region_warnings({**SCENARIO, "workers": 40}, replace(overload, region="underload"))[0].startswith(
         "suite claims underload")
     # Open loop: the arrival rate is the offered load.
     assert load_region_warnings({**SCENARIO, "arrival_rate_per_s": 400}, overload) == []
     assert "higher arrival_rate_per_s" in load_region_warnings({**SCENARIO, "arrival_rate_per_s": 100}, overload)[0]
     # A measured per-pod plateau changes the capacity; the generator limit and timeouts are checked too.
-    assert load_region_warnings(SCENARIO, {**overload, "pod_rate_per_s": 5}) == []
+    assert load_region_warnings(SCENARIO, replace(overload, pod_rate_per_s=5)) == []
     warnings = load_region_warnings({**SCENARIO, "workers": 40, "response_timeout_ms": 50},
-                                    {"expected_response_time_ms": 63, "generator_rate_per_s": 390})
+                                    LoadSection(expected_response_time_ms=63, generator_rate_per_s=390))
     assert len(warnings) == 2 and "time out" in warnings[0] and "load generator" in warnings[1]
-    assert load_region_warnings(SCENARIO, {"region": "overload"}) == []  # no response time: nothing to say
+    assert load_region_warnings(SCENARIO, LoadSection(region="overload")) == []  # no response time: nothing to say
     # No response timeout (0): nothing times out, and eq. 5 waits for the 63 ms responses.
     assert load_region_warnings({**SCENARIO, "workers": 27, "response_timeout_ms": 0}, overload) == []
     (slow,) = load_region_warnings({**SCENARIO, "workers": 26, "response_timeout_ms": 0}, overload)
     assert "at least 27 workers" in slow and "time out" not in slow
     with pytest.raises(ModelError, match="load.region='sideways'"):
-        load_region_warnings(SCENARIO, {"region": "sideways", "expected_response_time_ms": 63})
+        load_region_warnings(SCENARIO, LoadSection(region="sideways", expected_response_time_ms=63))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import jsonschema
@@ -64,7 +65,7 @@ def test_paper_suites_run_the_authors_traffic() -> None:
     20 ms think time, 64 MiB / 200 m per pod, and all seconds analysed; each value cited in the file."""
     for name in ("paper-loadgeneration", "paper-scaling", "paper-etcd"):
         suite = load_suite(SUITES_DIR / f"{name}.yaml")
-        assert (suite.load["profile"], profiles.settle_s_for(suite.load)) == ("paper", 60), name
+        assert (suite.load.profile, profiles.settle_s_for(suite.load)) == ("paper", 60), name
         assert (suite.warmup_s, suite.cooldown_s) == (0, 0), name
         for scenario in suite.scenarios():
             params = scenario.params
@@ -156,7 +157,8 @@ def test_scenario_params_schema_accepts_scenarios_and_rejects_unknown_parameters
 def test_parse_suite_keeps_sections_for_their_owners() -> None:
     suite = parse_suite({**MINIMAL, "load": {"servers": ["h:1099"], "region": "overload"},
                          "local": {"app_threads": 2}, "analysis": {"warmup_s": 5}}, "inline.yaml")
-    assert suite.load == {"servers": ["h:1099"], "region": "overload"} and suite.local == {"app_threads": 2}
+    assert suite.load.given == {"servers": ["h:1099"], "region": "overload"} and suite.local == {"app_threads": 2}
+    assert (suite.load.servers, suite.load.region, suite.load.max_malformed_share) == (("h:1099",), "overload", 0.01)
     assert (suite.warmup_s, suite.cooldown_s) == (5, 0)
     assert suite.path == Path("inline.yaml")
 
@@ -194,3 +196,26 @@ def test_bad_input_is_one_clear_error_naming_file_and_key(tmp_path: Path, text: 
     assert message.startswith(str(path))
     for part in expected:
         assert part in message
+
+
+def test_typed_sections_hold_exactly_the_schema_keys_with_its_defaults() -> None:
+    """`load:` and `metrics:` are read as typed fields; their keys and defaults come from SUITE_SCHEMA, and the
+    library defaults the same settings have outside a suite (JTL CLI, run_load, CollectOptions) agree."""
+    from kubexp.collect.prometheus import CollectOptions
+    from kubexp.load.jmeter import DEFAULT_SAMPLE_SENDER_MODE
+    from kubexp.load.jtl import MAX_MALFORMED_SHARE
+    from kubexp.suite import SECTIONS, SUITE_SCHEMA, LoadSection, MetricsSection
+
+    for name, kind in SECTIONS.items():
+        schema = SUITE_SCHEMA["properties"][name]["properties"]
+        fields = {f.name: f for f in dataclasses.fields(kind) if f.name != "given"}
+        assert set(fields) == set(schema), name
+        defaults = kind()
+        for key, spec in schema.items():
+            expected = spec.get("default")
+            assert getattr(defaults, key) == (tuple(expected) if isinstance(expected, list) else expected), key
+    assert (LoadSection.max_malformed_share, LoadSection.sample_sender_mode) == (MAX_MALFORMED_SHARE,
+                                                                                 DEFAULT_SAMPLE_SENDER_MODE)
+    options = CollectOptions()
+    assert (options.retries, options.backoff_s, options.timeout_s, options.max_series) == (
+        MetricsSection.retries, MetricsSection.backoff_s, MetricsSection.timeout_s, MetricsSection.max_series)

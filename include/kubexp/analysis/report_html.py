@@ -14,6 +14,7 @@ from kubexp.analysis.comparisons import POOLED, pairwise, table1_grid, within_co
 from kubexp.analysis.dataset import AnalysisSettings, SuiteData
 from kubexp.analysis.slo import SloCase
 from kubexp.analysis.stats import UNIT_LABELS
+from kubexp.suite import MetricsSection
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1250px; color: #222; line-height: 1.4; }
@@ -255,7 +256,7 @@ def completeness(data: SuiteData, metrics: pd.DataFrame) -> str:
                 ["experiment", "scenario #", "seconds with data", "seconds missing"], rows, text_columns=1)
                 + "</details>")
     definition = data.suite.get("definition") or {}
-    threshold = float((definition.get("metrics") or {}).get("completeness_min", 0.9))
+    threshold = float((definition.get("metrics") or {}).get("completeness_min", MetricsSection.completeness_min))
     if metrics.empty:
         parts.append("<p>No metric series stored.</p>")
     else:

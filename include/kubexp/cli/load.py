@@ -15,7 +15,7 @@ from kubexp import platform
 from kubexp.cli import main
 from kubexp.cli.render import find_scenario
 from kubexp.load import profiles
-from kubexp.load.jmeter import DEFAULT_SAMPLE_SENDER_MODE, jmeter_command
+from kubexp.load.jmeter import jmeter_command
 from kubexp.load.properties import LoadParameterError, load_properties
 from kubexp.platform.base import Endpoint
 from kubexp.settings import SUITES_DIR
@@ -116,9 +116,8 @@ def plan(suite_ref: str, wanted: str, out_dir: Path, host: str | None, port: int
     """Write the exact .jmx and properties the load step would run for one scenario of SUITE (a file or name)."""
     suite = find_suite(suite_ref)
     scenario = find_scenario(suite, wanted)
-    servers_setting = suite.load.get("servers", 1)
-    servers = (list(servers_setting) if isinstance(servers_setting, list)
-               else [f"127.0.0.1:LOCAL_JMETER_SERVER_{i}" for i in range(int(servers_setting))])
+    servers = (list(suite.load.servers) if isinstance(suite.load.servers, tuple)
+               else [f"127.0.0.1:LOCAL_JMETER_SERVER_{i}" for i in range(suite.load.servers)])
     planned = platform.kind(suite.platform).planned_endpoint(suite)
     endpoint = Endpoint(host or planned.host, port or planned.port)
     try:
@@ -136,7 +135,7 @@ def plan(suite_ref: str, wanted: str, out_dir: Path, host: str | None, port: int
     (out_dir / PROPERTIES_FILE).write_text(properties_text(properties))
     argv = jmeter_command(plan_file, Path("RESULTS_DIR/jmeter-TIME.jtl"), Path("RESULTS_DIR/jmeter-TIME.log"),
                           properties, servers=servers,
-                          sample_sender_mode=suite.load.get("sample_sender_mode", DEFAULT_SAMPLE_SENDER_MODE))
+                          sample_sender_mode=suite.load.sample_sender_mode)
     (out_dir / COMMAND_FILE).write_text(shlex.join(argv) + "\n")
     settle = profiles.settle_s_for(suite.load)
     click.echo(f"suite {suite.name} ({suite.path}), scenario {scenario.index} ({scenario.id})")

@@ -144,7 +144,7 @@ def local_instance() -> PrometheusInstance:
 
 def resolve_instances(suite: Suite) -> list[PrometheusInstance]:
     """The suite's `metrics.prometheus` instances; without any, the local Prometheus."""
-    entries = suite.metrics.get("prometheus") or []
+    entries = suite.metrics.prometheus
     instances = [PrometheusInstance.from_settings(entry, f"{suite.path}: metrics.prometheus[{i}]")
                  for i, entry in enumerate(entries)] or [local_instance()]
     names = [instance.name for instance in instances]
@@ -164,18 +164,11 @@ class CollectOptions:
 
 
 def options_from_suite(suite: Suite) -> CollectOptions:
-    """`metrics.retries`, `backoff_s`, `timeout_s` and `max_series` of a suite, defaults for the rest."""
-    metrics, defaults = suite.metrics, CollectOptions()
-    try:
-        return CollectOptions(
-            retries=max(1, int(metrics.get("retries", defaults.retries))),
-            backoff_s=float(metrics.get("backoff_s", defaults.backoff_s)),
-            timeout_s=float(metrics.get("timeout_s", defaults.timeout_s)),
-            max_series=max(1, int(metrics.get("max_series", defaults.max_series))),
-        )
-    except (TypeError, ValueError) as exc:
-        raise PrometheusError(f"{suite.path}: metrics: retries, backoff_s, timeout_s and max_series must be "
-                              f"numbers ({exc})") from None
+    """`metrics.retries`, `backoff_s`, `timeout_s` and `max_series` of a suite (checked by its schema), defaults
+    for the rest."""
+    metrics = suite.metrics
+    return CollectOptions(retries=metrics.retries, backoff_s=float(metrics.backoff_s),
+                          timeout_s=float(metrics.timeout_s), max_series=metrics.max_series)
 
 
 class SeriesKey(NamedTuple):

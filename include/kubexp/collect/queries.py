@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from string import Template
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from kubexp.suite import Suite
@@ -58,9 +58,9 @@ def render(queries: Mapping[str, str], variables: Mapping[str, str], where: str 
 def _templates(suite: Suite) -> dict[str, str]:
     from kubexp import platform
 
-    metrics: Mapping[str, Any] = suite.metrics
-    chosen = dict(platform.kind(suite.platform).default_queries) if metrics.get("default_queries", True) else {}
-    chosen.update(metrics.get("queries") or {})
+    metrics = suite.metrics
+    chosen = dict(platform.kind(suite.platform).default_queries) if metrics.default_queries else {}
+    chosen.update(metrics.queries)
     return chosen
 
 
@@ -74,11 +74,10 @@ def queries_for(suite: Suite) -> dict[str, str]:
     from kubexp import platform
 
     kind = platform.kind(suite.platform)
-    metrics: Mapping[str, Any] = suite.metrics
     chosen = _templates(suite)
     variables = {
         "namespace": str(suite.kubernetes.get("namespace") or DEFAULT_NAMESPACE),
-        "rate_window": str(metrics.get("rate_window") or kind.rate_window),
+        "rate_window": suite.metrics.rate_window or kind.rate_window,
     }
     return render(chosen, variables, where=f"{suite.path}: metrics.queries")
 
@@ -87,7 +86,7 @@ def required_for(suite: Suite) -> list[str]:
     """`metrics.required`, else the platform's required_queries (none with `metrics.default_queries: false`)."""
     from kubexp import platform
 
-    metrics: Mapping[str, Any] = suite.metrics
-    if "required" in metrics:
-        return list(metrics["required"])
-    return list(platform.kind(suite.platform).required_queries) if metrics.get("default_queries", True) else []
+    metrics = suite.metrics
+    if metrics.required is not None:
+        return list(metrics.required)
+    return list(platform.kind(suite.platform).required_queries) if metrics.default_queries else []

@@ -18,9 +18,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kubexp.settings import REPO_ROOT
+
+if TYPE_CHECKING:
+    from kubexp.suite import LoadSection
 
 PLANS_DIR = REPO_ROOT / "include" / "jmeter"
 OPEN_LOOP_PLAN = PLANS_DIR / "open-loop.jmx"
@@ -60,36 +63,34 @@ PROFILES: dict[str, LoadProfile] = {
         summary="PoissonRandomTimer (offset 0, lambda = think time), keep-alive off, 1 s ramp-up, "
                 "30x30 crop at (0,0) of an 800x600 photo, Flask's threaded server, 60 s settle"),
 }
-DEFAULT_PROFILE = "kubexp"
 
 
-def profile_of(load: Mapping[str, Any]) -> LoadProfile:
+def profile_of(load: LoadSection) -> LoadProfile:
     """The profile a suite's `load` section names (default `kubexp`)."""
-    name = load.get("profile", DEFAULT_PROFILE)
+    name = load.profile
     if name not in PROFILES:
         raise ProfileError(f"load.profile={name!r} is not a load profile; allowed: {', '.join(PROFILES)}")
     return PROFILES[name]
 
 
-def plan_for(load: Mapping[str, Any], params: Mapping[str, Any]) -> Path:
+def plan_for(load: LoadSection, params: Mapping[str, Any]) -> Path:
     """The JMeter plan the load step runs: load.plan, else open-loop.jmx for an arrival rate, else the profile's."""
-    if load.get("plan"):
-        return Path(load["plan"])
+    if load.plan:
+        return Path(load.plan)
     if params.get("arrival_rate_per_s") is not None:
         return OPEN_LOOP_PLAN
     return profile_of(load).plan
 
 
-def request_path_for(load: Mapping[str, Any]) -> str:
-    return str(load.get("request_path") or profile_of(load).request_path)
+def request_path_for(load: LoadSection) -> str:
+    return load.request_path or profile_of(load).request_path
 
 
-def settle_s_for(load: Mapping[str, Any]) -> int:
-    value = load.get("settle_s")
-    return profile_of(load).settle_s if value is None else int(value)
+def settle_s_for(load: LoadSection) -> int:
+    return profile_of(load).settle_s if load.settle_s is None else load.settle_s
 
 
-def app_settings(section: Mapping[str, Any], load: Mapping[str, Any]) -> dict[str, Any]:
+def app_settings(section: Mapping[str, Any], load: LoadSection) -> dict[str, Any]:
     """A platform section (`local:` or `kubernetes:`) with the profile's app server and probe path as defaults."""
     profile = profile_of(load)
     merged = {"app_server": profile.app_server, "probe_path": profile.probe_path, **section}

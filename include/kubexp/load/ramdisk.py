@@ -6,9 +6,11 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kubexp.suite import LoadSection
 
 RAM_FILESYSTEMS = frozenset({"tmpfs", "ramfs"})
 
@@ -21,11 +23,11 @@ class PrivateFolderError(RuntimeError):
     """The results root is not a folder of this user's alone; the message names it and what to do."""
 
 
-def results_root(load: Mapping[str, Any]) -> Path:
+def results_root(load: LoadSection) -> Path:
     """Where a suite's load results go: load.results_dir, else /dev/shm/kubexp-<uid>-<hash of the run folder>
     (one per user and run folder). Either must pass `private_folder` before anything is written below it."""
-    if load.get("results_dir"):
-        return Path(str(load["results_dir"]))
+    if load.results_dir:
+        return Path(load.results_dir)
     from kubexp import settings
 
     run_dir = str(settings.run_dir().resolve())

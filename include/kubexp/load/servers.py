@@ -14,8 +14,7 @@ log = logging.getLogger(__name__)
 
 
 def _local_servers(suite: Suite) -> LocalJMeterServers:
-    count = suite.load.get("servers", 1)
-    return LocalJMeterServers(int(count), settings.run_dir() / "jmeter-servers" / suite.cluster)
+    return LocalJMeterServers(suite.load.engines, settings.run_dir() / "jmeter-servers" / suite.cluster)
 
 
 def restart(suite: Suite) -> list[str]:
@@ -23,7 +22,7 @@ def restart(suite: Suite) -> list[str]:
     their 'host:port' list. The platform's Unsupported when it has no remote load servers."""
     from kubexp import platform
 
-    if isinstance(suite.load.get("servers", 1), int):
+    if isinstance(suite.load.servers, int):
         local = _local_servers(suite)
         local.stop()
         return list(local.start())
@@ -35,12 +34,12 @@ def rmi_ssl(suite: Suite) -> Path | None:
     local servers; None for remote ones (set up without SSL, docs/load.md)."""
     from kubexp.load.rmi import ssl_properties
 
-    return ssl_properties() if isinstance(suite.load.get("servers", 1), int) else None
+    return ssl_properties() if isinstance(suite.load.servers, int) else None
 
 
 def stop(suite: Suite) -> None:
     """Local JMeter servers hold ~110 MB each: stop them once the experiment is over."""
-    if isinstance(suite.load.get("servers", 1), int):
+    if isinstance(suite.load.servers, int):
         _local_servers(suite).stop()
 
 

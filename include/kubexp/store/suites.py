@@ -34,7 +34,7 @@ def _definition(suite: Suite) -> dict[str, Any]:
         "suite": suite.name, "description": suite.description, "platform": suite.platform,
         "cluster": suite.cluster, "repetitions": suite.repetitions, "seed": suite.seed,
         "allow_dirty": suite.allow_dirty, "defaults": suite.defaults, "matrix": suite.matrix,
-        "load": suite.load, "metrics": suite.metrics, "local": suite.local,
+        "load": dict(suite.load.given), "metrics": dict(suite.metrics.given), "local": suite.local,
         "kubernetes": suite.kubernetes, "analysis": suite.analysis, "slo": suite.slo,
         "max_attempts": suite.max_attempts,
     }

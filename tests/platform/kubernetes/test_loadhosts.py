@@ -13,7 +13,7 @@ from kubexp.platform import create
 from kubexp.platform.base import PlatformError
 from kubexp.platform.kubernetes.loadhosts import LoadHost, LoadHostSettings, load_hosts, restart_load_servers
 from kubexp.processes import ManagedProcess, free_port, port_accepts
-from kubexp.suite import parse_suite
+from kubexp.suite import LoadSection, parse_suite, typed_section
 
 # What `systemctl restart jmeter-server` does, without systemd: end the old server, start a new one.
 # The host value is written to a file beside the PID file, so the test can see what arrived.
@@ -43,7 +43,7 @@ def test_servers_are_restarted_and_reachable(ssh_conn: str, standin: ManagedProc
     port = free_port()
     load = {"servers": [f"127.0.0.1:{port}"], "ssh_conn_ids": [ssh_conn]}
 
-    assert restart_load_servers(load_hosts(load), settings_for(standin), timeout_s=20,
+    assert restart_load_servers(load_hosts(typed_section("load", load, "test")), settings_for(standin), timeout_s=20,
                                 interval_s=0.1) == [f"127.0.0.1:{port}"]
     first = standin.running_pid()
     assert first is not None and port_accepts(port)
@@ -71,7 +71,7 @@ def test_host_value_reaches_the_command_as_one_inert_argument(ssh_conn: str, sta
 
 
 def test_default_restart_is_systemctl_and_dry_run_runs_nothing(capsys: pytest.CaptureFixture[str]) -> None:
-    hosts = load_hosts({"servers": ["10.0.0.7:1099", "10.0.0.8:1099"], "ssh_conn_ids": ["load1", "load2"]})
+    hosts = load_hosts(LoadSection(servers=("10.0.0.7:1099", "10.0.0.8:1099"), ssh_conn_ids=("load1", "load2")))
     settings = LoadHostSettings.from_mapping({"sudo": True})
 
     assert restart_load_servers(hosts, settings, dry_run=True) == ["10.0.0.7:1099", "10.0.0.8:1099"]
@@ -83,8 +83,8 @@ def test_default_restart_is_systemctl_and_dry_run_runs_nothing(capsys: pytest.Ca
 
 
 def test_local_servers_need_no_hosts_and_mismatches_are_named() -> None:
-    assert load_hosts({"servers": 2}) == []
+    assert load_hosts(LoadSection(servers=2)) == []
     with pytest.raises(ValueError, match=r"load.ssh_conn_ids: 0 connection ids for 1 servers"):
-        load_hosts({"servers": ["10.0.0.7:1099"]})
+        load_hosts(LoadSection(servers=("10.0.0.7:1099",)))
     with pytest.raises(ValueError, match=r"restart_command: placeholder \{unit\} is unknown"):
         LoadHostSettings.from_mapping({"restart_command": ["systemctl", "restart", "{unit}"]})

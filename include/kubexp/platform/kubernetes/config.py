@@ -28,6 +28,7 @@ from kubexp.platform.kubernetes.etcd_ssh import EtcdMember, EtcdProfile
 from kubexp.platform.kubernetes.istio import IstioSettings
 from kubexp.platform.kubernetes.loadhosts import LoadHostSettings
 from kubexp.platform.kubernetes.openstack import OpenStackSettings
+from kubexp.suite import LoadSection
 
 if TYPE_CHECKING:
     from kubexp.suite import Suite
@@ -69,7 +70,7 @@ class KubernetesSettings:
     etcd_profile: EtcdProfile = field(default_factory=EtcdProfile)
     etcd_dry_run: bool = False
     etcd_manage: bool = True
-    load: Mapping[str, Any] = field(default_factory=dict)  # the suite's load section (servers, ssh_conn_ids)
+    load: LoadSection = field(default_factory=LoadSection)  # the suite's load section (servers, ssh_conn_ids)
     path: str = "<suite>"
     load_host_settings: LoadHostSettings = field(default_factory=LoadHostSettings)
 
@@ -84,7 +85,7 @@ def settings_from_suite(suite: Suite) -> KubernetesSettings:
     return parse_settings(section, suite.load, suite.path)
 
 
-def parse_settings(section: Mapping[str, Any], load: Mapping[str, Any] | None = None,
+def parse_settings(section: Mapping[str, Any], load: LoadSection | None = None,
                    path: Path | str = "<suite>") -> KubernetesSettings:
     """Typed settings from the raw sections; SettingsError names `path` and the key."""
     from kubexp.platform.kubernetes.manifests import DEFAULTS as MANIFEST_DEFAULTS
@@ -133,5 +134,5 @@ def parse_settings(section: Mapping[str, Any], load: Mapping[str, Any] | None = 
         field_manager=str(section.get("field_manager", "kubexp")), timeouts=timeouts, istio=istio,
         openstack=openstack, etcd_members=members, etcd_profile=profile, etcd_dry_run=bool(etcd.get("dry_run")),
         etcd_manage=bool(etcd.get("manage", True)),
-        load=dict(load or {}), path=str(path), load_host_settings=host_settings,
+        load=load or LoadSection(), path=str(path), load_host_settings=host_settings,
     )

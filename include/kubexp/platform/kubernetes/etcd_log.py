@@ -62,7 +62,7 @@ class EtcdLogSource:
 
 def sources_from_suite(suite: Suite) -> list[EtcdLogSource]:
     """`metrics.etcd_logs` entries, else one journal source (unit "etcd") per `kubernetes.etcd.members` entry."""
-    entries = suite.metrics.get("etcd_logs")
+    entries = suite.metrics.etcd_logs
     if entries is not None:
         return [EtcdLogSource.from_mapping(entry, f"{suite.path}: metrics.etcd_logs[{i}]")
                 for i, entry in enumerate(entries)]

@@ -13,11 +13,14 @@ import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kubexp.platform.kubernetes.commands import fill
 from kubexp.platform.kubernetes.remote import RemoteHost
 from kubexp.platform.kubernetes.waiting import wait_until
+
+if TYPE_CHECKING:
+    from kubexp.suite import LoadSection
 
 
 @dataclass(frozen=True)
@@ -56,12 +59,11 @@ class LoadHostSettings:
                    sudo=bool(data.get("sudo", False)))
 
 
-def load_hosts(load: Mapping[str, Any], where: str = "load") -> list[LoadHost]:
+def load_hosts(load: LoadSection, where: str = "load") -> list[LoadHost]:
     """Remote JMeter servers of a suite's load section; [] when JMeter runs locally (servers: N)."""
-    servers = load.get("servers")
-    if not isinstance(servers, list):
+    servers, conn_ids = load.servers, load.ssh_conn_ids
+    if isinstance(servers, int):
         return []
-    conn_ids = load.get("ssh_conn_ids") or []
     if len(conn_ids) != len(servers):
         raise ValueError(f"{where}.ssh_conn_ids: {len(conn_ids)} connection ids for {len(servers)} servers; give one "
                          f"Airflow SSH connection per entry of {where}.servers, in the same order")

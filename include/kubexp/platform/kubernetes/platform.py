@@ -245,7 +245,7 @@ class KubernetesPlatform(Platform):
             "etcd": {"managed": s.etcd_manage, "members": [m.name for m in s.etcd_members],
                      "stop": list(s.etcd_profile.stop), "start": list(s.etcd_profile.start)},
             "openstack": {"cloud": s.openstack.cloud, "conn_id": s.openstack.conn_id},
-            "load_servers": s.load.get("servers"),
+            "load_servers": s.load.given.get("servers"),
             "modelled": "real Kubernetes cluster (nothing emulated by kubexp)",
         }
 

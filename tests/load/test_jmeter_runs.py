@@ -214,8 +214,10 @@ def test_local_servers_speak_only_ssl_rmi_with_the_run_folders_keystore(
     assert stat.S_IMODE(rmi_ssl.parent.stat().st_mode) == 0o700
     password = next(line.split("=", 1)[1] for line in rmi_ssl.read_text().splitlines()
                     if line.startswith("server.rmi.ssl.keystore.password="))
-    assert all(password not in " ".join(proc.cmdline()) for proc in psutil.process_iter()
-               if "jmeter" in " ".join(proc.cmdline()))  # read from the 0600 file, never on a command line
+    # process_iter's info is None for a process that cannot be read (a zombie of another test, another user's)
+    commands = [" ".join(proc.info["cmdline"] or []) for proc in psutil.process_iter(["cmdline"])]
+    jmeter = [command for command in commands if "jmeter" in command]
+    assert jmeter and all(password not in command for command in jmeter)  # read from the 0600 file only
     with pytest.raises(LoadError, match=rf"{re.escape(jmeter_servers[0])} could not be configured"):
         run_load(SCENARIO, cropapp, ram_results / "plain", servers=[jmeter_servers[0]],
                  request_path=DEFAULT_CROP_PATH)  # a master without the keystore (plain RMI)

@@ -144,6 +144,23 @@ def test_broken_suite_file_does_not_hide_the_others(parse_dags, tmp_path: Path,
     assert bag.dags["demo"].fileloc and "z-demo-again" not in str(bag.dags["demo"].doc_md)
 
 
+def test_a_task_process_builds_only_its_own_dag(parse_dags, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A task process parses the DAG file to run one task of one DAG (Airflow's parsing context, as its task
+    runner sets it): only that DAG is built, and the first file naming a suite still defines it."""
+    from airflow.sdk.definitions._internal.dag_parsing_context import _airflow_parsing_context_manager
+
+    for name in ("demo", "paper-etcd"):
+        shutil.copy(SUITES_DIR / f"{name}.yaml", tmp_path / f"{name}.yaml")
+    second = {**yaml.safe_load((SUITES_DIR / "demo.yaml").read_text()), "description": "the second demo"}
+    (tmp_path / "z-demo-again.yaml").write_text(yaml.safe_dump(second))
+    monkeypatch.setenv("KUBEXP_SUITES_DIR", str(tmp_path))
+    assert sorted(parse_dags().dag_ids) == ["demo", "paper-etcd"]
+    with _airflow_parsing_context_manager(dag_id="demo", task_id="select"):
+        bag = parse_dags()
+    assert bag.import_errors == {} and bag.dag_ids == ["demo"]
+    assert "the second demo" not in bag.dags["demo"].doc_md
+
+
 def test_airflow_ruff_rules() -> None:
     ruff = Path(sys.executable).parent / "ruff"
     result = subprocess.run([str(ruff), "check", "--select", "AIR", "dags", "plugins"], cwd=REPO_ROOT,
@@ -276,3 +293,14 @@ def test_dotenv_with_the_secrets_is_ignored_by_git() -> None:
     """Preflight refuses a dirty checkout: an untracked .env would make users commit their secrets."""
     result = subprocess.run(["git", "check-ignore", "-q", ".env"], cwd=REPO_ROOT, timeout=30)
     assert result.returncode == 0
+
+
+@pytest.mark.parametrize("component", ["scheduler", "api-server"])
+def test_scheduler_preloads_the_step_modules(component: str) -> None:
+    """Airflow imports plugins/airflow_local_settings.py at start; in the scheduler, whose forked workers run the
+    tasks, it loads kubexp's step modules (each task would import them again), and it exports no name."""
+    path = REPO_ROOT / "plugins" / "airflow_local_settings.py"
+    script = (f"import runpy, sys; sys.argv[1:] = [{component!r}]; settings = runpy.run_path({str(path)!r}); "
+              "print(settings['__all__'], [name in sys.modules for name in settings['PRELOADED']])")
+    shown = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
+    assert shown[0] == "[]" and set(" ".join(shown[1:]).strip("[]").split(", ")) == {str(component == "scheduler")}

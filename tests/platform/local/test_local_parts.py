@@ -13,7 +13,7 @@ import pytest
 
 from kubexp.platform import create
 from kubexp.platform.base import PlatformError, Unsupported
-from kubexp.platform.local import LocalPlatform, LocalSettings, cgroups, journal
+from kubexp.platform.local import LocalPlatform, LocalSettings, cgroups, journal, targets, testbed
 from kubexp.platform.local.etcd import Histogram, filesystem_type, parse_histogram
 from kubexp.platform.local.haproxy import HAProxyConfig, parse_stats_csv
 from kubexp.platform.local.supervisor import backoff_delay
@@ -151,6 +151,27 @@ def test_taken_frontend_port_named_and_nothing_started(kubexp_home: Path) -> Non
     assert platform._supervisor().running_pid() is None
     platform.teardown()
     assert not platform.state_dir.exists()
+
+
+def test_scrape_targets_listed_before_anything_starts(kubexp_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prometheus needs seconds to pick up a new target (the rollout waits for its first scrape): deploy lists
+    the replicas and HAProxy before it starts them."""
+    platform = LocalPlatform({"allow_unenforced_limits": True})
+    listed: list[str] = []
+
+    def images_then_stop() -> None:
+        listed.extend(targets.addresses(platform.targets_file))
+        raise PlatformError("stop before starting anything")
+
+    monkeypatch.setattr(testbed, "_prepare_images", images_then_stop)
+    with pytest.raises(PlatformError, match="stop before starting"):
+        platform.deploy("s1", {"pods": 2})
+    deployment = platform._deployment()
+    assert sorted(listed) == sorted(f"127.0.0.1:{port}" for port in
+                                    [deployment.stats_port, *(spec.port for spec in deployment.replicas)])
+    assert platform._supervisor().running_pid() is None
+    platform.teardown()
+    assert not platform.targets_file.exists()
 
 
 def fake_cgroup2(root: Path, base: str = "kubexp", procs: str = "", controllers: str = "cpu memory pids") -> Path:

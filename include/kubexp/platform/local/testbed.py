@@ -195,12 +195,15 @@ class LocalPlatform(Platform):
         if not port_is_free(frontend):
             raise PlatformError(f"HAProxy frontend port {frontend} (local.frontend_port) on 127.0.0.1 is already in "
                                 f"use; stop whatever listens there or choose another port")
-        _prepare_images()
         specs, support = self._replica_specs(scenario_id, pods, memory_mib, cpu_millicores, support, frontend)
         stats = _free_port_except({frontend, *(s.port for s in specs)})
         deployment = Deployment(scenario_id, specs, memory_mib, stats, self.settings.restart_backoff_s,
                                 self.settings.restart_backoff_cap_s, self.settings.restart_backoff_reset_s)
         deployment.save(self._file("deployment.json"))
+        # The scrape targets first: Prometheus takes up to two 5 s ticks (discovery, then the scrape manager)
+        # to scrape a new target, and the rollout waits for that; it now overlaps the rest of the deploy.
+        self._write_targets()
+        _prepare_images()
         self._file("facts.json").write_text(json.dumps({
             "scenario_id": scenario_id, "pods": pods, "mesh": params.get("mesh", "native"),
             "frontend_port": frontend, "stats_port": stats, "cgroup_version": support.version,
@@ -220,8 +223,8 @@ class LocalPlatform(Platform):
             self._haproxy([frontend, stats]).start(timeout=15)
         except ProcessError as exc:
             self._stop_app()
+            self._write_targets()
             raise PlatformError(f"deploy of scenario {scenario_id} failed: {exc}") from exc
-        self._write_targets()
 
     def _unenforced(self, scenario_id: str, memory_mib: int, cpu_millicores: int | None, why: str) -> None:
         """Refuse limits this machine cannot enforce, unless local.allow_unenforced_limits says to run without."""

@@ -155,11 +155,10 @@ def build_dag(suite: Suite) -> DAG:
 
         @task(task_id="preflight", retries=1, retry_delay=timedelta(seconds=30))
         @_marks_needs_fix
-        def preflight(current: dict[str, Any]) -> dict[str, Any]:
+        def preflight(current: dict[str, Any]) -> None:
             facts = experiment.preflight(current)
             if current["dry_run"]:
                 raise AirflowSkipException(f"dry run: preflight passed, {facts['plan']}; nothing was changed")
-            return {"load_servers": facts.get("load_servers", [])}
 
         @task.branch(task_id="nodes_check")
         @_marks_needs_fix
@@ -191,10 +190,11 @@ def build_dag(suite: Suite) -> DAG:
         def etcd(current: dict[str, Any]) -> None:
             experiment.configure_etcd(current)
 
+        # Also restarts the load servers: their JVMs start within the app's readiness period.
         @task(task_id="deploy")
         @_marks_needs_fix
-        def deploy(current: dict[str, Any]) -> None:
-            experiment.deploy(current)
+        def deploy(current: dict[str, Any]) -> dict[str, Any]:
+            return experiment.deploy(current)
 
         @task.sensor(task_id="deploy_wait_rollout", mode="poke", poke_interval=ROLLOUT_POKE_S,
                      timeout=ROLLOUT_WAIT.total_seconds(), retries=0)
@@ -206,8 +206,8 @@ def build_dag(suite: Suite) -> DAG:
         # would not be a clean repetition; a later run reattempts the experiment from scratch.
         @task(task_id="load", retries=0, execution_timeout=longest_load + timedelta(minutes=15))
         @_marks_needs_fix
-        def load(current: dict[str, Any], checked: dict[str, Any]) -> dict[str, Any]:
-            return experiment.run_load(current, checked)
+        def load(current: dict[str, Any], deployed: dict[str, Any]) -> dict[str, Any]:
+            return experiment.run_load(current, deployed)
 
         # Storing is idempotent (one transaction that replaces the experiment's rows), so retrying is safe.
         @task(task_id="collect", retries=3, retry_delay=timedelta(seconds=20))
@@ -271,14 +271,15 @@ def build_dag(suite: Suite) -> DAG:
             rebooted = nodes_reboot(current)
             nodes_ready = nodes_wait_ready(current)
         cleared = teardown(current)
-        load_run = load(current, checked)
+        deployed = deploy(current)
+        load_run = load(current, deployed)
         finalized = finalize(current, collect(current, load_run))
         done = cleanup()
 
         chain(lock, chosen, [checked, suite_complete])
         chain(checked, nodes, [rebooted, cleared])
         chain(rebooted, nodes_ready, cleared)
-        chain(cleared, etcd(current), deploy(current), deploy_wait_rollout(current), load_run)
+        chain(cleared, etcd(current), deployed, deploy_wait_rollout(current), load_run)
         # cleanup is Airflow's teardown of the run: it runs whatever failed, once the lock was taken.
         chain([finalized, suite_complete], done.as_teardown(setups=lock))
         chain(done, until_done(), next_run)

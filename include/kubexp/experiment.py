@@ -304,11 +304,10 @@ def _forced(params: Mapping[str, Any]) -> dict[str, Any] | None:
 def preflight(data: Mapping[str, Any]) -> dict[str, Any]:
     """Check everything an experiment relies on; raise PreflightError listing every problem.
 
-    Load servers are restarted fresh (not in a dry run). Returns the facts (recorded in provenance)
-    with `load_servers` for the load step and `plan`, a one-line summary."""
+    Returns the facts (recorded in provenance) with `plan`, a one-line summary."""
     current = _current(data)
     suite = current.suite
-    facts = preflight_checks.run_all(suite, Path(current.results_dir), current.params, restart_load=not current.dry_run)
+    facts = preflight_checks.run_all(suite, Path(current.results_dir), current.params)
     facts["plan"] = f"{current.label} with {current.params}"
     for warning in facts.get("warnings", []):
         log.warning("%s", warning)
@@ -374,8 +373,12 @@ def configure_etcd(data: Mapping[str, Any]) -> dict[str, Any]:
     return fingerprint
 
 
-def deploy(data: Mapping[str, Any]) -> None:
-    """Deploy the app for the scenario; its start time opens the window of platform events collected."""
+def deploy(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Deploy the app for the scenario, then restart the load servers fresh (no state of an earlier experiment
+    carries over) while the app starts: their JVMs start within its readiness period, which the rollout waits
+    out anyway. The deploy's start time opens the window of platform events collected. Returns `load_servers`
+    for the load step; a load server that cannot be restarted raises preflight's errors (a setting to fix:
+    PreflightError; one that did not answer: ServiceUnavailable, retried)."""
     current = _current(data)
     target = current.platform
     with _store() as conn:
@@ -383,6 +386,15 @@ def deploy(data: Mapping[str, Any]) -> None:
     target.deploy(current.scenario_id, current.params)
     with _store() as conn:
         attempts.record_provenance(conn, _attempt(current), {"platform": target.fingerprint()})
+    problems: list[str] = []
+    unavailable: list[str] = []
+    load_servers = preflight_checks.restart_load_servers(current.suite, problems, unavailable)
+    if problems or unavailable:
+        error = preflight_checks.PreflightError if problems else preflight_checks.ServiceUnavailable
+        raise error(f"{current.label}: " + "; ".join(problems + unavailable))
+    with _store() as conn:
+        attempts.record_provenance(conn, _attempt(current), {"load_servers": load_servers})
+    return {"load_servers": load_servers}
 
 
 def rollout_ready(data: Mapping[str, Any]) -> bool:
@@ -414,7 +426,7 @@ def _attempt(current: Current) -> int:
 # -- load, collect, finalize ------------------------------------------------------------------
 
 
-def run_load(data: Mapping[str, Any], checked: Mapping[str, Any]) -> dict[str, Any]:
+def run_load(data: Mapping[str, Any], deployed: Mapping[str, Any]) -> dict[str, Any]:
     """Run the JMeter plan for the scenario's duration; the JTL and JMeter's log are archived at once."""
     from kubexp.artifacts import archive
     from kubexp.load import jmeter, profiles, servers
@@ -433,7 +445,7 @@ def run_load(data: Mapping[str, Any], checked: Mapping[str, Any]) -> dict[str, A
     except ramdisk.PrivateFolderError as exc:
         raise ExperimentError(f"{current.label}: {exc}") from None
     loaded = jmeter.run_load(
-        current.params, target.endpoint(), Path(current.results_dir), servers=checked.get("load_servers") or None,
+        current.params, target.endpoint(), Path(current.results_dir), servers=deployed.get("load_servers") or None,
         plan=profiles.plan_for(suite.load, current.params), request_path=profiles.request_path_for(suite.load),
         sample_sender_mode=suite.load.sample_sender_mode,
         rmi_ssl=servers.rmi_ssl(suite),

@@ -144,7 +144,8 @@ def check_results_dir(results_dir: Path, problems: list[str], root: Path) -> dic
 
 
 def restart_load_servers(suite: Suite, problems: list[str], unavailable: list[str]) -> list[str]:
-    """Stop and start the load servers so no state of an earlier experiment carries over."""
+    """Stop and start the load servers so no state of an earlier experiment carries over (the deploy step calls it,
+    while the app starts); a platform that cannot restart them is a problem, a failure to start them unavailable."""
     from kubexp import platform
     from kubexp.load import servers
 
@@ -207,8 +208,10 @@ def settings_problems(suite: Suite) -> list[str]:
     return problems + scenario_problems(suite)
 
 
-def run_all(suite: Suite, results_dir: Path, params: Mapping[str, Any], *, restart_load: bool) -> dict[str, Any]:
-    """Every check; raises PreflightError (or ServiceUnavailable) listing all problems. Returns the facts."""
+def run_all(suite: Suite, results_dir: Path, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Every check; raises PreflightError (or ServiceUnavailable) listing all problems. Returns the facts.
+
+    The load servers are restarted later, by the deploy step (restart_load_servers)."""
     problems: list[str] = settings_problems(suite)
     unavailable: list[str] = []
     facts: dict[str, Any] = {
@@ -219,8 +222,6 @@ def run_all(suite: Suite, results_dir: Path, params: Mapping[str, Any], *, resta
         "results_dir": check_results_dir(results_dir, problems, ramdisk.results_root(suite.load)),
         "warnings": load_region_warnings(suite, params, problems),
     }
-    if restart_load and not problems and not unavailable:
-        facts["load_servers"] = restart_load_servers(suite, problems, unavailable)
     if problems or unavailable:
         error = PreflightError if problems else ServiceUnavailable
         raise error(f"preflight of suite {suite.name} failed:\n- " + "\n- ".join(problems + unavailable))

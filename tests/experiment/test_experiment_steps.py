@@ -529,3 +529,36 @@ def test_collect_and_the_store_judge_metric_completeness_by_one_rule(
     assert stored == {"scrape_up": 0.85, "haproxy_active_servers": 1.0}
     assert problems == ['required series scrape_up{component="app"} from prometheus:local covers 85% of the seconds '
                         '(< 90%)']
+
+
+def test_deploy_restarts_the_load_servers_while_the_app_starts(
+        suite_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The load servers' JVMs start within the app's readiness period, which the rollout waits out anyway: the
+    deploy step restarts them after starting the app, records them and hands them to the load step. Remote
+    servers that the platform cannot restart are a setting to fix (exact PreflightError: no retry)."""
+    from kubexp.load import servers
+    from kubexp.platform.local import LocalPlatform
+    from kubexp.preflight import PreflightError
+
+    done: list[str] = []
+    restart = servers.restart
+    monkeypatch.setattr(LocalPlatform, "deploy", lambda self, scenario_id, params: done.append("app"))
+    monkeypatch.setattr(LocalPlatform, "fingerprint", lambda self: {"platform": "local"})
+    monkeypatch.setattr(servers, "restart", lambda suite: done.append("load servers") or ["127.0.0.1:1099"])
+    assert experiment.lock_cluster(suite_path, "steps", "manual__1")
+    current = experiment.select(suite_path, run(1), {})
+    assert current is not None
+    assert experiment.deploy(current.to_xcom()) == {"load_servers": ["127.0.0.1:1099"]}
+    assert done == ["app", "load servers"]
+    with db.connect(database_url) as conn:
+        assert attempts.provenance(conn, current.attempt_id)["load_servers"] == ["127.0.0.1:1099"]
+    experiment.cleanup(current.to_xcom(), suite_path, "steps", "manual__1")
+
+    monkeypatch.setattr(servers, "restart", restart)
+    remote = _variant(suite_path, "remote-servers", load={"servers": ["10.0.0.7:1099"]})
+    assert experiment.lock_cluster(remote, "remote-servers", "manual__2")
+    current = experiment.select(remote, experiment.RunRef("remote-servers", "manual__2", 1), {})
+    assert current is not None
+    with pytest.raises(PreflightError) as raised:
+        experiment.deploy(current.to_xcom())
+    assert type(raised.value) is PreflightError and "cannot restart remote load servers" in str(raised.value)

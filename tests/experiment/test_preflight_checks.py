@@ -53,7 +53,7 @@ def test_every_problem_is_reported_in_one_error(checkout: Path, database_url: st
                                                                     results_dir=str(tmp_path / "results")),
                                 metrics=MetricsSection(prometheus=({"name": "gone", "url": dead},), retries=1))
     with pytest.raises(preflight.PreflightError) as raised:
-        preflight.run_all(suite, tmp_path / "results" / "x", suite.scenarios()[0].params, restart_load=True)
+        preflight.run_all(suite, tmp_path / "results" / "x", suite.scenarios()[0].params)
     message = str(raised.value)
     assert type(raised.value) is preflight.PreflightError  # something to fix: the DAG does not retry it
     assert "uncommitted changes in the framework (include.py)" in message
@@ -72,7 +72,7 @@ def test_only_services_that_did_not_answer_are_worth_a_retry(checkout: Path, dat
                                     {"name": "down", "url": f"http://127.0.0.1:{free_port()}"}], "retries": 1}, "test"))
     try:
         with pytest.raises(preflight.ServiceUnavailable, match="Prometheus 'down'"):
-            preflight.run_all(suite, root / "x", suite.scenarios()[0].params, restart_load=True)
+            preflight.run_all(suite, root / "x", suite.scenarios()[0].params)
     finally:
         shutil.rmtree(root)
 
@@ -90,7 +90,7 @@ def test_facts_when_all_is_well(checkout: Path, database_url: str, monkeypatch: 
         load=typed_section("load", {"servers": 1, "region": "underload", "expected_response_time_ms": 50,
                                     "results_dir": str(root)}, "test"))
     try:
-        facts = preflight.run_all(suite, root / "x", suite.scenarios()[0].params, restart_load=False)
+        facts = preflight.run_all(suite, root / "x", suite.scenarios()[0].params)
     finally:
         prometheus.stop()
         shutil.rmtree(root)

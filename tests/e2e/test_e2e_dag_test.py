@@ -38,7 +38,8 @@ def test_dag_test_runs_a_real_experiment(e2e: E2E) -> None:
     artifacts = {kind for (kind,) in e2e.query("SELECT kind FROM artifact WHERE experiment_id = %s", experiment_id)}
     assert {"jtl", "etcd-log", "log"} <= artifacts  # the JTL, the local etcd's log, the SUT's logs
     [(facts,)] = e2e.query("SELECT facts FROM provenance WHERE attempt_id = %s", attempt_id)
-    assert {"airflow", "selection", "preflight", "etcd", "platform", "load", "host"} <= set(facts)
+    assert {"airflow", "selection", "preflight", "etcd", "platform", "load_servers", "load", "host"} <= set(facts)
+    assert facts["load"]["servers"] == facts["load_servers"] and len(facts["load_servers"]) == 1  # restarted by deploy
     assert facts["preflight"]["allow_dirty"] is True and facts["preflight"]["results_dir"]["fstype"] == "tmpfs"
     assert e2e.query("SELECT * FROM cluster_lock") == []  # cleanup released the cluster
     assert not (e2e.home / "local-platform").exists()  # and removed the SUT

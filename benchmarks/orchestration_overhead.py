@@ -60,6 +60,7 @@ def measure(runs: int, duration_s: int, keep: bool = False, json_out: Path | Non
                        "KUBEXP_POSTGRES_PORT": str(free_port()), "KUBEXP_AIRFLOW_PORT": str(free_port()),
                        "KUBEXP_PROMETHEUS_PORT": str(free_port())})
     services = LocalServices.from_env()
+    load_before = os.getloadavg()[0]
     try:
         services.up(log=lambda line: None)
         client = AirflowClient.from_env()
@@ -83,9 +84,10 @@ def measure(runs: int, duration_s: int, keep: bool = False, json_out: Path | Non
             print("no successful run")
             return
         walls = [row[1] for row in good]
+        machine = f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after, {os.cpu_count()} cores"
         print(f"\noverhead per experiment (wall - {duration_s} s load), {len(good)} runs: "
               f"mean {statistics.mean(walls) - duration_s:.1f} s, min {min(walls) - duration_s:.1f} s, "
-              f"max {max(walls) - duration_s:.1f} s; goal <= 20 s")
+              f"max {max(walls) - duration_s:.1f} s; goal <= 20 s ({machine})")
         print("mean seconds per task (the load task includes JMeter's start-up and tear-down):")
         for task_id in good[0][2]:
             print(f"  {task_id:<25} {statistics.mean(row[2].get(task_id, 0.0) for row in good):6.1f}")
@@ -97,7 +99,8 @@ def measure(runs: int, duration_s: int, keep: bool = False, json_out: Path | Non
             round(statistics.mean(walls) - duration_s, 1), "s", peer="paper's fixed waits (constant, not measured)",
             peer_value=PAPER_FIXED_WAITS_S,
             settings=f"mean of {len(good)} runs ({min(walls) - duration_s:.1f}-{max(walls) - duration_s:.1f} s), "
-                     f"{duration_s} s load, shipped defaults (suite: {SUITE_SETTINGS}); mean s per task: {tasks}")])
+                     f"{duration_s} s load, shipped defaults (suite: {SUITE_SETTINGS}), {machine}; mean s per task: "
+                     f"{tasks}")])
     finally:
         services.down(log=lambda line: None)
         shutil.rmtree(results_dir, ignore_errors=True)

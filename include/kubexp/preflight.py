@@ -89,6 +89,18 @@ def check_git(suite: Suite, problems: list[str]) -> dict[str, Any]:
     return facts
 
 
+def check_loaded_code(problems: list[str]) -> None:
+    """The code the scheduler preloaded is still what the checkout holds (else provenance would name code that
+    did not run)."""
+    from kubexp.orchestration import preload
+
+    changed = preload.changed_since_preload()
+    if changed:
+        paths = ", ".join(changed[:5]) + (" ..." if len(changed) > 5 else "")
+        problems.append(f"kubexp's code changed after the Airflow scheduler loaded it ({paths}); the tasks would run "
+                        f"the old code: restart the services (`kubexp services down`, then `kubexp services up`)")
+
+
 def check_database(problems: list[str], unavailable: list[str]) -> dict[str, Any]:
     """The results database answers and accepts writes (not a read-only replica, not out of space)."""
     try:
@@ -213,6 +225,7 @@ def run_all(suite: Suite, results_dir: Path, params: Mapping[str, Any]) -> dict[
 
     The load servers are restarted later, by the deploy step (restart_load_servers)."""
     problems: list[str] = settings_problems(suite)
+    check_loaded_code(problems)
     unavailable: list[str] = []
     facts: dict[str, Any] = {
         "git": check_git(suite, problems),

@@ -301,6 +301,7 @@ def test_scheduler_preloads_the_step_modules(component: str) -> None:
     tasks, it loads kubexp's step modules (each task would import them again), and it exports no name."""
     path = REPO_ROOT / "plugins" / "airflow_local_settings.py"
     script = (f"import runpy, sys; sys.argv[1:] = [{component!r}]; settings = runpy.run_path({str(path)!r}); "
-              "print(settings['__all__'], [name in sys.modules for name in settings['PRELOADED']])")
+              "from kubexp.orchestration import preload; "
+              "print(settings['__all__'], [name in sys.modules for name in preload.MODULES])")
     shown = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
     assert shown[0] == "[]" and set(" ".join(shown[1:]).strip("[]").split(", ")) == {str(component == "scheduler")}

@@ -78,7 +78,8 @@ def measure(runs: int, duration_s: int, keep: bool = False, json_out: Path | Non
                                                                                         strict=False))
             rows.append((run["state"], wall, busy, gaps))
             print(f"run {number}: {run['state']}, wall {wall:.1f} s, load duration {duration_s} s, overhead "
-                  f"{wall - duration_s:.1f} s (scheduler gaps between tasks {gaps:.1f} s)")
+                  f"{wall - duration_s:.1f} s (scheduler gaps between tasks {gaps:.1f} s); longest tasks: "
+                  + ", ".join(f"{task} {busy[task]:.1f}" for task in sorted(busy, key=busy.get, reverse=True)[:5]))
         good = [row for row in rows if row[0] == "success"]
         if not good:
             print("no successful run")

@@ -176,9 +176,9 @@ def prometheus_process(root: Path, port: int) -> ManagedProcess:
     )
 
 
-def _http_ok(url: str) -> bool:
+def _http_ok(url: str, timeout: float = 1.0) -> bool:
     try:
-        return requests.get(url, timeout=1).status_code == 200
+        return requests.get(url, timeout=timeout).status_code == 200
     except requests.RequestException:
         return False
 
@@ -233,6 +233,13 @@ def airflow_env(root: Path, ports: settings.Ports, pg: Postgres, secrets: dict[s
     }
 
 
+def _api_server_ready(port: int) -> bool:
+    """The REST API answers, and so does the task execution API: the api-server builds that one at its first
+    request (11 s here), which would otherwise fall into the first task of the first experiment."""
+    return (_http_ok(f"http://127.0.0.1:{port}/api/v2/monitor/health")
+            and _http_ok(f"http://127.0.0.1:{port}/execution/health", timeout=60))
+
+
 def airflow_processes(root: Path, env: dict[str, str], port: int) -> list[ManagedProcess]:
     airflow = str(Path(sys.executable).parent / "airflow")
     procs = []
@@ -242,8 +249,7 @@ def airflow_processes(root: Path, env: dict[str, str], port: int) -> list[Manage
             name=f"airflow-{component}", argv=[airflow, component, *SKIP_SERVE_LOGS.get(component, [])],
             state_dir=root, env=env,
             ports=[port] if is_api else [],
-            ready=(lambda: _http_ok(f"http://127.0.0.1:{port}/api/v2/monitor/health")) if is_api
-            else (lambda: True),
+            ready=(lambda: _api_server_ready(port)) if is_api else (lambda: True),
         ))
     return procs
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import re
 import shlex
+import statistics
 import threading
 import time
 from collections.abc import Iterator
@@ -64,6 +65,20 @@ def test_local_closed_loop(cropapp: Endpoint, ram_results: Path) -> None:
     assert max(int(row["allThreads"]) for row in rows) == 2
     assert "Starting standalone test" in run.output.read_text()
     assert run.generator["cpu_s"]["master"] > 0 and 0 < run.generator["cpu_share"]["master"] < 1
+    # Think time: exponential with mean think_time_ms (a constant delay would give a spread near 0, a timer
+    # that failed to evaluate a mean near 0).
+    gaps = think_times_ms(rows)
+    mean = statistics.mean(gaps)
+    assert len(gaps) > 40 and 35 <= mean <= 100 and statistics.pstdev(gaps) / mean > 0.6, (len(gaps), mean)
+
+
+def think_times_ms(rows: list[dict[str, str]]) -> list[int]:
+    """Per worker, the time from the end of one sample to the start of the worker's next one."""
+    gaps = []
+    for thread in {row["threadName"] for row in rows}:
+        mine = sorted((int(row["timeStamp"]), int(row["elapsed"])) for row in rows if row["threadName"] == thread)
+        gaps += [start - (previous + elapsed) for (previous, elapsed), (start, _) in zip(mine, mine[1:], strict=False)]
+    return gaps
 
 
 def _paper_style_plan(folder: Path) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -65,6 +66,10 @@ def test_services_up_down_leaves_nothing_behind() -> None:
 
     up = _kubexp("services", "up", env=env)
     assert up.returncode == 0, up.stderr
+    # up waits until the api-server has built its task execution API (at its first request), so that the
+    # first task of the first experiment does not wait for it
+    api_log = (home / "logs" / "airflow-api-server.log").read_text()
+    assert re.search(r"method=GET path=/execution/health query=\S* status_code=200", api_log), api_log[-2000:]
     status = json.loads(_kubexp("services", "status", "--json", env=env).stdout)
     assert all(pid for pid in status.values()), status
     tree = _process_tree(list(status.values()))

@@ -74,6 +74,9 @@ def plan_facts(plan: Path, properties: Mapping[str, str]) -> list[tuple[str, str
         elif tag == "PoissonRandomTimer":
             facts.append(("timer", f"PoissonRandomTimer: offset {prop(element, 'ConstantTimer.delay')} ms + "
                                    f"Poisson(lambda = {prop(element, 'RandomTimer.range')} ms)"))
+        elif tag == "ConstantTimer":
+            facts.append(("timer", f"ConstantTimer ({element.get('testname')}), delay "
+                                   f"{prop(element, 'ConstantTimer.delay')}"))
         elif tag.endswith("Timer"):
             facts.append(("timer", f"{tag} ({element.get('testname')}), parameter "
                                    f"{prop(element, 'parameters') or prop(element, 'RandomTimer.range')}"))

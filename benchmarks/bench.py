@@ -97,10 +97,11 @@ def run_all(full: bool, names: list[str]) -> tuple[str, list[dict[str, Any]], li
             failed.append(name)
         print(f"== {name}: {time.perf_counter() - began:.0f} s", flush=True)
     items = json.loads(collected.read_text())
+    cores = len(os.sched_getaffinity(0))
+    busy = " (above the core count: other work was running)" if load_before[0] > cores else ""
     header = (f"`make bench{' FULL=1' if full else ''}` ({'full' if full else 'short'} mode), "
-              f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {len(os.sched_getaffinity(0))} cores, load average "
-              f"{load_before[0]:.1f} at the start (above the core count: the machine was busy with other work), "
-              f"{time.perf_counter() - started:.0f} s in all.")
+              f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {cores} cores, load average "
+              f"{load_before[0]:.1f} at the start{busy}, {time.perf_counter() - started:.0f} s in all.")
     collected.write_text(json.dumps({"header": header, "figures": items, "failed": failed}, indent=1))
     (RESULTS / f"bench-{stamp}.md").write_text(markdown(items, header))
     for suffix in ("md", "json"):

@@ -8,6 +8,7 @@ removal. Every API failure becomes a PlatformError naming the object and what to
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property, partial
@@ -216,15 +217,19 @@ class Cluster:
                                  ("replica sets", self.apps.delete_collection_namespaced_replica_set),
                                  ("pods", self.core.delete_collection_namespaced_pod)):
                 self.api(f"delete the {what} of namespace {name}", delete, name, tolerate=(404,))
+        started = time.monotonic()
         wait_until(partial(self._no_pods, names), timeout_s=timeout_s, interval_s=self.poll_interval_s,
                    what=f"the pods of namespace(s) {', '.join(names)} to end (check `kubectl get pods -A`)")
+        log.info("teardown: the pods of %s ended after %.1f s", ", ".join(names), time.monotonic() - started)
         for name in names:
             # 404: gone already; 409: already terminating, which is what we want
             self.api(f"delete namespace {name}", self.core.delete_namespace, name,
                      body=V1DeleteOptions(propagation_policy="Foreground"), tolerate=(404, 409))
+        started = time.monotonic()
         for name in names:
             wait_until(partial(self._namespace_gone, name), timeout_s=timeout_s, interval_s=self.poll_interval_s,
                        what=f"namespace {name}: deletion (check `kubectl get ns {name} -o yaml` for stuck finalizers)")
+        log.info("teardown: namespace(s) %s gone after %.1f s more", ", ".join(names), time.monotonic() - started)
         return names
 
     def _no_pods(self, names: Iterable[str]) -> bool:

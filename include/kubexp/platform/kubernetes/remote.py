@@ -8,6 +8,7 @@ argument. A dry run prints each command line and runs nothing.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -97,12 +98,13 @@ class RemoteHost:
             self.echo(f"[dry-run] {self.label}: {line}")
             return CommandResult(tuple(argv), 0, "", "")
         client = self._connect()
+        started = time.monotonic()
         try:
             status, out, err = exec_to_end(client, line, timeout_s or self.timeout_s)
         except Exception as exc:
             raise PlatformError(f"{self.label}: `{line}` did not finish ({exc})") from exc
         result = CommandResult(tuple(argv), status, out.decode(errors="replace"), err.decode(errors="replace"))
-        log.debug("%s: %s -> %s", self.label, line, status)
+        log.info("%s: %s: exit %s after %.2f s", self.label, what or argv[0], status, time.monotonic() - started)
         if check and not result.ok:
             purpose = f" ({what})" if what else ""
             raise PlatformError(f"{self.label}: `{line}`{purpose} exited with {status}: {result.tail()}")

@@ -201,26 +201,10 @@ class Cluster:
         return sorted(ns.metadata.name for ns in listed.items)
 
     def delete_namespaces(self, names: Iterable[str], timeout_s: float) -> list[str]:
-        """Delete the namespaces (foreground) and wait until none of them exists any more.
-
-        Their pods and the controllers that would replace them go first, and the namespaces once no pod is
-        left: kube-controller-manager's namespace controller, finding pods in a namespace being deleted, looks
-        at it again only after half their grace period plus 1 s (16 s for the default 30 s), however soon the
-        pods end (12.5 s of each experiment's cleanup on the local cluster)."""
+        """Delete the namespaces (foreground) and wait until none of them exists any more."""
         from kubernetes.client import V1DeleteOptions
 
         names = sorted(set(names))
-        for name in names:
-            for what, delete in (("deployments", self.apps.delete_collection_namespaced_deployment),
-                                 ("stateful sets", self.apps.delete_collection_namespaced_stateful_set),
-                                 ("daemon sets", self.apps.delete_collection_namespaced_daemon_set),
-                                 ("replica sets", self.apps.delete_collection_namespaced_replica_set),
-                                 ("pods", self.core.delete_collection_namespaced_pod)):
-                self.api(f"delete the {what} of namespace {name}", delete, name, tolerate=(404,))
-        started = time.monotonic()
-        wait_until(partial(self._no_pods, names), timeout_s=timeout_s, interval_s=self.poll_interval_s,
-                   what=f"the pods of namespace(s) {', '.join(names)} to end (check `kubectl get pods -A`)")
-        log.info("teardown: the pods of %s ended after %.1f s", ", ".join(names), time.monotonic() - started)
         for name in names:
             # 404: gone already; 409: already terminating, which is what we want
             self.api(f"delete namespace {name}", self.core.delete_namespace, name,
@@ -229,12 +213,8 @@ class Cluster:
         for name in names:
             wait_until(partial(self._namespace_gone, name), timeout_s=timeout_s, interval_s=self.poll_interval_s,
                        what=f"namespace {name}: deletion (check `kubectl get ns {name} -o yaml` for stuck finalizers)")
-        log.info("teardown: namespace(s) %s gone after %.1f s more", ", ".join(names), time.monotonic() - started)
+        log.info("teardown: namespace(s) %s gone after %.1f s", ", ".join(names), time.monotonic() - started)
         return names
-
-    def _no_pods(self, names: Iterable[str]) -> bool:
-        return not any(self.api(f"list the pods of namespace {name}", self.core.list_namespaced_pod, name).items
-                       for name in names)
 
     def _namespace_gone(self, name: str) -> bool:
         return self.namespace(name) is None

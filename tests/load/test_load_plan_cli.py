@@ -45,8 +45,8 @@ def test_demo_plan_is_kubexps_own_profile(tmp_path: Path) -> None:
                                        "--out", str(tmp_path), "--port", "18000"])
     assert result.exit_code == 0, result.output
     assert "load profile: kubexp" in result.output and "keep-alive: on" in result.output
-    assert "ConstantTimer (exponential think time), delay ${__jexl3((new('java.util.Random').nextExponential() * 50" \
-        in result.output
+    assert "ConstantTimer (exponential think time), delay ${__jexl3((0.5 - 50 * ctx.getClass().forName(" \
+        "'java.lang.Math').log(1.0 - new('java.util.Random').nextDouble())).longValue())}" in result.output
     assert "settle: 0 s" in result.output
     assert f"GET http://127.0.0.1:18000{profiles.KUBEXP_CROP_PATH}" in result.output
     assert properties(tmp_path / "load.properties")["server_threads"] == "8"

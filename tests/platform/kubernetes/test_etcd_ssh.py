@@ -59,6 +59,12 @@ def test_etcd_moves_to_ramdisk_and_back_keeping_its_data(etcd_node: EtcdNode, ss
     assert Path(facts["snapshot"]).stat().st_size > 0  # taken before the move, from the disk copy
     assert facts["version"].startswith("3.5")
     assert facts["wal_fsync_count"] >= 3 and facts["wal_fsync_mean_ms"] is not None
+    # the probe writes, counted by the restarted etcd itself: the profile's 3 puts, then one delete
+    counters = subprocess.run(["curl", "-sSf", f"{etcd_node.client_url}/metrics"], capture_output=True, text=True,
+                              check=True).stdout
+    assert re.search(r"^etcd_mvcc_put_total 3$", counters, re.M)
+    assert re.search(r"^etcd_mvcc_delete_total 1$", counters, re.M)
+    assert etcd_node.etcdctl("get", "kubexp/fingerprint").stdout == ""
     assert "other" not in etcd_node.env_file.read_text()  # env file rewritten, nothing else lost
     assert "ETCD_NAME=etcd1" in etcd_node.env_file.read_text()
 

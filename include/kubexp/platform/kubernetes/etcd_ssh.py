@@ -45,6 +45,10 @@ _COPY_DATA = (
 # Snapshot names start with their UTC time: the shell's sorted glob lists them oldest first.
 _PRUNE_SNAPSHOTS = 'cd -- "$1" || exit 1; k=$2; set -- *.db; [ -e "$1" ] || exit 0; ' \
                    'while [ "$#" -gt "$k" ]; do rm -f -- "$1"; shift; done'
+# The probe writes in one command (one SSH round trip instead of one per write): "$1" puts, then one delete,
+# each by the profile's etcdctl argument list, which follows as "$@".
+_PROBE_WRITES = ('n=$1; shift; i=0; while [ "$i" -lt "$n" ]; do "$@" put kubexp/fingerprint "$i" > /dev/null '
+                 '|| exit 1; i=$((i + 1)); done; "$@" del kubexp/fingerprint > /dev/null')
 _SET_DATA_DIR = (
     'D="$2" awk \'/^ETCD_DATA_DIR=/ { print "ETCD_DATA_DIR=" ENVIRON["D"]; done = 1; next } { print } '
     'END { if (!done) print "ETCD_DATA_DIR=" ENVIRON["D"] }\' "$1" > "$1.kubexp" '
@@ -353,10 +357,9 @@ class EtcdReconfigurer:
         healthy_after_s = round(time.monotonic() - started, 3)
 
         status = etcdctl("endpoint", "status", "-w", "json", what="read endpoint status").stdout
-        for index in range(p.fingerprint_writes):
-            etcdctl("put", "kubexp/fingerprint", str(index), what="write a probe key")
         if p.fingerprint_writes:
-            etcdctl("del", "kubexp/fingerprint", what="remove the probe key")
+            run(["sh", "-c", _PROBE_WRITES, "kubexp-probe-writes", str(p.fingerprint_writes), *p.etcdctl],
+                f"write and remove a probe key {p.fingerprint_writes} times")
         metrics = run(p.metrics, "read etcd metrics", check=False)
         return {
             "member": member.name, "storage": storage, "data_dir": target, "previous_data_dir": current,

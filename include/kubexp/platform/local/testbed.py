@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
@@ -43,6 +44,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 _said_once: set[str] = set()
 CRASHES_BEFORE_GIVING_UP = 3  # exits of one replica during rollout that make rollout_ready fail
+# The kubelet first probes a new container after its PLEG relist (every 1 s) sees it running; HAProxy checks a
+# server as soon as it starts, so it starts this long after the replicas.
+FIRST_CHECK_AFTER_S = 1.0
 
 
 def _say_once(message: str) -> None:
@@ -220,6 +224,8 @@ class LocalPlatform(Platform):
         try:
             self._file("supervisor.started").unlink(missing_ok=True)
             self._supervisor().start(timeout=30)
+            started = self._file("supervisor.started").stat().st_mtime  # touched once every replica is spawned
+            time.sleep(max(0.0, started + FIRST_CHECK_AFTER_S - time.time()))
             self._haproxy([frontend, stats]).start(timeout=15)
         except ProcessError as exc:
             self._stop_app()
@@ -323,7 +329,8 @@ class LocalPlatform(Platform):
             "autoscaling_modelled": False, "etcd_in_routing": False,
             "app_server": self.settings.app_server,
             "service_model": f"HAProxy round robin, readiness check GET {self.settings.probe_path} every "
-                             f"{self.settings.health_check_interval_s:g} s (fall 1 rise 1)",
+                             f"{self.settings.health_check_interval_s:g} s (fall 1 rise 1), first "
+                             f"{FIRST_CHECK_AFTER_S:g} s after the replicas start",
             "mesh_model": (f"HAProxy retries {self.settings.retry_attempts} on conn-failure/empty-response/"
                            f"response-timeout/502/503/504, {self.settings.retry_per_try_timeout_s:g} s per try; "
                            f"no sidecars, no mTLS" if istio else "none"),

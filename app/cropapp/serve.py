@@ -24,7 +24,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m cropapp.serve", description=__doc__.splitlines()[0])
     parser.add_argument("--server", choices=SERVERS, default=os.environ.get("CROPAPP_SERVER", "gunicorn"))
     parser.add_argument("--host", default=os.environ.get("CROPAPP_HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("CROPAPP_PORT", "8000")))
+    port = os.environ.get("CROPAPP_PORT", "8000")
+    if not port.isdigit():  # e.g. tcp://10.96.0.12:8000, the service link of a Service named cropapp
+        parser.error(f"CROPAPP_PORT={port!r} is not a port number; set CROPAPP_PORT in the container's env "
+                     f"(Kubernetes sets it to a URL for a Service named cropapp) or pass --port")
+    parser.add_argument("--port", type=int, default=int(port))
     parser.add_argument("--workers", type=int, default=int(os.environ.get("CROPAPP_WORKERS", "1")),
                         help="gunicorn worker processes (the flask server is always one process)")
     args = parser.parse_args(argv)

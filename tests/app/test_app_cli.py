@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import psutil
 
+from kubexp import settings
 from kubexp.platform.local import appserver
 from kubexp.processes import ManagedProcess, free_port
 
@@ -38,3 +41,12 @@ def test_kubexp_app_serve(bundled_images: Path) -> None:
     finally:
         process.stop()
         shutil.rmtree(state, ignore_errors=True)
+
+
+def test_a_service_link_in_cropapp_port_is_refused_by_name() -> None:
+    """Kubernetes sets CROPAPP_PORT=tcp://IP:PORT in pods of a namespace with a Service named cropapp."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CROPAPP_")}
+    done = subprocess.run([sys.executable, "-m", "cropapp.serve"], cwd=settings.APP_DIR, capture_output=True,
+                          text=True, timeout=60, env={**env, "CROPAPP_PORT": "tcp://10.96.0.12:8000"})
+    assert done.returncode == 2
+    assert "CROPAPP_PORT='tcp://10.96.0.12:8000' is not a port number" in done.stderr

@@ -180,6 +180,7 @@ def test_render_cli_writes_readable_yaml_by_index_and_by_id(tmp_path: Path) -> N
     # the paper profile's app: Flask's threaded server, probes on /images as the authors had them
     container = loaded[1]["spec"]["template"]["spec"]["containers"][0]
     assert {"name": "CROPAPP_SERVER", "value": "flask"} in container["env"]
+    assert {"name": "CROPAPP_PORT", "value": "8000"} in container["env"]  # not the Service's link variable
     assert container["readinessProbe"]["httpGet"]["path"] == container["livenessProbe"]["httpGet"]["path"] == "/images"
     assert all("&id" not in f.read_text() for f in files)  # no YAML anchors for readers
 

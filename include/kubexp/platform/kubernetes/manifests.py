@@ -110,6 +110,9 @@ def deployment(namespace: str, labels: dict[str, str], params: Mapping[str, Any]
             {"name": "CROPAPP_SERVER", "value": str(conf["app_server"])},
             {"name": "CROPAPP_WORKERS", "value": str(conf["app_workers"])},
             {"name": "CROPAPP_THREADS", "value": str(conf["app_threads"])},
+            # Set here, as a Service named cropapp makes Kubernetes set CROPAPP_PORT=tcp://... otherwise
+            {"name": "CROPAPP_HOST", "value": "0.0.0.0"},
+            {"name": "CROPAPP_PORT", "value": str(APP_PORT)},
         ],
         # requests = limits: Guaranteed QoS, and the memory limit is what OOM-kills (paper 5.2.1)
         "resources": {"requests": dict(resources), "limits": dict(resources)},

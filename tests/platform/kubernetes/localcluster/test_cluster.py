@@ -193,6 +193,10 @@ def test_a_64_mib_replica_is_oom_killed_under_load_and_seen_in_the_events(local_
     deploy_and_wait(platform, params)
     port = platform.endpoint().port
     wait_answering(f"http://127.0.0.1:{port}{DEFAULT_CROP_PATH}")
+    # The image starts the server the manifests name (it used to start gunicorn whatever they said).
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"http://127.0.0.1:{port}/healthz") as answer:
+        assert answer.headers["Server"].startswith("Werkzeug/"), answer.headers["Server"]
     # Crops of the whole 2000x1500 image: each holds tens of MiB at once, so 8 at a time pass 64 MiB at
     # once (smaller crops can leave the process stalled in reclaim at the limit without a kill).
     start = datetime.now(UTC)

@@ -323,10 +323,10 @@ def app_image(bin_dir: Path, name: str, log: Callable[[str], None] = print) -> P
         env = ["PATH=/srv/cropapp/site-packages/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                "PYTHONPATH=/srv/cropapp/site-packages", "PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1",
                "CROPAPP_IMAGE_DIR=/srv/cropapp/images", "PROMETHEUS_MULTIPROC_DIR=/tmp/cropapp-metrics",
-               "MALLOC_ARENA_MAX=1"]
+               "MALLOC_ARENA_MAX=1", "CROPAPP_HOST=0.0.0.0", "CROPAPP_PORT=8000"]
+        # As app/Dockerfile: cropapp.serve starts the server CROPAPP_SERVER names (the manifests set it).
         write_oci_image(rootfs, out, name, {
-            "Entrypoint": [f"/usr/bin/python3.{version}", "-m", "gunicorn", "--config", "gunicorn.conf.py",
-                           "--bind", "0.0.0.0:8000"],
+            "Entrypoint": [f"/usr/bin/python3.{version}", "-m", "cropapp.serve"],
             "Env": env, "WorkingDir": "/srv/cropapp", "User": str(APP_USER_ID), "ExposedPorts": {"8000/tcp": {}},
         })
     log(f"cluster build: app image {name}: {out.stat().st_size / 2**20:.0f} MiB in {time.monotonic() - started:.0f} s")

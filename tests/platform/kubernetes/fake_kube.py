@@ -96,6 +96,9 @@ class ClusterEmulator(KubernetesEmulator):
                 "major": "1", "minor": "33", "gitVersion": "v1.33.1-kmock", "gitCommit": "0" * 40,
                 "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.24.1",
                 "compiler": "gc", "platform": "linux/amd64"})
+        collection = _namespaced_collection(parts)
+        if raw_request.method == "DELETE" and collection is not None:
+            return self._delete_collection(*collection)
         if parts[:3] == ["api", "v1", "namespaces"] and len(parts) in (3, 4):
             return self._namespace(raw_request.method, parts[3] if len(parts) == 4 else None, body,
                                    raw_request.headers.get("Content-Type", ""), dict(raw_request.query))
@@ -168,6 +171,13 @@ class ClusterEmulator(KubernetesEmulator):
             return aiohttp.web.json_response(current)
         return _status(405, "MethodNotAllowed", f"{method} on namespaces/{name}")
 
+    def _delete_collection(self, group: str, version: str, plural: str, namespace: str) -> aiohttp.web.StreamResponse:
+        """DELETE of a namespaced collection (deletecollection): every such object of the namespace goes."""
+        for (res, ns, _), obj in list(self.objects.items()):
+            if (res.group, res.version, res.plural, ns) == (group, version, plural, namespace) and not obj.deleted:
+                obj.delete()
+        return aiohttp.web.json_response({"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Success"})
+
     def finish_namespace_deletion(self, name: str) -> None:
         """The namespace controller's work: every object in the namespace goes, then the namespace."""
         for (_, namespace, _), obj in list(self.objects.items()):
@@ -175,6 +185,22 @@ class ClusterEmulator(KubernetesEmulator):
                 obj.delete()
         self.namespaces.pop(name, None)
         self._polls.pop(name, None)
+
+
+# Collections that teardown deletes before their namespace (`Cluster.delete_namespaces`).
+DELETABLE_COLLECTIONS = {("apps", "v1", plural) for plural in ("deployments", "statefulsets", "daemonsets",
+                                                               "replicasets")} | {("", "v1", "pods")}
+
+
+def _namespaced_collection(parts: list[str]) -> tuple[str, str, str, str] | None:
+    """(group, version, plural, namespace) of a path to a namespaced collection that DELETE may empty."""
+    if len(parts) == 5 and parts[:3] == ["api", "v1", "namespaces"]:
+        found = ("", "v1", parts[4], parts[3])
+    elif len(parts) == 6 and parts[0] == "apis" and parts[3] == "namespaces":
+        found = (parts[1], parts[2], parts[5], parts[4])
+    else:
+        return None
+    return found if found[:3] in DELETABLE_COLLECTIONS else None
 
 
 def _namespace_object(body: dict[str, Any]) -> dict[str, Any]:

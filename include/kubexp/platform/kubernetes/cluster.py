@@ -201,7 +201,13 @@ class Cluster:
         return sorted(ns.metadata.name for ns in listed.items)
 
     def delete_namespaces(self, names: Iterable[str], timeout_s: float) -> list[str]:
-        """Delete the namespaces (foreground) and wait until none of them exists any more."""
+        """Delete the namespaces (foreground), then their workloads and pods, and wait until none of the
+        namespaces exists any more.
+
+        kube-controller-manager's namespace controller first empties a namespace 5 s after its deletion and,
+        finding pods still terminating then, looks again only about 5 s later; deleting the pods at once lets
+        them end within those first 5 s (cleanup 12.5 -> about 6 s on the local cluster). A terminating
+        namespace accepts no new pods, so no controller replaces them meanwhile."""
         from kubernetes.client import V1DeleteOptions
 
         names = sorted(set(names))
@@ -210,6 +216,13 @@ class Cluster:
             self.api(f"delete namespace {name}", self.core.delete_namespace, name,
                      body=V1DeleteOptions(propagation_policy="Foreground"), tolerate=(404, 409))
         started = time.monotonic()
+        for name in names:
+            for what, delete in (("deployments", self.apps.delete_collection_namespaced_deployment),
+                                 ("stateful sets", self.apps.delete_collection_namespaced_stateful_set),
+                                 ("daemon sets", self.apps.delete_collection_namespaced_daemon_set),
+                                 ("replica sets", self.apps.delete_collection_namespaced_replica_set),
+                                 ("pods", self.core.delete_collection_namespaced_pod)):
+                self.api(f"delete the {what} of namespace {name}", delete, name, tolerate=(404,))
         for name in names:
             wait_until(partial(self._namespace_gone, name), timeout_s=timeout_s, interval_s=self.poll_interval_s,
                        what=f"namespace {name}: deletion (check `kubectl get ns {name} -o yaml` for stuck finalizers)")

@@ -1,5 +1,6 @@
 """Airflow's local settings (every Airflow process imports this module once at start; Airflow puts the plugins
-folder on sys.path): in the scheduler, kubexp's step modules are imported here, ahead of the tasks.
+folder on sys.path): in the scheduler, kubexp's step modules and the providers' hooks they use are imported here,
+ahead of the tasks.
 
 The LocalExecutor's workers are forked from the scheduler and fork one process per task, which parses the DAG
 file and runs one step. Imported here, the modules are already loaded in every task process instead of being

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from collections.abc import Iterator
@@ -57,3 +58,9 @@ def test_preflight_refuses_code_changed_since_the_preload(package: Path) -> None
 def test_without_a_preload_nothing_is_stale(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(preload, "_loaded", {})
     assert preload.changed_since_preload() == []
+
+
+def test_every_shipped_preload_module_imports() -> None:
+    """`preload` only warns about a module it cannot import: a misspelt name would silently preload nothing."""
+    for name in preload.MODULES:
+        importlib.import_module(name)

@@ -42,7 +42,9 @@ $(VENV)/.installed: requirements.lock pyproject.toml | system
 	@echo "== installing requirements.lock into $(VENV) with uv $(UV_VERSION)"
 	@test -x $(PY) || $(PYTHON3) -m venv $(VENV)
 	@$(PY) -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
-	@$(VENV)/bin/uv pip install -q --python $(PY) -r requirements.lock
+	@# Bytecode now, as pip does: with PYTHONDONTWRITEBYTECODE set, every process would compile its imports again
+	@# (import pandas 1.4 s instead of 0.5 s, in every task and CLI call).
+	@$(VENV)/bin/uv pip install -q --compile-bytecode --python $(PY) -r requirements.lock
 	@$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e .
 	@$(PY) -m pip check
 	@touch $@

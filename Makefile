@@ -8,7 +8,7 @@ DEB_PACKAGES := python3 python3-venv postgresql haproxy prometheus openssh-serve
 	openjdk-17-jre-headless procps iproute2 \
 	containerd runc containernetworking-plugins iptables conntrack debootstrap gcc libc6-dev curl
 
-# uv (from PyPI) installs requirements.lock into .venv: 10 s here (about 16 s more compiling the bytecode) where pip took 136 s with its cache warm.
+# uv (from PyPI) installs requirements.lock into .venv: 10 s here (make setup about 7 s longer compiling the bytecode) where pip took 136 s with its cache warm.
 UV_VERSION := 0.13.8
 
 # Only `make bench` needs these: wrk is the peer of the load generator's ceiling.

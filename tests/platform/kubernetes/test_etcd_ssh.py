@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -26,6 +27,7 @@ from kubexp.platform.kubernetes.etcd_ssh import (
     EtcdReconfigurer,
     data_dir_from_env,
     fsync_means,
+    process_start,
 )
 from kubexp.suite import parse_suite
 
@@ -155,6 +157,11 @@ def test_env_file_and_metrics_parsing() -> None:
             'etcd_disk_wal_fsync_duration_seconds_bucket{le="0.001"} 90\n')
     assert fsync_means(text) == {"wal_fsync_count": 100, "wal_fsync_mean_ms": 5.0,
                                  "backend_commit_count": None, "backend_commit_mean_ms": None}
+    earlier = "etcd_disk_wal_fsync_duration_seconds_sum 0.4\netcd_disk_wal_fsync_duration_seconds_count 90\n"
+    assert fsync_means(text, earlier)["wal_fsync_count"] == 10
+    assert fsync_means(text, earlier)["wal_fsync_mean_ms"] == 10.0
+    assert process_start("process_start_time_seconds 1.79622171972e+09\n" + text) == 1796221719.72
+    assert process_start(text) is None
 
 
 @pytest.mark.slow
@@ -183,6 +190,47 @@ def test_platform_puts_etcd_where_the_scenario_says(etcd_node: EtcdNode, ssh_con
     fingerprint = delayed.configure_etcd({"etcd_storage": "disk", "etcd_fsync_delay_ms": 7.5})
     assert fingerprint["fsync_delay_ms"] == 7.5 and fingerprint["members"][0]["storage"] == "disk"
     assert etcd_node.env_file.read_text().splitlines()[-1] == "KUBEXP_FSYNC_DELAY_MS=7.5"
+
+
+@pytest.mark.slow
+def test_on_change_restarts_etcd_only_when_storage_delay_or_process_changed(
+        etcd_node: EtcdNode, ssh_conn: str, tmp_path: Path) -> None:
+    profile = {key: list(value) if isinstance(value, tuple) else value
+               for key, value in dataclasses.asdict(etcd_node.profile()).items()}
+    profile["set_fsync_delay"] = ["sh", "-c", 'echo "KUBEXP_FSYNC_DELAY_MS=$1" >> "$2"', "kx", "{fsync_delay_ms}",
+                                  "{env_file}"]
+    etcd = {"members": [{"name": "etcd1", "ssh_conn_id": ssh_conn, "endpoint": etcd_node.client_url}],
+            "profile": profile, "restart": "on-change"}
+    data = {"suite": "kx-etcd", "platform": "kubernetes", "repetitions": 1,
+            "matrix": {"etcd_storage": ["ramdisk", "disk"], "etcd_fsync_delay_ms": [0, 5]},
+            "kubernetes": {"etcd": etcd}}
+    platform = create(parse_suite(yaml.safe_load(yaml.safe_dump(data)), tmp_path / "kx-etcd.yaml"))
+
+    def step(storage: str, delay: float = 0) -> dict[str, Any]:
+        pid = etcd_node.running_pid()
+        facts = platform.configure_etcd({"etcd_storage": storage, "etcd_fsync_delay_ms": delay})["members"][0]
+        assert facts["restarted"] is (etcd_node.running_pid() != pid), facts
+        assert etcd_node.etcdctl("get", "kubexp-test/marker", "--print-value-only").stdout.strip() == "survives-moves"
+        return facts
+
+    assert step("ramdisk")["restarted"] is True  # moved
+    kept = step("ramdisk")
+    assert kept["restarted"] is False and kept["moved"] is False
+    # The fingerprint covers the probe writes (3 puts and a delete, each fsynced), not etcd's life before them.
+    assert kept["fsync_over"] == "probe writes" and 4 <= kept["wal_fsync_count"] < 10, kept
+    assert step("disk")["restarted"] is True  # moved
+    assert step("disk")["restarted"] is False
+    assert step("disk", 5)["restarted"] is True  # another fsync delay: restarted in place
+    assert step("disk", 5)["restarted"] is False
+    etcd_node.process.stop(timeout=10)  # restarted by someone else: no longer the etcd kubexp started
+    etcd_node.process.start(timeout=30)
+    assert step("disk", 5)["restarted"] is True
+    assert step("disk", 5)["restarted"] is False
+
+    etcd["restart"] = "sometimes"
+    with pytest.raises(SettingsError, match=r"kx-etcd.yaml: kubernetes.etcd.restart: 'sometimes'; allowed: always, "
+                                            r"on-change"):
+        create(parse_suite(yaml.safe_load(yaml.safe_dump(data)), tmp_path / "kx-etcd.yaml"))
 
 
 def test_a_fsync_delay_without_a_profile_command_is_refused_when_the_suite_is_read(tmp_path: Path) -> None:

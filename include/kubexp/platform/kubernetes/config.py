@@ -12,7 +12,7 @@ Keys this platform reads (all optional unless a step needs them; docs/cluster-se
     openstack_cloud  cloud name in clouds.yaml (OS_CLIENT_CONFIG_FILE) for reboots
     openstack        {conn_id, server_names: {node: server}, server_name_template, reboot_type}
     istio            see istio.py (installer, version, ...; the manifests read gateway_selector/gateway_port)
-    etcd             {members: [{name, ssh_conn_id, endpoint}], profile: {...}, dry_run, manage}
+    etcd             {members: [{name, ssh_conn_id, endpoint}], profile: {...}, dry_run, manage, restart}
     load_hosts       {restart_command: [...], sudo, service}
 Errors name the suite file and the key path.
 """
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kubexp.platform.kubernetes.etcd_ssh import EtcdMember, EtcdProfile
+from kubexp.platform.kubernetes.etcd_ssh import RESTARTS, EtcdMember, EtcdProfile
 from kubexp.platform.kubernetes.istio import IstioSettings
 from kubexp.platform.kubernetes.loadhosts import LoadHostSettings
 from kubexp.platform.kubernetes.openstack import OpenStackSettings
@@ -70,6 +70,7 @@ class KubernetesSettings:
     etcd_profile: EtcdProfile = field(default_factory=EtcdProfile)
     etcd_dry_run: bool = False
     etcd_manage: bool = True
+    etcd_restart: str = "always"  # or "on-change" (kubexp.platform.kubernetes.etcd_ssh)
     load: LoadSection = field(default_factory=LoadSection)  # the suite's load section (servers, ssh_conn_ids)
     path: str = "<suite>"
     load_host_settings: LoadHostSettings = field(default_factory=LoadHostSettings)
@@ -104,10 +105,15 @@ def parse_settings(section: Mapping[str, Any], load: LoadSection | None = None,
         raise SettingsError(f"{where('timeouts')}: {exc}; allowed keys: "
                             f"{', '.join(Timeouts.__dataclass_fields__)}, each a number of seconds") from None
     etcd = dict(section.get("etcd") or {})
-    unknown = sorted(set(etcd) - {"members", "profile", "dry_run", "manage"})
+    unknown = sorted(set(etcd) - {"members", "profile", "dry_run", "manage", "restart"})
     if unknown:
         raise SettingsError(f"{where('etcd')}: unknown key(s) {', '.join(unknown)}; "
-                            f"allowed: members, profile, dry_run, manage")
+                            f"allowed: members, profile, dry_run, manage, restart")
+    etcd_restart = etcd.get("restart", "always")
+    if etcd_restart not in RESTARTS:
+        raise SettingsError(f"{where('etcd.restart')}: {etcd_restart!r}; allowed: {', '.join(RESTARTS)} (always: "
+                            f"restart etcd in every experiment; on-change: only when its storage or fsync delay "
+                            f"changes, or it is not the process kubexp last started)")
     try:
         members = tuple(
             EtcdMember(name=str(m["name"]), ssh_conn_id=str(m["ssh_conn_id"]),
@@ -133,6 +139,6 @@ def parse_settings(section: Mapping[str, Any], load: LoadSection | None = None,
         ingress_host=section.get("ingress_host"), sanity_path=sanity_path,
         field_manager=str(section.get("field_manager", "kubexp")), timeouts=timeouts, istio=istio,
         openstack=openstack, etcd_members=members, etcd_profile=profile, etcd_dry_run=bool(etcd.get("dry_run")),
-        etcd_manage=bool(etcd.get("manage", True)),
+        etcd_manage=bool(etcd.get("manage", True)), etcd_restart=etcd_restart,
         load=load or LoadSection(), path=str(path), load_host_settings=host_settings,
     )

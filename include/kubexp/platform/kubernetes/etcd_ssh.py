@@ -5,7 +5,10 @@ where the data lives. Per member, one at a time: snapshot (refuse to go on if it
 member's last `snapshots_kept` snapshots are kept, one per switch, named by time and attempt),
 prepare and check the target file system, stop, copy the data, point ETCD_DATA_DIR at the
 target, start, wait for `etcdctl endpoint health`, and record a fingerprint (file system,
-version, WAL fsync and backend commit means from etcd's own metrics). Whatever ends the step
+version, WAL fsync and backend commit means from etcd's own metrics, over the probe writes). With
+`restart="on-change"` a member whose etcd is still the process kubexp last started on the same data
+dir and fsync delay (its start time, from its metrics, matches a state file kubexp wrote beside the
+snapshots) is not stopped: only the snapshot, checks and fingerprint run. Whatever ends the step
 while etcd is stopped (a failed command, a task timeout, an interrupt) starts it again on its
 old data dir first; a task killed outright leaves that to `start_stopped`, which cleanup runs.
 
@@ -34,6 +37,8 @@ from kubexp.platform.kubernetes.remote import CommandResult, RemoteHost
 log = logging.getLogger(__name__)
 
 STORAGES = ("ramdisk", "disk")
+RESTARTS = ("always", "on-change")  # kubernetes.etcd.restart
+STATE_FILE = "kubexp-etcd-state.json"  # in the member's snapshot folder: what kubexp last started
 _KUBESPRAY_CERTS = "/etc/ssl/etcd/ssl"
 
 # Fixed scripts take their values as positional arguments ("$1", "$2"), never spliced into the text.
@@ -49,6 +54,7 @@ _PRUNE_SNAPSHOTS = 'cd -- "$1" || exit 1; k=$2; set -- *.db; [ -e "$1" ] || exit
 # each by the profile's etcdctl argument list, which follows as "$@".
 _PROBE_WRITES = ('n=$1; shift; i=0; while [ "$i" -lt "$n" ]; do "$@" put kubexp/fingerprint "$i" > /dev/null '
                  '|| exit 1; i=$((i + 1)); done; "$@" del kubexp/fingerprint > /dev/null')
+_WRITE_FILE = 'printf "%s\\n" "$2" > "$1.partial" && mv -f -- "$1.partial" "$1"'
 _SET_DATA_DIR = (
     'D="$2" awk \'/^ETCD_DATA_DIR=/ { print "ETCD_DATA_DIR=" ENVIRON["D"]; done = 1; next } { print } '
     'END { if (!done) print "ETCD_DATA_DIR=" ENVIRON["D"] }\' "$1" > "$1.kubexp" '
@@ -172,13 +178,27 @@ def data_dir_from_env(text: str) -> str | None:
     return found or None
 
 
-def fsync_means(metrics_text: str) -> dict[str, float | int | None]:
-    """Mean WAL fsync and backend commit latency (ms) and their counts from etcd's /metrics text."""
+def _metric_values(metrics_text: str) -> dict[str, float]:
     values: dict[str, float] = {}
     for line in metrics_text.splitlines():
-        match = re.match(r"(etcd_disk_(?:wal_fsync|backend_commit)_duration_seconds_(?:sum|count))\s+(\S+)$", line)
+        match = re.match(r"(etcd_disk_(?:wal_fsync|backend_commit)_duration_seconds_(?:sum|count)"
+                         r"|process_start_time_seconds)\s+(\S+)$", line)
         if match:
             values[match.group(1)] = float(match.group(2))
+    return values
+
+
+def process_start(metrics_text: str) -> float | None:
+    """When the etcd process that answered started (process_start_time_seconds), None if not said."""
+    return _metric_values(metrics_text).get("process_start_time_seconds")
+
+
+def fsync_means(metrics_text: str, before_text: str | None = None) -> dict[str, float | int | None]:
+    """Mean WAL fsync and backend commit latency (ms) and their counts from etcd's /metrics text; with
+    `before_text` (the same metrics read earlier from the same process), over the interval between the two."""
+    values, before = _metric_values(metrics_text), _metric_values(before_text or "")
+    if before_text is not None:
+        values = {key: value - before[key] for key, value in values.items() if key in before}
     result: dict[str, float | int | None] = {}
     for name, key in (("wal_fsync", "etcd_disk_wal_fsync_duration_seconds"),
                       ("backend_commit", "etcd_disk_backend_commit_duration_seconds")):
@@ -199,7 +219,10 @@ class EtcdReconfigurer:
         dry_run: bool = False,
         echo: Callable[[str], None] = print,
         command_timeout_s: float = 300.0,
+        restart: str = "always",
     ) -> None:
+        if restart not in RESTARTS:
+            raise ValueError(f"kubernetes.etcd.restart: {restart!r}; allowed: {', '.join(RESTARTS)}")
         if not members:
             raise ValueError("kubernetes.etcd.members: at least one member is needed to reconfigure etcd")
         for member in members:
@@ -212,6 +235,7 @@ class EtcdReconfigurer:
         self.dry_run = dry_run
         self.echo = echo
         self.command_timeout_s = command_timeout_s
+        self.restart = restart
 
     def switch(self, storage: str, fsync_delay_ms: float = 0.0, tag: str = "manual") -> dict[str, Any]:
         """Move every member to `storage` ('ramdisk' or 'disk') with that fsync delay (needs the profile's
@@ -329,6 +353,53 @@ class EtcdReconfigurer:
             )
 
         moved = _normal(current) != _normal(target)
+        # What a restart would start; the state file says what kubexp last started, and on which process.
+        wanted = {"data_dir": _normal(target), "fsync_delay_ms": fsync_delay_ms if p.set_fsync_delay else 0.0}
+        state_file = f"{{snapshot_dir}}/{STATE_FILE}"  # a template: filled by run()
+        metrics = None
+        restarted = True
+        if self.restart == "on-change" and not moved and not self.dry_run:
+            recorded = run(("cat", "--", state_file), "read what kubexp last started", check=False)
+            metrics = run(p.metrics, "read etcd metrics", check=False)
+            restarted = not _still_running(recorded.stdout if recorded.ok else "",
+                                           metrics.stdout if metrics.ok else "", wanted)
+        if restarted:
+            self._restart(run, host, current, target, moved, fsync_delay_ms)
+        else:
+            log.info("%s: etcd still runs as kubexp started it on %s (fsync delay %g ms): not restarted "
+                     "(kubernetes.etcd.restart: on-change)", host.label, target, wanted["fsync_delay_ms"])
+
+        started = time.monotonic()
+        self._wait_healthy(host, etcdctl)
+        healthy_after_s = round(time.monotonic() - started, 3)
+
+        if restarted or metrics is None or not metrics.ok:
+            metrics = run(p.metrics, "read etcd metrics", check=False)
+        if restarted and self.restart == "on-change" and metrics.ok and process_start(metrics.stdout) is not None:
+            state = json.dumps({**wanted, "process_start_time_seconds": process_start(metrics.stdout)})
+            run(("sh", "-c", _WRITE_FILE, "kubexp-write-state", state_file, "{state}"),
+                "record what kubexp started", state=state)
+        status = etcdctl("endpoint", "status", "-w", "json", what="read endpoint status").stdout
+        before = metrics.stdout if metrics.ok else None
+        if p.fingerprint_writes:
+            run(["sh", "-c", _PROBE_WRITES, "kubexp-probe-writes", str(p.fingerprint_writes), *p.etcdctl],
+                f"write and remove a probe key {p.fingerprint_writes} times")
+            metrics = run(p.metrics, "read etcd metrics", check=False)
+        else:
+            before = None
+        windowed = (before is not None and metrics.ok and process_start(before) is not None
+                    and process_start(before) == process_start(metrics.stdout))
+        return {
+            "member": member.name, "storage": storage, "data_dir": target, "previous_data_dir": current,
+            "moved": moved, "restarted": restarted, "filesystem": filesystem, "snapshot": snapshot,
+            "healthy_after_s": healthy_after_s, "fsync_over": "probe writes" if windowed else "since etcd started",
+            **_status_facts(status), **fsync_means(metrics.stdout if metrics.ok else "", before if windowed else None),
+        }
+
+    def _restart(self, run: Callable[..., CommandResult], host: RemoteHost, current: str, target: str, moved: bool,
+                 fsync_delay_ms: float) -> None:
+        """Stop etcd, move its data if `moved`, set the fsync delay, start it; never leave it stopped."""
+        p = self.profile
         pointed = False  # ETCD_DATA_DIR may name the target
         try:
             run(p.stop, "stop etcd")
@@ -352,21 +423,6 @@ class EtcdReconfigurer:
             log.error("%s: %s ended the etcd step while etcd was stopped; %s", host.label, type(exc).__name__, state)
             raise
 
-        started = time.monotonic()
-        self._wait_healthy(host, etcdctl)
-        healthy_after_s = round(time.monotonic() - started, 3)
-
-        status = etcdctl("endpoint", "status", "-w", "json", what="read endpoint status").stdout
-        if p.fingerprint_writes:
-            run(["sh", "-c", _PROBE_WRITES, "kubexp-probe-writes", str(p.fingerprint_writes), *p.etcdctl],
-                f"write and remove a probe key {p.fingerprint_writes} times")
-        metrics = run(p.metrics, "read etcd metrics", check=False)
-        return {
-            "member": member.name, "storage": storage, "data_dir": target, "previous_data_dir": current,
-            "moved": moved, "filesystem": filesystem, "snapshot": snapshot, "healthy_after_s": healthy_after_s,
-            **_status_facts(status), **fsync_means(metrics.stdout if metrics.ok else ""),
-        }
-
     def _wait_healthy(self, host: RemoteHost, etcdctl: Callable[..., CommandResult]) -> None:
         deadline = time.monotonic() + self.profile.health_timeout_s
         while True:
@@ -379,6 +435,16 @@ class EtcdReconfigurer:
                     f"({answer.tail()}); check the unit's log on that host"
                 )
             time.sleep(self.profile.poll_interval_s)
+
+
+def _still_running(recorded: str, metrics_text: str, wanted: Mapping[str, Any]) -> bool:
+    """The state file kubexp wrote at its last start of etcd names `wanted` and the process that answers now."""
+    try:
+        state = json.loads(recorded)
+    except ValueError:
+        return False
+    now = process_start(metrics_text)
+    return isinstance(state, dict) and now is not None and state == {**wanted, "process_start_time_seconds": now}
 
 
 def _status_facts(text: str) -> dict[str, Any]:

@@ -131,7 +131,8 @@ class KubernetesPlatform(Platform):
             return None
         return EtcdReconfigurer(self.settings.etcd_members, self.settings.etcd_profile,
                                 dry_run=self.settings.etcd_dry_run, echo=self.echo,
-                                command_timeout_s=self.settings.timeouts.command_s)
+                                command_timeout_s=self.settings.timeouts.command_s,
+                                restart=self.settings.etcd_restart)
 
     def configure_etcd(self, params: Mapping[str, Any], tag: str = "manual") -> dict[str, Any]:
         storage = str(params.get("etcd_storage", "ramdisk"))
@@ -242,7 +243,7 @@ class KubernetesPlatform(Platform):
             "server_version": self.cluster.server_version(), "nodes": self.cluster.node_facts(),
             "istio": {"installer": s.istio.installer, "pinned_version": s.istio.version,
                       "installed_version": self.istio.installed_version()},
-            "etcd": {"managed": s.etcd_manage, "members": [m.name for m in s.etcd_members],
+            "etcd": {"managed": s.etcd_manage, "members": [m.name for m in s.etcd_members], "restart": s.etcd_restart,
                      "stop": list(s.etcd_profile.stop), "start": list(s.etcd_profile.start)},
             "openstack": {"cloud": s.openstack.cloud, "conn_id": s.openstack.conn_id},
             "load_servers": s.load.given.get("servers"),

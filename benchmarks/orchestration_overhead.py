@@ -11,7 +11,7 @@ cluster is started if it is not running (as root) and stopped again at the end. 
 started is stopped at the end.
 
     .venv/bin/python benchmarks/orchestration_overhead.py [--runs 3] [--duration 10] [--kube-local] [--keep]
-        [--json OUT]
+        [--etcd-restart always|on-change] [--json OUT]
 """
 
 from __future__ import annotations
@@ -56,9 +56,12 @@ def seconds(start: str | None, end: str | None) -> float:
 PAPER_FIXED_WAITS_S = 65  # the paper's framework: fixed waits of at least 65 s per experiment (+300 s per reboot)
 
 
-def kube_local_document(duration_s: int, runs: int, results_dir: Path) -> dict:
-    """The shipped kube-local suite, its load shortened to `duration_s`, enough repetitions for `runs`."""
+def kube_local_document(duration_s: int, runs: int, results_dir: Path, etcd_restart: str | None = None) -> dict:
+    """The shipped kube-local suite, its load shortened to `duration_s`, enough repetitions for `runs`
+    (and kubernetes.etcd.restart set to `etcd_restart` if given)."""
     suite = yaml.safe_load((settings.SUITES_DIR / "kube-local.yaml").read_text())
+    if etcd_restart:
+        suite["kubernetes"]["etcd"]["restart"] = etcd_restart
     scenarios = math.prod(len(levels) for levels in suite["matrix"].values())
     suite["defaults"]["duration_s"] = duration_s
     suite["repetitions"] = math.ceil(runs / scenarios)
@@ -87,7 +90,7 @@ def kube_cluster(home: Path) -> Iterator[None]:
 
 
 def measure(runs: int, duration_s: int, keep: bool = False, json_out: Path | None = None,
-            kube_local: bool = False) -> None:
+            kube_local: bool = False, etcd_restart: str | None = None) -> None:
     from kubexp.local_services import LocalServices
     from kubexp.orchestration.airflow_api import AirflowClient
 
@@ -95,7 +98,7 @@ def measure(runs: int, duration_s: int, keep: bool = False, json_out: Path | Non
     root.chmod(0o755)
     results_dir = Path("/dev/shm") / root.name
     (root / "suites").mkdir()
-    suite = (kube_local_document(duration_s, runs, results_dir) if kube_local
+    suite = (kube_local_document(duration_s, runs, results_dir, etcd_restart) if kube_local
              else suite_document(duration_s, runs, results_dir))
     dag_id = suite["suite"]
     (root / "suites" / f"{dag_id}.yaml").write_text(yaml.safe_dump(suite))
@@ -105,7 +108,8 @@ def measure(runs: int, duration_s: int, keep: bool = False, json_out: Path | Non
     services = LocalServices.from_env()
     load_before = os.getloadavg()[0]
     where, goal = ("single-node Kubernetes (kube-local)", 30) if kube_local else ("local platform", 20)
-    what = (f"the shipped suite kube-local ({suite['repetitions']} repetitions of its 4 scenarios), "
+    restart = f", kubernetes.etcd.restart: {etcd_restart}" if etcd_restart else ""
+    what = (f"the shipped suite kube-local ({suite['repetitions']} repetitions of its 4 scenarios{restart}), "
             f"kubexp cluster up" if kube_local else f"shipped defaults (suite: {SUITE_SETTINGS})")
     with contextlib.ExitStack() as stack:
         if kube_local:
@@ -168,8 +172,12 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="append the figures to this JSON list (make bench)")
     parser.add_argument("--kube-local", action="store_true",
                         help="the real single-node Kubernetes (kubexp cluster up; as root) with the suite kube-local")
+    parser.add_argument("--etcd-restart", choices=("always", "on-change"),
+                        help="with --kube-local: kubernetes.etcd.restart for the suite (default: the suite's, always)")
     args = parser.parse_args()
-    measure(args.runs, args.duration, args.keep, args.json, args.kube_local)
+    if args.etcd_restart and not args.kube_local:
+        parser.error("--etcd-restart needs --kube-local")
+    measure(args.runs, args.duration, args.keep, args.json, args.kube_local, args.etcd_restart)
 
 
 if __name__ == "__main__":

@@ -250,7 +250,9 @@ def test_etcd_moves_between_ram_disk_and_disk_over_ssh_with_the_api_server_healt
         member = facts["members"][0]
         assert member["storage"] == storage and member["moved"] == (delay_ms == 0), member
         assert (member["filesystem"] == "tmpfs") == (filesystem == "tmpfs"), member
-        # etcd's own WAL fsync histogram: the injected delay shows in its mean; a RAM disk's is about 0.
+        # etcd's own WAL fsync histogram over the probe writes: the injected delay shows in its mean; a RAM
+        # disk's is about 0.
+        assert member["fsync_over"] == "probe writes" and member["restarted"] is True, member
         if delay_ms:
             assert member["wal_fsync_mean_ms"] >= delay_ms, member
         elif storage == "ramdisk":

@@ -6,18 +6,62 @@ import importlib
 import pkgutil
 import subprocess
 import sys
+from pathlib import Path
+
+import click
 
 import kubexp.cli
 from kubexp.cli import COMMANDS, main
 
 
-def test_every_registered_command_is_listed_with_its_module() -> None:
+def _import_every_command() -> None:
     for module in pkgutil.iter_modules(kubexp.cli.__path__):
         if module.name != "__main__":
             importlib.import_module(f"kubexp.cli.{module.name}")
+
+
+def test_every_registered_command_is_listed_with_its_module() -> None:
+    _import_every_command()
     registered = {name: command.callback.__module__ for name, command in main.commands.items()
                   if command.callback is not None}
-    assert registered == {name: f"kubexp.cli.{module}" for name, module in COMMANDS.items()}
+    assert registered == {name: f"kubexp.cli.{module}" for name, (module, _summary) in COMMANDS.items()}
+
+
+def test_help_lists_the_commands_as_click_would_from_their_own_help() -> None:
+    _import_every_command()
+    for width in (40, 60, 80, 100, 140, 220):
+        ours, clicks = click.HelpFormatter(width=width), click.HelpFormatter(width=width)
+        main.format_commands(click.Context(main), ours)
+        click.Group.format_commands(main, click.Context(main), clicks)
+        assert ours.getvalue() == clicks.getvalue()
+
+
+def _modules_after(*args: str) -> list[str]:
+    """The modules `kubexp ARGS` imported, in a fresh interpreter."""
+    code = ("import atexit, sys; atexit.register(lambda: print(*sorted(sys.modules), file=sys.stderr)); "
+            f"from kubexp.cli import main; main({list(args)!r}, prog_name='kubexp')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stderr.split()
+
+
+def test_help_imports_no_command() -> None:
+    assert [name for name in _modules_after("--help") if name.startswith("kubexp.cli.")] == []
+
+
+def test_jtl_aggregate_imports_neither_pandas_nor_airflow_nor_other_commands(tmp_path: Path) -> None:
+    path = tmp_path / "run.jtl"
+    path.write_text("timeStamp,elapsed,success,responseCode,threadName,allThreads\n"
+                    "1700000000000,5,true,200,workers 1-1,1\n1700000001200,7,false,503,workers 1-2,2\n")
+    unwanted = ("airflow", "psycopg", "requests", "jsonschema", "kubexp.orchestration", "kubexp.store")
+    loaded = _modules_after("jtl", "aggregate", str(path), "--output", str(tmp_path / "out.csv"))
+    assert [name for name in loaded if name.startswith(("pandas", *unwanted))] == []
+    assert [name for name in loaded if name.startswith("kubexp.cli.")] == ["kubexp.cli.jtl"]
+    with path.open("a") as handle:  # an unparsable value: the tolerant second pass (pyarrow may load pandas there)
+        handle.write("1700000001300,x,true,200,workers 1-1,2\n")
+    loaded = _modules_after("jtl", "aggregate", str(path), "--output", str(tmp_path / "out.csv"),
+                            "--max-malformed-share", "0.5")
+    assert [name for name in loaded if name.startswith(unwanted)] == []
 
 
 def test_one_command_does_not_import_the_others() -> None:

@@ -11,7 +11,7 @@ import pytest
 from jtl_reference import assert_matches_reference, nearest_rank
 
 from kubexp.load.jtl import JMETER_DEFAULT_COLUMNS, JtlError, aggregate, aggregate_and_keep, kept_path, response_class
-from kubexp.load.jtl_reader import layout_of, record_ranges
+from kubexp.load.jtl_reader import filled, layout_of, record_ranges, valid
 from kubexp.records import LOAD_SECOND_COLUMNS
 
 T0 = 1_700_000_000_000
@@ -244,6 +244,21 @@ def test_missing_required_column_is_named(tmp_path: Path) -> None:
 def test_response_classes() -> None:
     assert [response_class(c) for c in ("200", "302", "404", "499", "500", "503", "Non HTTP response code: x", "")] \
         == [0, 0, 4, 4, 5, 5, 0, 0]
+
+
+def test_column_values_read_from_arrow_buffers_at_any_offset() -> None:
+    import pyarrow as pa
+
+    for values in ([1, None, -3, 2**40, None, 6, 7, 8, 9, None, 11], [True, None, False, True] * 5):
+        column = pa.array(values)
+        fill = False if isinstance(values[0], bool) else 0
+        for start in range(len(values)):
+            for part in (column.slice(start), column.slice(start, (len(values) - start) // 2)):
+                expected = [fill if value is None else value for value in part.to_pylist()]
+                assert filled(part, fill).tolist() == expected
+                assert valid(part).tolist() == [value is not None for value in part.to_pylist()]
+    indices = pa.array(["a", None, "b", "a"]).dictionary_encode().indices.slice(1)
+    assert (filled(indices, 0).tolist(), filled(indices, 0).dtype.name) == ([0, 1, 0], "int32")
 
 
 def test_parallel_parts_give_the_same_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

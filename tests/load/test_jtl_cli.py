@@ -7,9 +7,10 @@ import json
 from pathlib import Path
 
 from click.testing import CliRunner
-from test_jtl import T0, line, write
+from test_jtl import T0, line, random_jtl, write
 
 from kubexp.cli import main
+from kubexp.load.jtl import aggregate
 
 
 def test_aggregate_writes_per_second_csv(tmp_path: Path) -> None:
@@ -47,3 +48,15 @@ def test_malformed_file_is_refused_with_a_message(tmp_path: Path) -> None:
     answer = CliRunner().invoke(main, ["jtl", "aggregate", str(path)])
     assert answer.exit_code == 1 and "2 of 3 lines are malformed" in answer.output
     assert CliRunner().invoke(main, ["jtl", "aggregate", str(path), "--max-malformed-share", "0.9"]).exit_code == 0
+
+
+def test_csv_is_byte_for_byte_what_pandas_writes_of_the_frame(tmp_path: Path) -> None:
+    gaps = tmp_path / "gaps.jtl"  # seconds without samples, no bytes column, values pandas prints with exponents
+    gaps.write_text("timeStamp,elapsed,success,Latency,Connect,allThreads\n" + "".join(
+        f"{T0 + i * 2700},{i * 7919 % 10**6},{'false' if i % 3 == 0 else 'true'},{i * 10**14},1,{i % 5}\n"
+        for i in range(40)))
+    for path in (random_jtl(tmp_path / "random.jtl", 3000, seed=4), gaps, write(tmp_path / "empty.jtl", [])):
+        out = tmp_path / "out.csv"
+        assert CliRunner().invoke(main, ["jtl", "aggregate", str(path), "--output", str(out)]).exit_code == 0
+        frame = aggregate(path).frame.rename(columns={"t": "second"})
+        assert out.read_text() == frame.to_csv(index=False, lineterminator="\n")

@@ -44,9 +44,12 @@ def aggregate_command(file: Path, start_ms: int | None, output: Path | None, max
                            columns=columns.split(",") if columns else None)
     except JtlError as exc:
         raise click.ClickException(str(exc)) from exc
-    frame = result.frame.rename(columns={"t": "second"})
-    frame.to_csv(output if output is not None else sys.stdout, index=False, lineterminator="\n")
+    text = result.seconds.csv({"t": "second"})
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text)
     if whole is not None:
         whole.write_text(json.dumps(result.whole, indent=1) + "\n")
-    click.echo(f"{result.rows} samples in {len(frame)} seconds from t0_ms={result.t0_ms}; "
+    click.echo(f"{result.rows} samples in {len(result.seconds)} seconds from t0_ms={result.t0_ms}; "
                f"{result.malformed} malformed lines skipped", err=True)

@@ -14,13 +14,12 @@ import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from kubexp.load.jtl_reader import (
     JMETER_DEFAULT_COLUMNS,
@@ -31,8 +30,11 @@ from kubexp.load.jtl_reader import (
     layout_of,
     record_ranges,
 )
-from kubexp.load.jtl_seconds import Accumulator, Classifier, merge, response_class
+from kubexp.load.jtl_seconds import Accumulator, Classifier, Seconds, merge, response_class
 from kubexp.records import EXPERIMENT_LOAD_COLUMNS, LOAD_SECOND_COLUMNS
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["JMETER_DEFAULT_COLUMNS", "MAX_MALFORMED_SHARE", "JtlError", "JtlResult", "aggregate", "aggregate_and_keep",
            "kept_path", "response_class", "too_many_malformed"]
@@ -42,7 +44,7 @@ MAX_MALFORMED_SHARE = 0.01  # default; a suite sets load.max_malformed_share
 
 @dataclass(frozen=True)
 class JtlResult:
-    frame: pd.DataFrame  # LOAD_SECOND_COLUMNS, one row per second from the first to the last sample's second
+    seconds: Seconds  # LOAD_SECOND_COLUMNS, one row per second from the first to the last sample's second
     rows: int  # samples aggregated
     malformed: int  # lines skipped: wrong field count, unparsable or empty values, a truncated last line
     t0_ms: int | None  # the t0 used (None only for a file without samples and no t0 given)
@@ -50,6 +52,11 @@ class JtlResult:
     # EXPERIMENT_LOAD_COLUMNS: exact statistics over every sample (percentiles nearest rank over all samples,
     # resp. all successful ones; None where there is no such sample)
     whole: dict[str, float | None] = field(default_factory=dict)
+
+    @cached_property
+    def frame(self) -> pd.DataFrame:
+        """`seconds` as a DataFrame (bytes and threads: pandas' Int64, except in the empty frame)."""
+        return self.seconds.frame()
 
 
 WANTED = ("timeStamp", "elapsed", "success", "responseCode", "bytes", "allThreads", "Latency", "Connect", "threadName")
@@ -152,11 +159,11 @@ def aggregate(path: Path | str, t0_ms: int | None = None, *, max_malformed_share
     malformed = invalid_lines + acc.bad_values + int(layout.truncated_tail)
     _check_malformed(path, malformed, acc.rows + malformed, max_malformed_share)
     if acc.rows == 0:
-        frame = pd.DataFrame({name: pd.Series(dtype="float64") for name in LOAD_SECOND_COLUMNS})
+        empty = Seconds({name: np.empty(0) for name in LOAD_SECOND_COLUMNS}, {})
         whole: dict[str, float | None] = {name: None for name in EXPERIMENT_LOAD_COLUMNS}
-        return JtlResult(frame, 0, malformed, acc.t0_ms, whole={**whole, "requests": 0, "successes": 0})
-    frame, whole = merge(acc)
-    return JtlResult(frame, acc.rows, malformed, acc.t0_ms, acc.max_end, whole)
+        return JtlResult(empty, 0, malformed, acc.t0_ms, whole={**whole, "requests": 0, "successes": 0})
+    seconds, whole = merge(acc)
+    return JtlResult(seconds, acc.rows, malformed, acc.t0_ms, acc.max_end, whole)
 
 
 def _check_malformed(path: Path, malformed: int, total: int, max_malformed_share: float) -> None:
@@ -198,14 +205,14 @@ def aggregate_and_keep(path: Path | str) -> JtlResult:
     JTL: the load step learns t0 and the end from it, and collect's aggregate() of the same, unchanged file
     from that t0 reads it back instead of parsing the file a second time (it still applies its own
     max_malformed_share)."""
+    import pyarrow.parquet as pq
+
     path = Path(path)
     result = aggregate(path, max_malformed_share=1.0)
     if result.rows:
         metadata = {"stamp": _stamp(path), "t0_ms": result.t0_ms, "rows": result.rows,
                     "malformed": result.malformed, "last_end_ms": result.last_end_ms, "whole": result.whole}
-        table = pa.Table.from_pandas(result.frame, preserve_index=False)
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
-                                               b"kubexp": json.dumps(metadata).encode()})
+        table = result.seconds.table().replace_schema_metadata({b"kubexp": json.dumps(metadata).encode()})
         partial = kept_path(path).with_suffix(".partial")
         pq.write_table(table, partial)
         partial.replace(kept_path(path))
@@ -217,6 +224,8 @@ def _kept(path: Path, t0_ms: int | None, columns: Sequence[str] | None) -> JtlRe
     kept = kept_path(path)
     if t0_ms is None or columns is not None or not kept.exists():
         return None
+    import pyarrow.parquet as pq
+
     try:
         table = pq.read_table(kept)
         metadata = json.loads((table.schema.metadata or {})[b"kubexp"])
@@ -224,5 +233,5 @@ def _kept(path: Path, t0_ms: int | None, columns: Sequence[str] | None) -> JtlRe
         return None
     if metadata["stamp"] != _stamp(path) or metadata["t0_ms"] != t0_ms or "whole" not in metadata:
         return None
-    return JtlResult(table.to_pandas(), metadata["rows"], metadata["malformed"], t0_ms, metadata["last_end_ms"],
-                     metadata["whole"])
+    return JtlResult(Seconds.from_table(table), metadata["rows"], metadata["malformed"], t0_ms,
+                     metadata["last_end_ms"], metadata["whole"])

@@ -4,7 +4,8 @@ Rows may come in any order (batches from several servers, slow requests written 
 final until the end. Elapsed times are whole milliseconds: exact percentiles come from per-second
 counts of each distinct value (usually a few hundred per second), not from the samples themselves;
 the counts are kept apart for successful samples, so the same counts give the statistics of all
-samples and of successful ones, per second and over the whole file.
+samples and of successful ones, per second and over the whole file. The rows stay numpy columns
+(`Seconds`): pandas is imported only by whoever asks for a DataFrame, not by `kubexp jtl aggregate`.
 """
 
 from __future__ import annotations
@@ -12,15 +13,17 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from kubexp.load.jtl_reader import INTEGER_COLUMNS, JtlError, booleans, integers
+from kubexp.load.jtl_reader import INTEGER_COLUMNS, JtlError, booleans, filled, integers
 from kubexp.records import EXPERIMENT_LOAD_COLUMNS, LOAD_SECOND_COLUMNS
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PERCENTILES = (50, 90, 95, 99)
 MAX_SPAN_S = 7 * 86400  # a longer span means broken timestamps, not a load test
@@ -29,11 +32,59 @@ _LOW32 = np.int64(0xFFFFFFFF)
 T = TypeVar("T", int, np.ndarray)
 
 
+@dataclass(frozen=True)
+class Seconds:
+    """Per-second rows (LOAD_SECOND_COLUMNS) as numpy columns: int64, float64 (NaN: no such sample), and
+    int64 with a mask in `unknown` (bytes and threads: True where the second has no value)."""
+
+    columns: dict[str, np.ndarray]
+    unknown: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.columns["t"])
+
+    def frame(self) -> pd.DataFrame:
+        """As a DataFrame; the masked columns are pandas' Int64."""
+        import pandas as pd
+
+        return pd.DataFrame({name: pd.arrays.IntegerArray(values, self.unknown[name]) if name in self.unknown
+                             else values for name, values in self.columns.items()})
+
+    def csv(self, names: dict[str, str]) -> str:
+        """The CSV text `frame().rename(columns=names).to_csv(index=False, lineterminator="\\n")` writes: numbers
+        as numpy prints them, nothing for NaN or unknown."""
+        fields = []
+        for name, values in self.columns.items():
+            text = values.astype(str)
+            text[self.unknown[name] if name in self.unknown else np.isnan(values)] = ""
+            fields.append(text.tolist())
+        lines = [",".join(names.get(name, name) for name in self.columns), *map(",".join, zip(*fields, strict=True))]
+        return "\n".join(lines) + "\n"
+
+    def table(self) -> pa.Table:
+        """As Arrow (the Parquet file aggregate_and_keep keeps): bytes and threads null where unknown."""
+        return pa.table({name: pa.array(values, mask=self.unknown.get(name)) for name, values in self.columns.items()})
+
+    @classmethod
+    def from_table(cls, table: pa.Table) -> Seconds:
+        """What `table()` wrote (or pyarrow's Table.from_pandas of `frame()`): nulls of bytes and threads are
+        unknown, nulls elsewhere NaN."""
+        columns, unknown = {}, {}
+        for name in table.column_names:
+            column = table[name]
+            if name in ("bytes", "threads"):
+                unknown[name] = column.is_null().to_numpy()
+                column = column.fill_null(0)
+            columns[name] = column.to_numpy()
+        return cls(columns, unknown)
+
+
 def dictionary_codes(column: pa.Array, classify: dict[str, int], rule: Callable[[str], int]) -> np.ndarray:
     """Per-row code of a dictionary column, classifying each distinct value once (`rule(value) -> int`)."""
     values = column.dictionary.to_pylist()
-    lookup = np.array([classify.setdefault(value, rule(value)) for value in values] or [0], dtype=np.int64)
-    indices = pc.fill_null(column.indices, 0).to_numpy(zero_copy_only=False)
+    lookup = np.array([classify[value] if value in classify else classify.setdefault(value, rule(value))
+                       for value in values] or [0], dtype=np.int64)
+    indices = filled(column.indices, 0)
     return lookup[indices]
 
 
@@ -143,8 +194,8 @@ class Accumulator:
         sums[:, 1] = np.bincount(rel, weights=success, minlength=size)[occupied]
         failed = np.flatnonzero(~success)
         if len(failed) and "responseCode" in cols:
-            code_column = cols["responseCode"].take(pa.array(_row_numbers(keep, failed)))
-            classes = dictionary_codes(code_column, self.classifier.codes, response_class)
+            classes = dictionary_codes(cols["responseCode"], self.classifier.codes,
+                                       response_class)[_row_numbers(keep, failed)]
             for column, code in ((2, 4), (3, 5)):
                 sums[:, column] = np.bincount(rel[failed[classes == code]], minlength=size)[occupied]
         for column, name in ((4, "Latency"), (5, "Connect"), (6, "bytes")):
@@ -160,9 +211,7 @@ class Accumulator:
         if names is None:
             engine = np.zeros(len(rel), dtype=np.int64)
         else:
-            if not isinstance(keep, slice):
-                names = names.take(pa.array(keep))
-            engine = dictionary_codes(names, self.classifier.thread_engine, self.classifier.engine_number)
+            engine = dictionary_codes(names, self.classifier.thread_engine, self.classifier.engine_number)[keep]
         width = int(engine.max()) + 1
         peak = np.full(size * width, -1, dtype=np.int64)
         np.maximum.at(peak, rel * width + engine, threads)
@@ -180,7 +229,7 @@ def _segments(sorted_keys: np.ndarray) -> np.ndarray:
     return np.concatenate(([0], np.flatnonzero(np.diff(sorted_keys)) + 1))
 
 
-def merge(acc: Accumulator) -> tuple[pd.DataFrame, dict[str, float | None]]:
+def merge(acc: Accumulator) -> tuple[Seconds, dict[str, float | None]]:
     """The per-second rows (LOAD_SECOND_COLUMNS) and the exact statistics over every sample
     (EXPERIMENT_LOAD_COLUMNS)."""
     seconds_all = np.concatenate([seconds for seconds, _ in acc.sums])
@@ -193,14 +242,14 @@ def merge(acc: Accumulator) -> tuple[pd.DataFrame, dict[str, float | None]]:
                        f"the t0 given is wrong")
     t = np.arange(first, last + 1)
     at = seconds - first
-    frame = pd.DataFrame({"t": t})
+    columns = {"t": t}
     for index, name in enumerate(("requests", "successes", "failures_4xx", "failures_5xx")):
         column = np.zeros(len(t), dtype=np.int64)
         column[at] = sums[:, index]
-        frame[name] = column
-    frame["failures"] = frame["requests"] - frame["successes"]
-    frame["failures_other"] = frame["failures"] - frame["failures_4xx"] - frame["failures_5xx"]
-    whole = _elapsed_statistics(acc, frame, first)
+        columns[name] = column
+    columns["failures"] = columns["requests"] - columns["successes"]
+    columns["failures_other"] = columns["failures"] - columns["failures_4xx"] - columns["failures_5xx"]
+    whole = _elapsed_statistics(acc, columns, first, len(t))
     requests, successes = sums[:, 0].astype(float), sums[:, 1].astype(float)
     processing = {"Latency", "Connect"} <= acc.columns
     for index, name, present, divisor in ((4, "latency_mean_ms", "Latency" in acc.columns, requests),
@@ -210,34 +259,34 @@ def merge(acc: Accumulator) -> tuple[pd.DataFrame, dict[str, float | None]]:
         if present:
             with np.errstate(invalid="ignore", divide="ignore"):
                 column[at] = np.where(divisor > 0, sums[:, index] / np.maximum(divisor, 1), np.nan)
-        frame[name] = column
+        columns[name] = column
     total_successes = int(sums[:, 1].sum())
     whole.update(requests=int(sums[:, 0].sum()), successes=total_successes)
     whole["success_processing_mean_ms"] = float(sums[:, 7].sum()) / total_successes \
         if processing and total_successes else None
-    frame["bytes"] = pd.array(np.zeros(len(t), dtype=np.int64), dtype="Int64")
+    columns["bytes"] = np.zeros(len(t), dtype=np.int64)
+    unknown = {"bytes": np.full(len(t), "bytes" not in acc.columns)}
     if "bytes" in acc.columns:
-        frame.loc[at, "bytes"] = sums[:, 6]
-    else:  # unknown, typed: a column of bare pd.NA would be object-typed and refused by the store
-        frame["bytes"] = pd.array([pd.NA] * len(t), dtype="Int64")
-    frame["threads"] = pd.array([pd.NA] * len(t), dtype="Int64")
-    if acc.threads:
-        frame["threads"] = _threads(acc, first, len(t))
-    return frame[list(LOAD_SECOND_COLUMNS)], {name: whole[name] for name in EXPERIMENT_LOAD_COLUMNS}
+        columns["bytes"][at] = sums[:, 6]
+    columns["threads"], unknown["threads"] = _threads(acc, first, len(t)) if acc.threads else \
+        (np.zeros(len(t), dtype=np.int64), np.full(len(t), True))
+    return Seconds({name: columns[name] for name in LOAD_SECOND_COLUMNS}, unknown), \
+        {name: whole[name] for name in EXPERIMENT_LOAD_COLUMNS}
 
 
-def _elapsed_statistics(acc: Accumulator, frame: pd.DataFrame, first: int) -> dict[str, float | None]:
+def _elapsed_statistics(acc: Accumulator, columns: dict[str, np.ndarray], first: int,
+                        size: int) -> dict[str, float | None]:
     """Per second, elapsed mean, exact nearest-rank percentiles and max of all samples and of successful ones
-    (columns of `frame`); returns the same over the whole file."""
+    (into `columns`, `size` seconds from `first`); returns the same over the whole file."""
     second = np.concatenate([part[0] for part in acc.hists]) - first
     success = np.concatenate([part[1] for part in acc.hists]).astype(bool)
     elapsed = np.concatenate([part[2] for part in acc.hists])
     counts = np.concatenate([part[3] for part in acc.hists])
     whole: dict[str, float | None] = {}
     for prefix, picked in (("", slice(None)), ("success_", success)):
-        columns, overall = _distribution(second[picked], elapsed[picked], counts[picked], len(frame))
-        for name, column in columns.items():
-            frame[prefix + name] = column
+        distribution, overall = _distribution(second[picked], elapsed[picked], counts[picked], size)
+        for name, column in distribution.items():
+            columns[prefix + name] = column
         whole.update({prefix + name: value for name, value in overall.items()})
     return whole
 
@@ -290,8 +339,9 @@ def _distribution(second: np.ndarray, elapsed: np.ndarray, counts: np.ndarray,
     return columns, overall
 
 
-def _threads(acc: Accumulator, first: int, size: int) -> pd.arrays.IntegerArray:
-    """Per second: the sum over engines of each engine's highest allThreads (one engine per JMeter server)."""
+def _threads(acc: Accumulator, first: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per second: the sum over engines of each engine's highest allThreads (one engine per JMeter server), and
+    where no sample gave one."""
     second = np.concatenate([part[0] for part in acc.threads]) - first
     engine = np.concatenate([part[1] for part in acc.threads])
     peak = np.concatenate([part[2] for part in acc.threads])
@@ -302,7 +352,5 @@ def _threads(acc: Accumulator, first: int, size: int) -> pd.arrays.IntegerArray:
     starts = _segments(keys)
     peaks = np.maximum.reduceat(peak[order], starts)
     total = np.bincount(keys[starts] // width, weights=peaks, minlength=size).astype(np.int64)
-    seen = np.bincount(keys[starts] // width, minlength=size) > 0
-    threads = pd.array(total, dtype="Int64")
-    threads[~seen] = pd.NA
-    return threads
+    unseen = np.bincount(keys[starts] // width, minlength=size) == 0
+    return total, unseen

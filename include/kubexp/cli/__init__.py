@@ -25,7 +25,7 @@ COMMANDS = {
                            "(method: kubexp.analysis.gate, docs/ci.md)."),
     "db": ("db", "The results database (KUBEXP_DATABASE_URL, else the one `kubexp services up` started)."),
     "demo": ("demo", "Run the demo suite on the local platform through Airflow and print where the results are."),
-    "dimension": ("dimension", "Offered request rate (eq. 5) and, with --pods, the throughput plateau, rho and "
+    "dimension": ("dimension", "Offered request rate (equation 5) and, with --pods, the throughput plateau, rho and "
                                "saturating workers."),
     "jtl": ("jtl", "JMeter result files (JTL, CSV format)."),
     "load": ("load", "The load: JMeter plans and their properties."),

@@ -24,7 +24,7 @@ from kubexp.queueing import ModelError, dimension
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (key request_rate: eq. 5).")
 def dimension_command(workers: int, think_time_ms: float, response_time_ms: float, pods: int | None,
                       timeout_ms: float | None, pod_rate_per_s: float | None, as_json: bool) -> None:
-    """Offered request rate (eq. 5) and, with --pods, the throughput plateau, rho and saturating workers."""
+    """Offered request rate (equation 5) and, with --pods, the throughput plateau, rho and saturating workers."""
     try:
         result = dimension(workers, think_time_ms, response_time_ms, pods=pods, timeout_ms=timeout_ms,
                            pod_rate_per_s=pod_rate_per_s)

@@ -608,7 +608,7 @@ def cleanup(data: Mapping[str, Any] | None, suite_path: str | Path, dag_id: str,
     def platform_parts(current: Current) -> None:
         # etcd first: an etcd step killed outright leaves it stopped, and the teardown needs the API server.
         attempt("starting etcd members found stopped", lambda: start_etcd(current))
-        attempt("platform teardown", lambda: current.platform.teardown())
+        attempt("removing the SUT", lambda: current.platform.remove_sut())
 
     current = Current.from_xcom(data) if data else None
     if current is not None and not current.dry_run:

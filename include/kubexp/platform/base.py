@@ -96,6 +96,12 @@ class Platform(ABC):
     def teardown(self) -> None:
         """Remove every trace of the SUT and wait until it is gone. Idempotent."""
 
+    def remove_sut(self) -> None:
+        """What cleanup runs at the end of a run: remove the SUT and wait until none of it runs any more; what
+        is left to finish (on Kubernetes, the namespace's own deletion) the next experiment's teardown waits
+        for. Idempotent; by default the same as teardown."""
+        self.teardown()
+
     @abstractmethod
     def configure_etcd(self, params: Mapping[str, Any], tag: str = "manual") -> dict[str, Any]:
         """Put etcd's data on params['etcd_storage'], wait healthy, return its fingerprint (`tag`: the

@@ -160,6 +160,23 @@ def test_native_deploy_rollout_sanity_and_teardown(kube: FakeKubernetes, sanity_
     assert namespace_deletes(kube) == ["/api/v1/namespaces/kx-app-old", f"/api/v1/namespaces/{NAMESPACE}"]
 
 
+def test_cleanup_waits_for_the_pods_and_leaves_the_namespace_to_the_next_teardown(kube: FakeKubernetes,
+                                                                                 tmp_path: Path) -> None:
+    kube.emulator.namespace_polls_to_gone = 3
+    kube.add_namespace(NAMESPACE, {"app.kubernetes.io/part-of": "kubexp"})
+    kube.put_object(resource("", "v1", "pods"), NAMESPACE, {"apiVersion": "v1", "kind": "Pod",
+                                                            "metadata": {"name": "cropapp-1", "namespace": NAMESPACE}})
+    platform = create(make_suite(tmp_path, {}))
+
+    platform.remove_sut()
+
+    assert kube.live_objects(NAMESPACE) == []
+    assert kube.seen("GET", f"/api/v1/namespaces/{NAMESPACE}/pods")  # waited until no pod was listed
+    assert kube.namespace(NAMESPACE) is not None  # still terminating: not waited for
+    platform.teardown()
+    assert kube.namespace(NAMESPACE) is None
+
+
 def test_teardown_waits_for_a_namespace_already_terminating(kube: FakeKubernetes, tmp_path: Path) -> None:
     kube.add_namespace(NAMESPACE, {"app.kubernetes.io/part-of": "kubexp"})
     kube.call(lambda: kube.emulator.namespaces[NAMESPACE]["status"].update(phase="Terminating"))  # a crashed run's

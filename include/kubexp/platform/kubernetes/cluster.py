@@ -200,9 +200,10 @@ class Cluster:
                             label_selector=f"{MANAGED_LABEL}={MANAGED_VALUE}")
         return sorted(ns.metadata.name for ns in listed.items)
 
-    def delete_namespaces(self, names: Iterable[str], timeout_s: float) -> list[str]:
+    def delete_namespaces(self, names: Iterable[str], timeout_s: float, until_pods_gone: bool = False) -> list[str]:
         """Delete the namespaces (foreground), then their workloads and pods, and wait until none of the
-        namespaces exists any more.
+        namespaces exists any more (with `until_pods_gone`, until none of them has a pod left: the namespace
+        itself may still be terminating).
 
         kube-controller-manager's namespace controller first empties a namespace 5 s after its deletion and,
         finding pods still terminating then, looks again only about 5 s later; deleting the pods at once lets
@@ -224,13 +225,23 @@ class Cluster:
                                  ("pods", self.core.delete_collection_namespaced_pod)):
                 self.api(f"delete the {what} of namespace {name}", delete, name, tolerate=(404,))
         for name in names:
-            wait_until(partial(self._namespace_gone, name), timeout_s=timeout_s, interval_s=self.poll_interval_s,
-                       what=f"namespace {name}: deletion (check `kubectl get ns {name} -o yaml` for stuck finalizers)")
-        log.info("teardown: namespace(s) %s gone after %.1f s", ", ".join(names), time.monotonic() - started)
+            if until_pods_gone:
+                wait_until(partial(self._no_pods, name), timeout_s=timeout_s, interval_s=self.poll_interval_s,
+                           what=f"namespace {name}: its pods' termination (check `kubectl get pods -n {name}`)")
+            else:
+                wait_until(partial(self._namespace_gone, name), timeout_s=timeout_s, interval_s=self.poll_interval_s,
+                           what=f"namespace {name}: deletion (check `kubectl get ns {name} -o yaml` for stuck "
+                                f"finalizers)")
+        log.info("teardown: %s of namespace(s) %s gone after %.1f s", "the pods" if until_pods_gone else "all",
+                 ", ".join(names), time.monotonic() - started)
         return names
 
     def _namespace_gone(self, name: str) -> bool:
         return self.namespace(name) is None
+
+    def _no_pods(self, name: str) -> bool:
+        pods = self.api(f"list the pods of namespace {name}", self.core.list_namespaced_pod, name, tolerate=(404,))
+        return pods is None or not pods.items
 
     def delete_crds(self, group_suffix: str) -> list[str]:
         """Delete every CustomResourceDefinition whose group ends with `group_suffix` (e.g. 'istio.io')."""

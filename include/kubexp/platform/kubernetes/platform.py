@@ -108,11 +108,20 @@ class KubernetesPlatform(Platform):
         """Delete every namespace kubexp created (labelled part-of=kubexp: this attempt's and those an earlier
         one left), wait until gone; remove Istio too if kubexp installed it, unless
         kubernetes.istio.remove_on_teardown is false. Nothing else is deleted, whatever the suite names."""
+        self._delete(until_pods_gone=False)
+
+    def remove_sut(self) -> None:
+        """As teardown, but waits only until no pod is left in those namespaces: kube-controller-manager
+        finishes a namespace's deletion 5 s or more after it began, and the next teardown waits for that."""
+        self._delete(until_pods_gone=True)
+
+    def _delete(self, until_pods_gone: bool) -> None:
         own = self.cluster.namespace(self.settings.namespace)
         if own is not None and not Cluster.is_managed(own):
             log.warning("teardown: namespace %s was not created by kubexp (no label %s=%s): left alone",
                         self.settings.namespace, MANAGED_LABEL, MANAGED_VALUE)
-        self.cluster.delete_namespaces(self.cluster.managed_namespaces(), timeout_s=self.settings.timeouts.teardown_s)
+        self.cluster.delete_namespaces(self.cluster.managed_namespaces(), timeout_s=self.settings.timeouts.teardown_s,
+                                       until_pods_gone=until_pods_gone)
         if self.settings.istio.remove_on_teardown:
             self.istio.remove()
 

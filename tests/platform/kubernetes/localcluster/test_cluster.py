@@ -165,6 +165,8 @@ def test_deploy_rollout_sanity_request_through_the_node_port_and_teardown(local_
     assert ("kubexp", "Apply") in managers
     assert deployment["metadata"]["generation"] == before["metadata"]["generation"]
     assert deployment["status"]["readyReplicas"] == 2
+    platform.remove_sut()  # what cleanup runs: no pod left, the namespace's own deletion not waited for
+    assert kubectl(local_cluster, "-n", NAMESPACE, "get", "pods")["items"] == []
     platform.teardown()
     assert platform.cluster.namespace(NAMESPACE) is None
 

@@ -52,7 +52,7 @@ class Timeouts:
     load_server_s: float = 120.0
     command_s: float = 900.0
     http_s: float = 10.0
-    poll_interval_s: float = 5.0
+    poll_interval_s: float = 1.0  # one GET a second while waiting: nothing to an API server
 
 
 @dataclass(frozen=True)

@@ -356,13 +356,15 @@ class EtcdReconfigurer:
         # What a restart would start; the state file says what kubexp last started, and on which process.
         wanted = {"data_dir": _normal(target), "fsync_delay_ms": fsync_delay_ms if p.set_fsync_delay else 0.0}
         state_file = f"{{snapshot_dir}}/{STATE_FILE}"  # a template: filled by run()
-        metrics = None
-        restarted = True
+        def read_metrics() -> str:
+            answer = run(p.metrics, "read etcd metrics", check=False)
+            return answer.stdout if answer.ok else ""
+
+        before, restarted = "", True
         if self.restart == "on-change" and not moved and not self.dry_run:
             recorded = run(("cat", "--", state_file), "read what kubexp last started", check=False)
-            metrics = run(p.metrics, "read etcd metrics", check=False)
-            restarted = not _still_running(recorded.stdout if recorded.ok else "",
-                                           metrics.stdout if metrics.ok else "", wanted)
+            before = read_metrics()
+            restarted = not _still_running(recorded.stdout if recorded.ok else "", before, wanted)
         if restarted:
             self._restart(run, host, current, target, moved, fsync_delay_ms)
         else:
@@ -373,27 +375,26 @@ class EtcdReconfigurer:
         self._wait_healthy(host, etcdctl)
         healthy_after_s = round(time.monotonic() - started, 3)
 
-        if restarted or metrics is None or not metrics.ok:
-            metrics = run(p.metrics, "read etcd metrics", check=False)
-        if restarted and self.restart == "on-change" and metrics.ok and process_start(metrics.stdout) is not None:
-            state = json.dumps({**wanted, "process_start_time_seconds": process_start(metrics.stdout)})
-            run(("sh", "-c", _WRITE_FILE, "kubexp-write-state", state_file, "{state}"),
-                "record what kubexp started", state=state)
+        if restarted:
+            before = read_metrics()
+            if self.restart == "on-change" and process_start(before) is not None:
+                state = json.dumps({**wanted, "process_start_time_seconds": process_start(before)})
+                run(("sh", "-c", _WRITE_FILE, "kubexp-write-state", state_file, "{state}"),
+                    "record what kubexp started", state=state)
         status = etcdctl("endpoint", "status", "-w", "json", what="read endpoint status").stdout
-        before = metrics.stdout if metrics.ok else None
+        after = before
         if p.fingerprint_writes:
             run(["sh", "-c", _PROBE_WRITES, "kubexp-probe-writes", str(p.fingerprint_writes), *p.etcdctl],
                 f"write and remove a probe key {p.fingerprint_writes} times")
-            metrics = run(p.metrics, "read etcd metrics", check=False)
-        else:
-            before = None
-        windowed = (before is not None and metrics.ok and process_start(before) is not None
-                    and process_start(before) == process_start(metrics.stdout))
+            after = read_metrics()
+        # Over the probe writes only if both reads came from the same etcd process.
+        windowed = bool(p.fingerprint_writes) and process_start(before) is not None \
+            and process_start(before) == process_start(after)
         return {
             "member": member.name, "storage": storage, "data_dir": target, "previous_data_dir": current,
             "moved": moved, "restarted": restarted, "filesystem": filesystem, "snapshot": snapshot,
             "healthy_after_s": healthy_after_s, "fsync_over": "probe writes" if windowed else "since etcd started",
-            **_status_facts(status), **fsync_means(metrics.stdout if metrics.ok else "", before if windowed else None),
+            **_status_facts(status), **fsync_means(after, before if windowed else None),
         }
 
     def _restart(self, run: Callable[..., CommandResult], host: RemoteHost, current: str, target: str, moved: bool,
